@@ -1,0 +1,269 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.clusters.models import Cluster
+from apps.teams.models import Role, Team
+from apps.teams.selectors import can, teams_for
+
+from . import services
+from .models import Application, Revision
+from .spec import SPEC_KEYS
+
+DRY_RUN = OpenApiParameter("dry_run", OpenApiTypes.BOOL, description="Validate and check quota; save nothing.")
+
+
+class DeploymentSchemaSerializer(serializers.Serializer):
+    """Documentation only: deployments take Ray Serve's own field names."""
+
+    name = serializers.CharField()
+    num_replicas = serializers.IntegerField(required=False)
+    autoscaling_config = serializers.DictField(required=False)
+    ray_actor_options = serializers.DictField(required=False)
+    max_ongoing_requests = serializers.IntegerField(required=False)
+    user_config = serializers.DictField(required=False)
+
+
+class ApplicationWriteSerializer(serializers.Serializer):
+    team = serializers.CharField(help_text="Team slug")
+    cluster = serializers.IntegerField()
+    name = serializers.CharField()
+    route_prefix = serializers.CharField()
+    import_path = serializers.CharField()
+    args = serializers.DictField(required=False)
+    runtime_env = serializers.DictField(required=False)
+    deployments = DeploymentSchemaSerializer(many=True)
+    version = serializers.IntegerField(required=False, help_text="For updates: the version you read")
+
+
+class ApplicationSerializer(serializers.ModelSerializer):
+    team = serializers.CharField(source="team.slug")
+    revision = serializers.IntegerField(source="current_revision.number", allow_null=True)
+    deployed_revision = serializers.IntegerField(source="deployed_revision.number", allow_null=True)
+    serve_name = serializers.CharField()
+    import_path = serializers.SerializerMethodField()
+    args = serializers.SerializerMethodField()
+    runtime_env = serializers.SerializerMethodField()
+    deployments = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Application
+        fields = [
+            "id",
+            "team",
+            "cluster",
+            "name",
+            "serve_name",
+            "route_prefix",
+            "import_path",
+            "args",
+            "runtime_env",
+            "deployments",
+            "revision",
+            "deployed_revision",
+            "version",
+            "state",
+            "status",
+            "status_message",
+            "observed_at",
+            "created_at",
+            "updated_at",
+        ]
+
+    def _spec(self, app: Application) -> dict:
+        return app.current_revision.spec if app.current_revision else {}
+
+    def get_import_path(self, app: Application) -> str:
+        return self._spec(app).get("import_path", "")
+
+    def get_args(self, app: Application) -> dict:
+        return self._spec(app).get("args", {})
+
+    def get_runtime_env(self, app: Application) -> dict:
+        return self._spec(app).get("runtime_env", {})
+
+    def get_deployments(self, app: Application) -> list:
+        return self._spec(app).get("deployments", [])
+
+
+class RevisionSerializer(serializers.ModelSerializer):
+    author = serializers.CharField(source="author.username", allow_null=True, default=None)
+
+    class Meta:
+        model = Revision
+        fields = ["number", "spec", "spec_hash", "author", "message", "created_at"]
+
+
+def _dry_run(request: Request) -> bool:
+    return request.query_params.get("dry_run", "").lower() in ("1", "true", "yes")
+
+
+def _expected_version(request: Request) -> int | None:
+    header = request.headers.get("If-Match", "").strip()
+    raw: Any = (
+        header.strip("W/").strip('"')
+        if header
+        else request.data.get("version")
+        if isinstance(request.data, dict)
+        else None
+    )
+    if raw in (None, "", "*"):
+        return None
+    try:
+        return int(raw)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError({"version": ["Must be the integer version you read (If-Match or body field)."]}) from exc
+
+
+def _body(request: Request) -> dict:
+    if not isinstance(request.data, dict):
+        raise ValidationError({"non_field_errors": ["The body must be a JSON object."]})
+    return request.data
+
+
+class ApplicationViewSet(viewsets.ModelViewSet):
+    serializer_class = ApplicationSerializer
+
+    def get_queryset(self) -> QuerySet[Application]:
+        qs = Application.objects.filter(team__in=teams_for(self.request.user)).select_related(
+            "team", "current_revision", "deployed_revision"
+        )
+        team = self.request.query_params.get("team")
+        if team:
+            qs = qs.filter(team__slug=team)
+        cluster = self.request.query_params.get("cluster")
+        if cluster:
+            qs = qs.filter(cluster_id=int(cluster)) if cluster.isdigit() else qs.none()
+        return qs.order_by("team__slug", "name", "id")
+
+    def _respond(self, app: Application, code: int = status.HTTP_200_OK) -> Response:
+        app = self.get_queryset().get(pk=app.pk)
+        return Response(ApplicationSerializer(app).data, status=code, headers={"ETag": f'"{app.version}"'})
+
+    def retrieve(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        app = self.get_object()
+        return Response(ApplicationSerializer(app).data, headers={"ETag": f'"{app.version}"'})
+
+    def _writable(self, app: Application) -> None:
+        if not can(self.request.user, app.team, Role.MEMBER):
+            raise PermissionDenied(f"You need the member role in team {app.team.slug} to change its applications.")
+
+    @extend_schema(request=ApplicationWriteSerializer, parameters=[DRY_RUN], responses=ApplicationSerializer)
+    def create(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        body = _body(request)
+        errors = {}
+        team_slug = body.get("team")
+        team = (
+            Team.objects.filter(slug=team_slug, pk__in=teams_for(request.user)).first()
+            if isinstance(team_slug, str)
+            else None
+        )
+        if team is None:
+            errors["team"] = ["Required: the slug of a team you belong to."]
+        cluster_id = body.get("cluster")
+        cluster = (
+            Cluster.objects.filter(pk=cluster_id).first()
+            if isinstance(cluster_id, int) and not isinstance(cluster_id, bool)
+            else None
+        )
+        if cluster is None:
+            errors["cluster"] = ["Required: the id of a registered cluster."]
+        unknown = sorted(set(body) - {"team", "cluster", "name", "version", *SPEC_KEYS})
+        for key in unknown:
+            errors[key] = [f"Unknown field {key!r}."]
+        if errors:
+            raise ValidationError(errors)
+        if not can(request.user, team, Role.MEMBER):
+            raise PermissionDenied(f"You need the member role in team {team.slug} to deploy applications.")
+        spec = {k: body[k] for k in SPEC_KEYS if k in body}
+        try:
+            app = services.application_create(
+                actor=request.user,
+                team=team,
+                cluster=cluster,
+                name=body.get("name"),
+                spec=spec,
+                dry_run=_dry_run(request),
+            )
+        except services.DryRun as dry:
+            return Response({"dry_run": True, **dry.result})
+        return self._respond(app, status.HTTP_201_CREATED)
+
+    def _update(self, request: Request, partial: bool) -> Response:
+        app = self.get_object()
+        self._writable(app)
+        body = _body(request)
+        errors = {}
+        for key, current in (("team", app.team.slug), ("cluster", app.cluster_id), ("name", app.name)):
+            if key in body and body[key] != current:
+                errors[key] = [f"Cannot be changed ({current!r}); create a new application instead."]
+        for key in sorted(set(body) - {"team", "cluster", "name", "version", *SPEC_KEYS}):
+            errors[key] = [f"Unknown field {key!r}."]
+        if errors:
+            raise ValidationError(errors)
+        spec = dict(app.current_revision.spec) if partial and app.current_revision else {}
+        spec.update({k: body[k] for k in SPEC_KEYS if k in body})
+        try:
+            app = services.application_update(
+                actor=request.user,
+                application=app,
+                spec=spec,
+                expected_version=_expected_version(request),
+                dry_run=_dry_run(request),
+            )
+        except services.DryRun as dry:
+            return Response({"dry_run": True, **dry.result})
+        return self._respond(app)
+
+    @extend_schema(request=ApplicationWriteSerializer, parameters=[DRY_RUN], responses=ApplicationSerializer)
+    def update(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return self._update(request, partial=False)
+
+    @extend_schema(request=ApplicationWriteSerializer, parameters=[DRY_RUN], responses=ApplicationSerializer)
+    def partial_update(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return self._update(request, partial=True)
+
+    def destroy(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        app = self.get_object()
+        self._writable(app)
+        services.application_delete(actor=request.user, application=app, expected_version=_expected_version(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(responses=RevisionSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def revisions(self, request, pk=None):  # type: ignore[no-untyped-def]
+        app = self.get_object()
+        page = self.paginate_queryset(app.revisions.select_related("author").order_by("-number"))
+        return self.get_paginated_response(RevisionSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=serializers.Serializer,
+        parameters=[DRY_RUN],
+        responses=ApplicationSerializer,
+        description='Body {"revision": n}: makes a new revision with the spec of revision n.',
+    )
+    @action(detail=True, methods=["post"])
+    def rollback(self, request, pk=None):  # type: ignore[no-untyped-def]
+        app = self.get_object()
+        self._writable(app)
+        body = _body(request)
+        try:
+            app = services.application_rollback(
+                actor=request.user,
+                application=app,
+                revision_number=body.get("revision"),
+                expected_version=_expected_version(request),
+                dry_run=_dry_run(request),
+            )
+        except services.DryRun as dry:
+            return Response({"dry_run": True, **dry.result})
+        return self._respond(app)

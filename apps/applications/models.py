@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.clusters.models import Cluster
+from apps.teams.models import Team, slug_validator
+
+
+def serve_app_name(team_slug: str, name: str) -> str:
+    """The app's name on the cluster. Slugs never contain "--", so no two teams can produce the same name."""
+    return f"{team_slug}--{name}"
+
+
+class Application(models.Model):
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending push"
+        DEPLOYING = "deploying", "Deploying"
+        RUNNING = "running", "Running"
+        DEPLOY_FAILED = "deploy_failed", "Deploy failed"
+        UNHEALTHY = "unhealthy", "Unhealthy"
+        DELETING = "deleting", "Deleting"
+
+    SETTLED = {State.RUNNING, State.DEPLOY_FAILED, State.UNHEALTHY}
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="applications")
+    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="applications")
+    name = models.CharField(max_length=40, validators=[slug_validator])
+    route_prefix = models.CharField(max_length=100)
+    current_revision = models.ForeignKey("Revision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    deployed_revision = models.ForeignKey(
+        "Revision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    version = models.PositiveIntegerField(default=1, help_text="Bumped on every change; If-Match compares it.")
+    state = models.CharField(max_length=15, choices=State.choices, default=State.PENDING)
+    status = models.JSONField(default=dict, blank=True, help_text="What Ray last reported for this app.")
+    status_message = models.TextField(blank=True)
+    observed_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["team__slug", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "cluster", "name"], condition=Q(deleted_at__isnull=True), name="app_unique_name"
+            ),
+            models.UniqueConstraint(
+                fields=["cluster", "route_prefix"], condition=Q(deleted_at__isnull=True), name="app_unique_route"
+            ),
+        ]
+        indexes = [models.Index(fields=["cluster", "deleted_at"])]
+
+    def __str__(self) -> str:
+        return self.serve_name
+
+    @property
+    def serve_name(self) -> str:
+        return serve_app_name(self.team.slug, self.name)
+
+    @property
+    def settled(self) -> bool:
+        return self.state in self.SETTLED
+
+
+class Revision(models.Model):
+    """One immutable version of an application's spec. Rollback makes a new revision copying an old spec."""
+
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    spec = models.JSONField()
+    spec_hash = models.CharField(max_length=64)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    message = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["application", "-number"]
+        constraints = [models.UniqueConstraint(fields=["application", "number"], name="revision_unique_number")]
+
+    def __str__(self) -> str:
+        return f"{self.application_id}#r{self.number}"
+
+    def save(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        if self.pk is not None:
+            raise ValueError("Revisions are immutable; make a new one")
+        super().save(*args, **kwargs)

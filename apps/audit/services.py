@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Model
+
+from apps.core.middleware import current_request_id
+
+from .models import AuditEvent
+
+
+def audit_record(
+    *,
+    actor: Any,
+    action: str,
+    obj: Model | None = None,
+    team: Any = None,
+    before: dict | None = None,
+    after: dict | None = None,
+    source: str = "api",
+    object_type: str | None = None,
+    object_repr: str | None = None,
+) -> AuditEvent:
+    user = actor if getattr(actor, "is_authenticated", False) else None
+    return AuditEvent.objects.create(
+        actor=user,
+        actor_label=user.get_username() if user else str(actor or "system"),
+        team=team,
+        team_slug=getattr(team, "slug", "") or "",
+        action=action,
+        object_type=object_type or (obj._meta.model_name if obj is not None else ""),
+        object_id=str(obj.pk) if obj is not None and obj.pk is not None else "",
+        object_repr=(object_repr or (str(obj) if obj is not None else ""))[:200],
+        before=before,
+        after=after,
+        source=source,
+        request_id=current_request_id() if current_request_id() != "-" else "",
+    )

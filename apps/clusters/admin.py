@@ -1,0 +1,63 @@
+from django.contrib import admin
+
+from .models import Cluster, GpuPool, SyncRun
+
+
+class PoolInline(admin.TabularInline):
+    model = GpuPool
+    extra = 0
+
+
+@admin.register(Cluster)
+class ClusterAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "kind",
+        "dashboard_url",
+        "health",
+        "last_seen_at",
+        "desired_generation",
+        "pushed_generation",
+    ]
+    readonly_fields = [
+        "health",
+        "health_message",
+        "last_seen_at",
+        "drift",
+        "unmanaged_apps",
+        "nodes",
+        "desired_generation",
+        "pushed_generation",
+        "last_pushed_hash",
+        "last_failed_hash",
+        "lock_owner",
+        "lock_expires_at",
+    ]
+    inlines = [PoolInline]
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        from . import services
+
+        super().save_model(request, obj, form, change)
+        from apps.audit.services import audit_record
+
+        audit_record(
+            actor=request.user,
+            action="cluster.update" if change else "cluster.create",
+            obj=obj,
+            source="admin",
+            after={"name": obj.name, "dashboard_url": obj.dashboard_url},
+        )
+        services.request_sync(cluster_id=obj.pk, trigger="manual")
+
+
+@admin.register(SyncRun)
+class SyncRunAdmin(admin.ModelAdmin):
+    list_display = ["id", "cluster", "trigger", "state", "app_count", "created_at", "error"]
+    list_filter = ["cluster", "state", "trigger"]
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False

@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db.models import Q
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import BasePermission, IsAdminUser
+from rest_framework.response import Response
+
+from apps.teams.selectors import teams_for
+
+from . import services
+from .models import Cluster, GpuPool, SyncRun
+from .selectors import build_serve_config, cluster_state
+
+
+class PoolSerializer(serializers.ModelSerializer):
+    capacity = serializers.DecimalField(max_digits=12, decimal_places=4, min_value=Decimal(0), coerce_to_string=True)
+
+    class Meta:
+        model = GpuPool
+        fields = ["name", "resource", "capacity"]
+
+
+class ClusterSerializer(serializers.ModelSerializer):
+    pools = PoolSerializer(many=True, required=False)
+    auth_token = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=500)
+    has_auth_token = serializers.SerializerMethodField()
+    last_sync = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Cluster
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "dashboard_url",
+            "serve_url",
+            "http_port",
+            "auth_token",
+            "has_auth_token",
+            "drift_policy",
+            "k8s_namespace",
+            "k8s_name",
+            "pools",
+            "health",
+            "health_message",
+            "last_seen_at",
+            "drift",
+            "unmanaged_apps",
+            "desired_generation",
+            "pushed_generation",
+            "last_sync",
+            "created_at",
+        ]
+        read_only_fields = [
+            "health",
+            "health_message",
+            "last_seen_at",
+            "drift",
+            "unmanaged_apps",
+            "desired_generation",
+            "pushed_generation",
+            "created_at",
+        ]
+
+    def get_has_auth_token(self, cluster: Cluster) -> bool:
+        return bool(cluster.auth_token)
+
+    def get_last_sync(self, cluster: Cluster) -> dict | None:
+        run = cluster.sync_runs.order_by("-created_at", "-id").first()
+        return SyncRunSerializer(run).data if run else None
+
+    def validate_pools(self, pools: list[dict]) -> list[dict]:
+        names = [p["name"] for p in pools]
+        if len(names) != len(set(names)):
+            raise serializers.ValidationError("Pool names must be unique within a cluster.")
+        return pools
+
+    def create(self, validated: dict) -> Cluster:
+        pools = validated.pop("pools", [])
+        return services.cluster_create(actor=self.context["request"].user, data=validated, pools=pools)
+
+    def update(self, cluster: Cluster, validated: dict) -> Cluster:
+        pools = validated.pop("pools", None)
+        return services.cluster_update(actor=self.context["request"].user, cluster=cluster, data=validated, pools=pools)
+
+
+class SyncRunSerializer(serializers.ModelSerializer):
+    duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = SyncRun
+        fields = [
+            "id",
+            "cluster",
+            "trigger",
+            "state",
+            "generation",
+            "attempt",
+            "config_hash",
+            "app_count",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+        ]
+
+
+class SyncRunDetailSerializer(SyncRunSerializer):
+    class Meta(SyncRunSerializer.Meta):
+        fields = [*SyncRunSerializer.Meta.fields, "config_snapshot"]
+
+
+class StaffWritesOnly(BasePermission):
+    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+        return request.method in ("GET", "HEAD", "OPTIONS") or bool(request.user and request.user.is_staff)
+
+
+class ClusterViewSet(viewsets.ModelViewSet):
+    serializer_class = ClusterSerializer
+    permission_classes = [StaffWritesOnly]
+    http_method_names = ["get", "post", "patch", "put", "head", "options"]
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return Cluster.objects.prefetch_related("pools").order_by("name")
+
+    @action(detail=True, methods=["get"], url_path="serve-config", permission_classes=[IsAdminUser])
+    def serve_config(self, request, pk=None):  # type: ignore[no-untyped-def]
+        """The exact merged config the next push sends."""
+        merged = build_serve_config(self.get_object())
+        return Response(merged.config, headers={"ETag": f'"{merged.hash}"'})
+
+    @action(detail=True, methods=["get"])
+    def state(self, request, pk=None):  # type: ignore[no-untyped-def]
+        """Nodes with capacity and use, and the replicas on each, as last observed."""
+        return Response(cluster_state(self.get_object()))
+
+    @action(detail=True, methods=["post"], permission_classes=[IsAdminUser])
+    def sync(self, request, pk=None):  # type: ignore[no-untyped-def]
+        """Ask for a push now, even if nothing changed (repairs a cluster that lost its apps)."""
+        from workers.tasks.sync import sync_cluster
+
+        cluster = self.get_object()
+        sync_cluster.delay(cluster.pk, "manual", True)
+        return Response({"detail": "push queued"}, status=status.HTTP_202_ACCEPTED)
+
+
+class SyncRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    def get_serializer_class(self):  # type: ignore[no-untyped-def]
+        return (
+            SyncRunDetailSerializer if self.action == "retrieve" and self.request.user.is_staff else SyncRunSerializer
+        )
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        qs = SyncRun.objects.all()
+        user = self.request.user
+        if not user.is_staff:
+            teams = teams_for(user)
+            qs = qs.filter(Q(cluster__applications__team__in=teams) | Q(cluster__quotas__team__in=teams)).distinct()
+        cluster = self.request.query_params.get("cluster")
+        if cluster:
+            if not cluster.isdigit():
+                return qs.none()
+            qs = qs.filter(cluster_id=int(cluster))
+        state = self.request.query_params.get("state")
+        if state:
+            qs = qs.filter(state=state)
+        return qs.order_by("-created_at", "-id")
+
+    @extend_schema(parameters=[OpenApiParameter("cluster", int), OpenApiParameter("state", str)])
+    def list(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return super().list(request, *args, **kwargs)

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from apps.teams.models import slug_validator
+
+
+class Cluster(models.Model):
+    class Kind(models.TextChoices):
+        RAY = "ray", "Ray (dashboard REST API)"
+        KUBERAY = "kuberay", "KubeRay (RayService)"
+
+    class Health(models.TextChoices):
+        UNKNOWN = "unknown", "Unknown"
+        HEALTHY = "healthy", "Healthy"
+        UNREACHABLE = "unreachable", "Unreachable"
+
+    class DriftPolicy(models.TextChoices):
+        REPAIR = "repair", "Repair (re-push the desired config)"
+        FLAG = "flag", "Flag only"
+
+    name = models.CharField(max_length=50, unique=True, validators=[slug_validator])
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.RAY)
+    dashboard_url = models.URLField(help_text="Ray dashboard, e.g. http://127.0.0.1:8265")
+    auth_token = models.CharField(max_length=500, blank=True, help_text="Bearer token for Ray token auth.")
+    serve_url = models.URLField(blank=True, help_text="Where Serve's HTTP proxy answers, e.g. http://127.0.0.1:8000")
+    http_port = models.PositiveIntegerField(default=8000, help_text="Port of Serve's HTTP proxies (http_options).")
+    drift_policy = models.CharField(max_length=10, choices=DriftPolicy.choices, default=DriftPolicy.REPAIR)
+    k8s_namespace = models.CharField(max_length=63, blank=True)
+    k8s_name = models.CharField(max_length=63, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    # Observed health, written by the workers.
+    health = models.CharField(max_length=12, choices=Health.choices, default=Health.UNKNOWN)
+    health_message = models.TextField(blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    drift = models.JSONField(default=list, blank=True, help_text="Differences found by the last reconcile.")
+    unmanaged_apps = models.JSONField(default=list, blank=True)
+    nodes = models.JSONField(default=list, blank=True, help_text="Ray's node list at the last observation.")
+
+    # The push: every write bumps desired_generation; a push records what it sent.
+    desired_generation = models.PositiveBigIntegerField(default=0)
+    pushed_generation = models.PositiveBigIntegerField(default=0)
+    last_pushed_hash = models.CharField(max_length=64, blank=True)
+    last_failed_hash = models.CharField(max_length=64, blank=True, help_text="A config Ray refused: not retried.")
+    lock_owner = models.CharField(max_length=64, blank=True)
+    lock_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class GpuPool(models.Model):
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="pools")
+    name = models.CharField(max_length=50, validators=[slug_validator])
+    resource = models.CharField(
+        max_length=50, default="GPU", help_text='Ray resource counted in this pool: "GPU" or a custom resource.'
+    )
+    capacity = models.DecimalField(
+        max_digits=12, decimal_places=4, default=Decimal("0"), validators=[MinValueValidator(Decimal("0"))]
+    )
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["cluster", "name"], name="pool_unique_cluster_name")]
+        ordering = ["cluster__name", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.cluster.name}/{self.name}"
+
+
+class SyncRun(models.Model):
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        SKIPPED = "skipped", "Skipped (unchanged)"
+        FAILED = "failed", "Failed"
+
+    class Trigger(models.TextChoices):
+        WRITE = "write", "Write"
+        RECONCILE = "reconcile", "Reconcile"
+        DRIFT = "drift", "Drift repair"
+        MANUAL = "manual", "Manual"
+
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="sync_runs")
+    trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.WRITE)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    generation = models.PositiveBigIntegerField(default=0)
+    attempt = models.PositiveIntegerField(default=0)
+    config_hash = models.CharField(max_length=64, blank=True)
+    config_snapshot = models.JSONField(default=dict, blank=True)
+    app_count = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["cluster", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"sync #{self.pk} {self.cluster} {self.state}"
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at and self.finished_at:
+            return int((self.finished_at - self.started_at).total_seconds() * 1000)
+        return None

@@ -1,0 +1,110 @@
+"""Reads for clusters, above all the merged Serve config that the next push sends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from apps.applications.models import Application
+from apps.applications.spec import canonical_json, serve_app_config, spec_hash
+
+from .models import Cluster
+
+
+@dataclass
+class MergedConfig:
+    config: dict
+    hash: str
+    # app id -> revision id of what this config carries, to mark as deployed once Ray has it.
+    revisions: dict[int, int] = field(default_factory=dict)
+    app_configs: dict[str, dict] = field(default_factory=dict)
+
+
+def build_serve_config(cluster: Cluster) -> MergedConfig:
+    """The whole-cluster config from every team's current revision, in one query whatever the app count."""
+    apps = (
+        Application.objects.filter(cluster=cluster, deleted_at__isnull=True, current_revision__isnull=False)
+        .select_related("team", "current_revision")
+        .only("id", "name", "team__slug", "current_revision__id", "current_revision__spec")
+        .order_by("team__slug", "name")
+    )
+    app_configs: dict[str, dict] = {}
+    revisions: dict[int, int] = {}
+    for app in apps:
+        cfg = serve_app_config(app.serve_name, app.current_revision.spec)
+        app_configs[app.serve_name] = cfg
+        revisions[app.pk] = app.current_revision.pk
+    config = {
+        "http_options": {"host": "0.0.0.0", "port": cluster.http_port},
+        "applications": list(app_configs.values()),
+    }
+    return MergedConfig(config=config, hash=spec_hash(config), revisions=revisions, app_configs=app_configs)
+
+
+def same_app_config(a: dict | None, b: dict | None) -> bool:
+    return a is not None and b is not None and canonical_json(a) == canonical_json(b)
+
+
+def cluster_state(cluster: Cluster) -> dict:
+    """Nodes (capacity and what replicas use) and the replicas on each, from the last observation."""
+    from decimal import Decimal
+
+    from apps.applications.spec import to_decimal
+
+    pools = list(cluster.pools.all())
+    nodes: dict[str, dict] = {}
+    for node in cluster.nodes or []:
+        labels = node.get("labels") or {}
+        nodes[node["node_id"]] = {
+            "id": node["node_id"],
+            "ip": node.get("node_ip", ""),
+            "is_head": bool(node.get("is_head_node")),
+            "state": node.get("state", ""),
+            "pool": labels.get("pool", ""),
+            "labels": labels,
+            "capacity": {
+                k: str(to_decimal(v))
+                for k, v in (node.get("resources_total") or {}).items()
+                if not k.startswith("node:")
+            },
+            "used": {},
+            "replicas": [],
+        }
+    apps = Application.objects.filter(cluster=cluster, deleted_at__isnull=True).select_related("team")
+    for app in apps:
+        for dep_name, dep in (app.status.get("deployments") or {}).items():
+            resources = dep.get("required_resources") or {}
+            for rep in dep.get("replicas") or []:
+                node = nodes.setdefault(
+                    rep.get("node_id", ""),
+                    {
+                        "id": rep.get("node_id", ""),
+                        "ip": rep.get("node_ip", ""),
+                        "is_head": False,
+                        "state": "",
+                        "pool": "",
+                        "labels": {},
+                        "capacity": {},
+                        "used": {},
+                        "replicas": [],
+                    },
+                )
+                node["replicas"].append(
+                    {
+                        "replica": rep.get("replica_id", ""),
+                        "app": app.serve_name,
+                        "application_id": app.pk,
+                        "deployment": dep_name,
+                        "team": app.team.slug,
+                        "state": rep.get("state", ""),
+                        "resources": {k: str(to_decimal(v)) for k, v in resources.items()},
+                    }
+                )
+                for k, v in resources.items():
+                    node["used"][k] = str(to_decimal(node["used"].get(k, "0")) + to_decimal(v))
+    return {
+        "cluster": cluster.pk,
+        "observed_at": cluster.last_seen_at.isoformat() if cluster.last_seen_at else None,
+        "pools": [{"name": p.name, "resource": p.resource, "capacity": str(p.capacity)} for p in pools],
+        "nodes": sorted(nodes.values(), key=lambda n: (not n["is_head"], n["ip"], n["id"])),
+        "total_gpus": str(sum((to_decimal(n["capacity"].get("GPU", 0)) for n in nodes.values()), Decimal(0))),
+    }

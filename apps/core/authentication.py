@@ -1,0 +1,47 @@
+"""``Authorization: Token <secret>`` for API tokens, stored hashed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+
+from apps.teams.models import TOKEN_PREFIX_LEN, ApiToken, hash_secret
+
+
+class TokenAuthentication(authentication.BaseAuthentication):
+    keyword = "Token"
+
+    def authenticate(self, request):  # type: ignore[no-untyped-def]
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Invalid token header: expected 'Token <secret>'.")
+        try:
+            secret = header[1].decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise exceptions.AuthenticationFailed("Invalid token.") from exc
+        token = (
+            ApiToken.objects.select_related("user")
+            .filter(prefix=secret[:TOKEN_PREFIX_LEN], secret_hash=hash_secret(secret))
+            .first()
+        )
+        now = timezone.now()
+        if token is None or not token.user.is_active:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        if token.revoked_at is not None:
+            raise exceptions.AuthenticationFailed("Token has been revoked.")
+        if token.expires_at is not None and token.expires_at <= now:
+            raise exceptions.AuthenticationFailed("Token has expired.")
+        if token.last_used_at is None or now - token.last_used_at > timedelta(seconds=60):
+            ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        user = token.user
+        if token.team_id:
+            user._token_team_id = token.team_id
+            user._token_role = token.role or None
+        return (user, token)
+
+    def authenticate_header(self, request) -> str:  # type: ignore[no-untyped-def]
+        return self.keyword

@@ -1,0 +1,151 @@
+"""Run everything on this machine: a local Ray cluster, web, Celery worker and beat, demo data and traffic.
+
+Ctrl-C (or ``manage.py run_local --stop`` from another shell, which ``make stop`` calls) stops it all,
+the Ray cluster included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from workers.clients.local_ray import DEMO
+
+PIDFILE = Path(settings.VAR_DIR) / "run_local.pid"
+
+
+class Command(BaseCommand):
+    help = "Start the whole control plane locally (Ray cluster, web, worker, beat, demo data, traffic)."
+
+    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+        parser.add_argument("--port", type=int, default=int(os.environ.get("WEB_PORT", "8088")))
+        parser.add_argument("--no-traffic", action="store_true")
+        parser.add_argument("--stop", action="store_true", help="stop a run started from another shell")
+
+    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+        if options["stop"]:
+            self._stop_other()
+            return
+        self.children: list[subprocess.Popen] = []
+        PIDFILE.write_text(str(os.getpid()))
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        try:
+            self._start(options)
+            self._watch()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self._shutdown()
+
+    def _say(self, text: str) -> None:
+        self.stdout.write(text)
+        self.stdout.flush()
+
+    def _start(self, options: dict) -> None:
+        call_command("migrate", verbosity=0)
+        if DEMO.is_up():
+            self._say(f"Ray cluster already up at {DEMO.dashboard_url}")
+        else:
+            DEMO.start(log=lambda m: self._say(f"  {m}"))
+        call_command("seed_demo", stdout=self.stdout)
+        python = sys.executable
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        logs = Path(settings.VAR_DIR) / "logs"
+        logs.mkdir(exist_ok=True)
+        procs = {
+            "web": [
+                python,
+                "-m",
+                "gunicorn",
+                "controlplane.wsgi",
+                "-b",
+                f"127.0.0.1:{options['port']}",
+                "-w",
+                "2",
+                "--threads",
+                "4",
+                "--timeout",
+                "60",
+            ],
+            "worker": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "controlplane",
+                "worker",
+                "-P",
+                "threads",
+                "-c",
+                "4",
+                "-l",
+                "INFO",
+            ],
+            "beat": [python, "-m", "celery", "-A", "controlplane", "beat", "-l", "INFO"],
+        }
+        if not options["no_traffic"]:
+            procs["traffic"] = [python, "manage.py", "traffic", "--rate", "4"]
+        for name, cmd in procs.items():
+            log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child's lifetime
+            self.children.append(
+                subprocess.Popen(
+                    cmd, cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+            self._say(f"  started {name} (pid {self.children[-1].pid}, log var/logs/{name}.log)")
+        password = os.environ.get("DEMO_ADMIN_PASSWORD", "demo-password-1")
+        self._say(
+            "\nControl plane running:\n"
+            f"  dashboard  http://127.0.0.1:{options['port']}/   (log in as admin / {password})\n"
+            f"  API docs   http://127.0.0.1:{options['port']}/api/docs/\n"
+            f"  Ray        {DEMO.dashboard_url}   Serve {DEMO.serve_url}\n"
+            "Press Ctrl-C (or run `make stop`) to stop everything.\n"
+        )
+
+    def _watch(self) -> None:
+        while True:
+            for child in self.children:
+                if child.poll() is not None:
+                    self._say(f"a process exited (pid {child.pid}, code {child.returncode}); see var/logs/. Stopping.")
+                    return
+            time.sleep(1)
+
+    def _shutdown(self) -> None:
+        self._say("stopping web, worker, beat and traffic…")
+        for child in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for child in self.children:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+        self._say("stopping the Ray cluster…")
+        DEMO.stop()
+        PIDFILE.unlink(missing_ok=True)
+        self._say("stopped.")
+
+    def _stop_other(self) -> None:
+        if PIDFILE.exists():
+            pid = int(PIDFILE.read_text().strip() or 0)
+            try:
+                os.kill(pid, signal.SIGTERM)
+                self._say(f"asked run_local (pid {pid}) to stop")
+                for _ in range(60):
+                    time.sleep(0.5)
+                    os.kill(pid, 0)
+            except ProcessLookupError:
+                pass
+        if DEMO.stop():
+            self._say("stopped leftover Ray processes")
+        self._say("stopped.")

@@ -1,0 +1,65 @@
+"""Send steady demo traffic to every running application, with Zipf-distributed model ids for multiplexed apps."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import requests
+from django.core.management.base import BaseCommand
+
+from apps.applications.models import Application
+
+
+def zipf_choice(rng: random.Random, items: list[str], s: float = 1.2) -> str:
+    weights = [1 / (rank**s) for rank in range(1, len(items) + 1)]
+    return rng.choices(items, weights=weights, k=1)[0]
+
+
+class Command(BaseCommand):
+    help = "Send demo traffic to the running applications (Ctrl-C to stop)."
+
+    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+        parser.add_argument("--rate", type=float, default=5.0, help="requests per second in all")
+        parser.add_argument("--duration", type=float, default=0, help="seconds; 0 runs until stopped")
+        parser.add_argument("--seed", type=int, default=7)
+
+    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+        rng = random.Random(options["seed"])
+        session = requests.Session()
+        started = time.monotonic()
+        sent = failed = 0
+        targets: list[tuple[str, list[str]]] = []
+        refreshed = 0.0
+        while not options["duration"] or time.monotonic() - started < options["duration"]:
+            if time.monotonic() - refreshed > 15:
+                targets = self._targets()
+                refreshed = time.monotonic()
+            if not targets:
+                time.sleep(1)
+                continue
+            url, models = rng.choice(targets)
+            headers = {"serve_multiplexed_model_id": zipf_choice(rng, models)} if models else {}
+            try:
+                ok = session.get(url, headers=headers, timeout=5).ok
+            except requests.RequestException:
+                ok = False
+            sent += 1
+            failed += not ok
+            if sent % 500 == 0:
+                self.stdout.write(f"traffic: {sent} requests sent, {failed} failed")
+            time.sleep(1 / max(options["rate"], 0.1))
+
+    def _targets(self) -> list[tuple[str, list[str]]]:
+        out = []
+        apps = Application.objects.filter(state=Application.State.RUNNING, deleted_at__isnull=True).select_related(
+            "cluster", "current_revision"
+        )
+        for app in apps:
+            if not app.cluster.serve_url:
+                continue
+            models: list[str] = []
+            for dep in (app.current_revision.spec.get("deployments") or []) if app.current_revision else []:
+                models += sorted(((dep.get("user_config") or {}).get("models") or {}).keys())
+            out.append((app.cluster.serve_url.rstrip("/") + app.route_prefix, models))
+        return out

@@ -1,0 +1,22 @@
+from django.urls import path
+
+from . import views
+
+app_name = "dashboard"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("clusters/", views.cluster_list, name="cluster_list"),
+    path("clusters/<int:pk>/", views.cluster_detail, name="cluster_detail"),
+    path("clusters/<int:pk>/sync/", views.cluster_sync, name="cluster_sync"),
+    path("teams/<slug:slug>/", views.team_detail, name="team_detail"),
+    path("teams/<slug:slug>/apps/status/", views.team_apps_fragment, name="team_apps_fragment"),
+    path("apps/new/", views.app_form, name="app_create"),
+    path("apps/<int:pk>/", views.app_detail, name="app_detail"),
+    path("apps/<int:pk>/status/", views.app_status_fragment, name="app_status_fragment"),
+    path("apps/<int:pk>/edit/", views.app_form, name="app_edit"),
+    path("apps/<int:pk>/rollback/", views.app_rollback, name="app_rollback"),
+    path("apps/<int:pk>/delete/", views.app_delete, name="app_delete"),
+    path("apps/<int:pk>/diff/", views.app_diff, name="app_diff"),
+]

@@ -1,0 +1,291 @@
+"""The dashboard: Django templates, htmx fragments for live status. Writes go through the services."""
+
+from __future__ import annotations
+
+import difflib
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+from rest_framework.exceptions import ValidationError
+
+from apps.applications import services as app_services
+from apps.applications.models import Application
+from apps.clusters.models import Cluster, SyncRun
+from apps.clusters.selectors import cluster_state
+from apps.core.exceptions import Conflict
+from apps.teams.models import Role, Team
+from apps.teams.selectors import can, role_in, teams_for
+
+from .forms import EXTRA_ROWS, rows_from_post, rows_from_spec, spec_from_post, split_errors
+
+BLANK_ROW = {
+    "name": "",
+    "num_replicas": "",
+    "autoscale": False,
+    "min_replicas": "",
+    "max_replicas": "",
+    "num_cpus": "",
+    "num_gpus": "",
+    "max_ongoing_requests": "",
+    "user_config": "",
+    "extra": "",
+}
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def _visible_app(request: HttpRequest, pk: int) -> Application:
+    app = (
+        Application.objects.filter(pk=pk, team__in=teams_for(request.user))
+        .select_related("team", "cluster", "current_revision", "deployed_revision")
+        .first()
+    )
+    if app is None:
+        raise Http404("No such application")
+    return app
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    teams = list(teams_for(request.user).order_by("slug"))
+    apps = Application.objects.filter(team__in=teams)
+    counts = {t.pk: 0 for t in teams}
+    for team_id in apps.values_list("team_id", flat=True):
+        counts[team_id] = counts.get(team_id, 0) + 1
+    return render(
+        request,
+        "dashboard/home.html",
+        {
+            "teams": [(t, counts.get(t.pk, 0), role_in(request.user, t)) for t in teams],
+            "clusters": Cluster.objects.order_by("name"),
+        },
+    )
+
+
+@login_required
+def cluster_list(request: HttpRequest) -> HttpResponse:
+    clusters = list(Cluster.objects.order_by("name").prefetch_related("pools"))
+    last = {}
+    for c in clusters:
+        last[c.pk] = c.sync_runs.order_by("-created_at", "-id").first()
+    return render(request, "dashboard/cluster_list.html", {"rows": [(c, last[c.pk]) for c in clusters]})
+
+
+@login_required
+def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    cluster = get_object_or_404(Cluster, pk=pk)
+    runs = Paginator(cluster.sync_runs.order_by("-created_at", "-id"), 20).get_page(request.GET.get("page"))
+    state = cluster_state(cluster)
+    visible = set(teams_for(request.user).values_list("slug", flat=True))
+    return render(
+        request,
+        "dashboard/cluster_detail.html",
+        {"cluster": cluster, "runs": runs, "state": state, "visible_teams": visible},
+    )
+
+
+@login_required
+@require_POST
+def cluster_sync(request: HttpRequest, pk: int) -> HttpResponse:
+    from workers.tasks.sync import sync_cluster
+
+    cluster = get_object_or_404(Cluster, pk=pk)
+    if not request.user.is_staff:
+        raise Http404
+    sync_cluster.delay(cluster.pk, SyncRun.Trigger.MANUAL, True)
+    messages.success(request, f"Push to {cluster.name} queued.")
+    return redirect("dashboard:cluster_detail", pk=pk)
+
+
+def _team_or_404(request: HttpRequest, slug: str) -> Team:
+    team = teams_for(request.user).filter(slug=slug).first()
+    if team is None:
+        raise Http404("No such team")
+    return team
+
+
+def _team_apps(team: Team) -> list[Application]:
+    return list(
+        Application.objects.filter(team=team).select_related("cluster", "current_revision", "team").order_by("name")
+    )
+
+
+@login_required
+def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    team = _team_or_404(request, slug)
+    apps = _team_apps(team)
+    return render(
+        request,
+        "dashboard/team_detail.html",
+        {
+            "team": team,
+            "apps": apps,
+            "role": role_in(request.user, team),
+            "can_deploy": can(request.user, team, Role.MEMBER),
+            "polling": any(not a.settled for a in apps),
+        },
+    )
+
+
+@login_required
+def team_apps_fragment(request: HttpRequest, slug: str) -> HttpResponse:
+    team = _team_or_404(request, slug)
+    apps = _team_apps(team)
+    return render(
+        request, "dashboard/_team_apps.html", {"team": team, "apps": apps, "polling": any(not a.settled for a in apps)}
+    )
+
+
+@login_required
+def app_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    app = _visible_app(request, pk)
+    revisions = list(app.revisions.select_related("author").order_by("-number")[:50])
+    runs = app.cluster.sync_runs.order_by("-created_at", "-id")[:10]
+    return render(
+        request,
+        "dashboard/app_detail.html",
+        {
+            "app": app,
+            "spec_json": json.dumps(app.current_revision.spec if app.current_revision else {}, indent=2),
+            "revisions": revisions,
+            "runs": runs,
+            "can_edit": can(request.user, app.team, Role.MEMBER),
+            "polling": not app.settled,
+        },
+    )
+
+
+@login_required
+def app_status_fragment(request: HttpRequest, pk: int) -> HttpResponse:
+    app = _visible_app(request, pk)
+    return render(request, "dashboard/_app_status.html", {"app": app, "polling": not app.settled})
+
+
+@login_required
+def app_diff(request: HttpRequest, pk: int) -> HttpResponse:
+    app = _visible_app(request, pk)
+    revs = {r.number: r for r in app.revisions.all()}
+    try:
+        a = int(request.GET.get("from", "0"))
+        b = int(request.GET.get("to", "0"))
+    except ValueError as exc:
+        raise Http404 from exc
+    if a not in revs or b not in revs:
+        raise Http404("No such revision")
+    left = json.dumps(revs[a].spec, indent=2, sort_keys=True).splitlines()
+    right = json.dumps(revs[b].spec, indent=2, sort_keys=True).splitlines()
+    diff = list(difflib.unified_diff(left, right, f"r{a}", f"r{b}", lineterm="", n=3))
+    return render(request, "dashboard/_diff.html", {"app": app, "a": a, "b": b, "diff": diff})
+
+
+def _form_context(request: HttpRequest, app: Application | None, rows: list[dict], values: dict, errors: dict) -> dict:
+    fields, row_errors, other = split_errors(errors)
+    rows = [dict(r, errors=row_errors.get(i, {})) for i, r in enumerate(rows)]
+    teams = [t for t in teams_for(request.user).order_by("slug") if can(request.user, t, Role.MEMBER)]
+    return {
+        "app": app,
+        "rows": rows,
+        "values": values,
+        "errors": fields,
+        "other_errors": other,
+        "teams": teams,
+        "clusters": Cluster.objects.order_by("name"),
+    }
+
+
+@login_required
+def app_form(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+    app = _visible_app(request, pk) if pk else None
+    if app is not None and not can(request.user, app.team, Role.MEMBER):
+        messages.error(request, f"You need the member role in {app.team.slug} to edit its applications.")
+        return redirect("dashboard:app_detail", pk=app.pk)
+    if request.method != "POST":
+        spec = app.current_revision.spec if app and app.current_revision else {}
+        values = {
+            "team": app.team.slug if app else request.GET.get("team", ""),
+            "cluster": str(app.cluster_id) if app else request.GET.get("cluster", ""),
+            "name": app.name if app else "",
+            "route_prefix": spec.get("route_prefix", ""),
+            "import_path": spec.get("import_path", "examples.hello:app" if not app else ""),
+            "args": json.dumps(spec["args"], indent=1) if spec.get("args") else "",
+            "runtime_env": json.dumps(spec["runtime_env"], indent=1) if spec.get("runtime_env") else "",
+            "version": app.version if app else "",
+        }
+        rows = rows_from_spec(spec) or [dict(BLANK_ROW, name="Hello", num_replicas=1, num_cpus=0.1)]
+        rows += [dict(BLANK_ROW) for _ in range(EXTRA_ROWS)]
+        return render(request, "dashboard/app_form.html", _form_context(request, app, rows, values, {}))
+
+    post = request.POST
+    values = {
+        k: post.get(k, "")
+        for k in ("team", "cluster", "name", "route_prefix", "import_path", "args", "runtime_env", "version")
+    }
+    spec, errors = spec_from_post(post)
+    rows = [r for r in rows_from_post(post) if any(str(v).strip() for k, v in r.items() if k != "autoscale")]
+    rows += [dict(BLANK_ROW) for _ in range(EXTRA_ROWS)]
+    if not errors:
+        try:
+            if app is None:
+                team = teams_for(request.user).filter(slug=values["team"]).first()
+                cluster = Cluster.objects.filter(pk=values["cluster"]).first() if values["cluster"].isdigit() else None
+                if team is None or not can(request.user, team, Role.MEMBER):
+                    raise ValidationError({"team": ["Choose a team in which you may deploy."]})
+                if cluster is None:
+                    raise ValidationError({"cluster": ["Choose a cluster."]})
+                app = app_services.application_create(
+                    actor=request.user, team=team, cluster=cluster, name=values["name"], spec=spec, source="ui"
+                )
+                messages.success(request, f"Application {app.name} created; pushing to {cluster.name}.")
+            else:
+                version = int(values["version"]) if values["version"].isdigit() else None
+                app = app_services.application_update(
+                    actor=request.user, application=app, spec=spec, expected_version=version, source="ui"
+                )
+                messages.success(request, f"Saved revision {app.current_revision.number} of {app.name}.")
+            return redirect("dashboard:app_detail", pk=app.pk)
+        except ValidationError as exc:
+            errors = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        except Conflict as exc:
+            errors = {k: v for k, v in exc.detail.items() if isinstance(v, list)}
+    return render(request, "dashboard/app_form.html", _form_context(request, app, rows, values, errors), status=400)
+
+
+@login_required
+@require_POST
+def app_rollback(request: HttpRequest, pk: int) -> HttpResponse:
+    app = _visible_app(request, pk)
+    if not can(request.user, app.team, Role.MEMBER):
+        raise Http404
+    try:
+        number = int(request.POST.get("revision", ""))
+        app = app_services.application_rollback(
+            actor=request.user, application=app, revision_number=number, source="ui"
+        )
+        messages.success(request, f"Rolled back: revision {app.current_revision.number} copies r{number}.")
+    except (ValueError, ValidationError, Conflict) as exc:
+        detail = getattr(exc, "detail", None) or {"revision": ["Choose a revision."]}
+        messages.error(
+            request, "Rollback refused: " + "; ".join(str(m) for v in detail.values() if isinstance(v, list) for m in v)
+        )
+    return redirect("dashboard:app_detail", pk=app.pk)
+
+
+@login_required
+@require_POST
+def app_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    app = _visible_app(request, pk)
+    if not can(request.user, app.team, Role.MEMBER):
+        raise Http404
+    if request.POST.get("confirm") != app.name:
+        messages.error(request, f"Type the application's name ({app.name}) to confirm deletion.")
+        return redirect("dashboard:app_detail", pk=app.pk)
+    app_services.application_delete(actor=request.user, application=app, source="ui")
+    messages.success(request, f"{app.name} will be removed from {app.cluster.name} with the next push.")
+    return redirect("dashboard:team_detail", slug=app.team.slug)

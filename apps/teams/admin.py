@@ -1,0 +1,33 @@
+from django.contrib import admin
+
+from .models import ApiToken, Membership, Team
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "created_at"]
+    search_fields = ["slug", "name"]
+    inlines = [MembershipInline]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "prefix", "user", "team", "role", "expires_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["prefix", "secret_hash", "last_used_at", "created_at"]
+    list_filter = ["team"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False  # tokens are created where the secret can be shown once: the API or the UI
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request, queryset):  # type: ignore[no-untyped-def]
+        from django.utils import timezone
+
+        queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.response import Response
+
+from . import services
+from .models import Membership, Role, Team
+from .selectors import can, role_in, teams_for
+
+
+class TeamSerializer(serializers.ModelSerializer):
+    role = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Team
+        fields = ["slug", "name", "created_at", "role"]
+        read_only_fields = ["created_at", "role"]
+
+    def get_role(self, team: Team) -> str | None:
+        return role_in(self.context["request"].user, team)
+
+
+class TeamWriteSerializer(serializers.Serializer):
+    slug = serializers.CharField(max_length=30)
+    name = serializers.CharField(max_length=100)
+
+
+class MemberSerializer(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username")
+    email = serializers.CharField(source="user.email", read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["username", "email", "role", "created_at"]
+        read_only_fields = ["email", "created_at"]
+
+
+class MemberWriteSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=254, help_text="Username or email address")
+    role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
+
+
+def require(user, team: Team, role: str, what: str) -> None:  # type: ignore[no-untyped-def]
+    if not can(user, team, role):
+        raise PermissionDenied(f"You need the {role} role in team {team.slug} to {what}.")
+
+
+class TeamViewSet(viewsets.ModelViewSet):
+    serializer_class = TeamSerializer
+    lookup_field = "slug"
+    lookup_value_regex = r"[a-z0-9-]+"
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return teams_for(self.request.user).order_by("slug")
+
+    @extend_schema(request=TeamWriteSerializer, responses=TeamSerializer)
+    def create(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if getattr(request.user, "_token_team_id", None) is not None:
+            raise PermissionDenied("A team-scoped token cannot create teams.")
+        team = services.team_create(actor=request.user, slug=request.data.get("slug"), name=request.data.get("name"))
+        return Response(TeamSerializer(team, context={"request": request}).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=TeamWriteSerializer, responses=TeamSerializer)
+    def partial_update(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        team = self.get_object()
+        require(request.user, team, Role.ADMIN, "change the team")
+        services.team_update(actor=request.user, team=team, name=request.data.get("name", team.name))
+        return Response(TeamSerializer(team, context={"request": request}).data)
+
+    def destroy(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        team = self.get_object()
+        require(request.user, team, Role.OWNER, "delete the team")
+        services.team_delete(actor=request.user, team=team)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=MemberWriteSerializer, responses=MemberSerializer(many=True))
+    @action(detail=True, methods=["get", "post"])
+    def members(self, request, slug=None):  # type: ignore[no-untyped-def]
+        team = self.get_object()
+        if request.method == "POST":
+            require(request.user, team, Role.ADMIN, "add members")
+            m = services.membership_add(
+                actor=request.user,
+                team=team,
+                username=request.data.get("username"),
+                role=request.data.get("role", Role.MEMBER),
+            )
+            return Response(MemberSerializer(m).data, status=status.HTTP_201_CREATED)
+        qs = team.memberships.select_related("user").order_by("user__username")
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(MemberSerializer(page, many=True).data)
+
+    @extend_schema(request=MemberWriteSerializer, responses=MemberSerializer)
+    @action(detail=True, methods=["patch", "delete"], url_path=r"members/(?P<username>[^/]+)")
+    def member(self, request, slug=None, username=None):  # type: ignore[no-untyped-def]
+        team = self.get_object()
+        m = get_object_or_404(Membership.objects.select_related("user", "team"), team=team, user__username=username)
+        require(request.user, team, Role.ADMIN, "manage members")
+        if request.method == "DELETE":
+            services.membership_remove(actor=request.user, membership=m)
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        services.membership_change(actor=request.user, membership=m, role=request.data.get("role"))
+        return Response(MemberSerializer(m).data)

@@ -1,0 +1,23 @@
+"""The Celery app: ``celery -A controlplane worker`` and ``celery -A controlplane beat``."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
+
+app = Celery("controlplane")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["workers"])
+
+
+@app.on_after_finalize.connect
+def _beat_schedule(sender: Celery, **_: object) -> None:
+    from django.conf import settings
+
+    sender.conf.beat_schedule = {
+        "reconcile-all-clusters": {
+            "task": "workers.tasks.sync.reconcile_all",
+            "schedule": float(settings.RECONCILE_INTERVAL_S),
+        },
+    }

@@ -1,0 +1,27 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from apps.applications.api import ApplicationViewSet
+from apps.clusters.api import ClusterViewSet, SyncRunViewSet
+from apps.core.api import ObtainTokenView
+from apps.quotas.api import QuotaViewSet
+from apps.teams.api import TeamViewSet
+
+router = DefaultRouter()
+router.register("teams", TeamViewSet, basename="team")
+router.register("clusters", ClusterViewSet, basename="cluster")
+router.register("quotas", QuotaViewSet, basename="quota")
+router.register("applications", ApplicationViewSet, basename="application")
+router.register("sync-runs", SyncRunViewSet, basename="syncrun")
+
+urlpatterns = [
+    path("api/v1/auth/token/", ObtainTokenView.as_view(), name="api-token"),
+    path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("apps.core.urls")),
+]

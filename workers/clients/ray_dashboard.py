@@ -1,0 +1,104 @@
+"""The only code that talks HTTP to a Ray dashboard (Serve REST API and State API)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+USER_AGENT = "ray-serve-control-plane/1.0"  # Ray refuses PUT/DELETE from browser-looking clients
+
+
+class RayError(Exception):
+    """Base class for failures talking to a Ray dashboard."""
+
+
+class RayUnavailable(RayError):
+    """Transient: connection refused, timeout, 5xx or an answer that is not what a dashboard sends."""
+
+
+class RayRejected(RayError):
+    """Permanent: Ray answered 4xx (e.g. the config failed its validation). Retrying will not help."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"Ray rejected the request (HTTP {status}): {message}")
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class RayDashboardClient:
+    base_url: str
+    token: str = ""
+    timeout: float = 10.0
+
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
+        url = self.base_url.rstrip("/") + path
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            resp = requests.request(method, url, json=body, headers=headers, timeout=self.timeout)
+        except requests.Timeout as exc:
+            raise RayUnavailable(f"Ray dashboard at {self.base_url} did not answer within {self.timeout:g} s") from exc
+        except requests.RequestException as exc:
+            reason = type(exc).__name__
+            if isinstance(exc, requests.ConnectionError):
+                reason = "connection refused or host unreachable"
+            raise RayUnavailable(f"Cannot reach the Ray dashboard at {self.base_url}: {reason}") from exc
+        if resp.status_code >= 500:
+            raise RayUnavailable(
+                f"Ray dashboard at {self.base_url} answered HTTP {resp.status_code}: {resp.text[:500]}"
+            )
+        if resp.status_code >= 400:
+            raise RayRejected(resp.status_code, resp.text[:4000] or resp.reason)
+        if not resp.content:
+            return None
+        try:
+            return resp.json()
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise RayUnavailable(
+                f"Ray dashboard at {self.base_url} answered {path} with something that is not JSON: {resp.text[:200]!r}"
+            ) from exc
+
+    def put_serve_config(self, config: dict) -> None:
+        """PUT the whole-cluster Serve config. Ray deletes every declarative app missing from it."""
+        self._request("PUT", "/api/serve/applications/", config)
+
+    def get_serve_applications(self) -> dict:
+        data = self._request("GET", "/api/serve/applications/")
+        if not isinstance(data, dict):
+            raise RayUnavailable(f"Ray dashboard at {self.base_url} sent an unexpected Serve status document")
+        apps = data.get("applications")
+        if apps is not None and not isinstance(apps, dict):
+            raise RayUnavailable(f"Ray dashboard at {self.base_url} sent 'applications' that is not an object")
+        return data
+
+    def list_nodes(self) -> list[dict]:
+        data = self._request("GET", "/api/v0/nodes?limit=1000&detail=true")
+        try:
+            return list(data["data"]["result"]["result"])
+        except (KeyError, TypeError) as exc:
+            raise RayUnavailable(f"Ray dashboard at {self.base_url} sent an unexpected node list") from exc
+
+    def list_serve_replica_actors(self) -> list[dict]:
+        data = self._request(
+            "GET", "/api/v0/actors?detail=true&limit=10000&filter_keys=state&filter_predicates=%3D&filter_values=ALIVE"
+        )
+        try:
+            actors = data["data"]["result"]["result"]
+        except (KeyError, TypeError) as exc:
+            raise RayUnavailable(f"Ray dashboard at {self.base_url} sent an unexpected actor list") from exc
+        return [a for a in actors if str(a.get("class_name", "")).startswith("ServeReplica:")]
+
+
+def client_for(cluster: Any, timeout: float | None = None) -> RayDashboardClient:
+    from django.conf import settings
+
+    return RayDashboardClient(
+        base_url=cluster.dashboard_url,
+        token=cluster.auth_token,
+        timeout=timeout if timeout is not None else settings.RAY_HTTP_TIMEOUT_S,
+    )
