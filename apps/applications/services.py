@@ -124,7 +124,11 @@ def application_update(
     clean = normalize_spec(spec)
     with transaction.atomic():
         cluster = _lock_cluster(application.cluster)
-        app = Application.objects.select_for_update().select_related("team", "current_revision").get(pk=application.pk)
+        app = (
+            Application.objects.select_for_update(of=("self",))
+            .select_related("team", "current_revision")
+            .get(pk=application.pk)
+        )
         if app.deleted_at is not None:
             raise Conflict({"detail": "This application is being deleted."})
         _check_version(app, expected_version)
@@ -188,7 +192,7 @@ def application_delete(
     """Take the app out of the desired config; the row goes once a push has removed it from Ray."""
     with transaction.atomic():
         _lock_cluster(application.cluster)
-        app = Application.objects.select_for_update().select_related("team").get(pk=application.pk)
+        app = Application.objects.select_for_update(of=("self",)).select_related("team").get(pk=application.pk)
         _check_version(app, expected_version)
         if app.deleted_at is not None:
             return app

@@ -186,7 +186,7 @@ def observe_cluster(cluster_id: int) -> bool:
     drift = []
     for name, desired in merged.app_configs.items():
         seen = ray_apps.get(name)
-        if seen is None:
+        if seen is None or seen.get("status") == "DELETING":
             drift.append({"app": name, "kind": "missing", "detail": "on the desired config but not on the cluster"})
         elif not same_app_config(seen.get("deployed_app_config"), desired):
             drift.append({"app": name, "kind": "changed", "detail": "the cluster runs a different config"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError
+from django.db import InterfaceError, OperationalError
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -31,7 +31,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(exc.detail, status=status.HTTP_412_PRECONDITION_FAILED)
     if isinstance(exc, Conflict):
         return Response(exc.detail, status=status.HTTP_409_CONFLICT)
-    if isinstance(exc, DatabaseError):
+    if isinstance(exc, (OperationalError, InterfaceError)):  # the database is down or restarting
         return Response(
             {"detail": "The database is unavailable; try again shortly."},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -61,9 +61,12 @@ def reconcile_cluster(cluster_id: int) -> str:
     from apps.clusters.sync import reconcile_cluster as reconcile
 
     try:
-        return reconcile(cluster_id)
+        outcome = reconcile(cluster_id)
     except RayUnavailable as exc:
         return f"unreachable: {exc}"
+    if outcome in ("pushed-pending", "repaired"):
+        poll_status.apply_async((cluster_id, 0), countdown=0.5)
+    return outcome
 
 
 @shared_task

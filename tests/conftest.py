@@ -1,0 +1,201 @@
+"""Shared fixtures: three named people per team (owner, member, outsider), staff, clusters, API clients.
+
+Tests marked ``ray`` run against a real local Ray cluster that this session starts on its own ports
+(``workers.clients.local_ray.TEST``) and stops at the end; it can run beside the demo cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from apps.clusters.models import Cluster
+from apps.clusters.services import cluster_create
+from apps.core.api import issue_token
+from apps.quotas.services import quota_set
+from apps.teams.models import Membership, Role, Team
+from apps.teams.services import team_create
+
+from controlplane.celery import app as celery_app
+
+# Tests never share a queue with a running `make run`: Redis when CI gives one, else in-process memory.
+celery_app.conf.broker_url = os.environ.get("CELERY_BROKER_URL") or "memory://"
+celery_app.conf.broker_transport_options = {}
+
+User = get_user_model()
+PASSWORD = "a-Long-test-passw0rd"
+
+
+@pytest.fixture
+def make_user(db) -> Callable[..., Any]:  # type: ignore[no-untyped-def]
+    def make(username: str, **extra: Any) -> Any:
+        user = User.objects.create_user(username=username, email=f"{username}@example.com", password=PASSWORD, **extra)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def staff(make_user):  # type: ignore[no-untyped-def]
+    return make_user("platform", is_staff=True)
+
+
+@pytest.fixture
+def alice(make_user):  # type: ignore[no-untyped-def]
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user):  # type: ignore[no-untyped-def]
+    return make_user("bob")
+
+
+@pytest.fixture
+def charlie(make_user):  # type: ignore[no-untyped-def]
+    """An outsider: in no team of alice's or bob's."""
+    return make_user("charlie")
+
+
+@pytest.fixture
+def make_team(db) -> Callable[..., Team]:  # type: ignore[no-untyped-def]
+    def make(slug: str, owner: Any, members: dict[Any, str] | None = None) -> Team:
+        team = team_create(actor=owner, slug=slug, name=slug.title())
+        for user, role in (members or {}).items():
+            Membership.objects.create(team=team, user=user, role=role)
+        return team
+
+    return make
+
+
+@pytest.fixture
+def team_a(make_team, alice):  # type: ignore[no-untyped-def]
+    return make_team("team-a", alice)
+
+
+@pytest.fixture
+def team_b(make_team, bob):  # type: ignore[no-untyped-def]
+    return make_team("team-b", bob)
+
+
+@pytest.fixture
+def make_cluster(db, staff) -> Callable[..., Cluster]:  # type: ignore[no-untyped-def]
+    def make(name: str = "prod-1", dashboard_url: str = "http://127.0.0.1:1", gpus: str = "8", **extra: Any) -> Cluster:
+        return cluster_create(
+            actor=staff,
+            data={"name": name, "kind": "ray", "dashboard_url": dashboard_url, **extra},
+            pools=[{"name": "a100", "resource": "GPU", "capacity": Decimal(gpus)}],
+        )
+
+    return make
+
+
+@pytest.fixture
+def cluster(make_cluster) -> Cluster:  # type: ignore[no-untyped-def]
+    return make_cluster()
+
+
+@pytest.fixture
+def grant(staff) -> Callable[..., Any]:  # type: ignore[no-untyped-def]
+    def give(team: Team, cluster: Cluster, gpus: str = "4") -> Any:
+        return quota_set(actor=staff, team=team, cluster=cluster, pool_name="a100", gpus=Decimal(gpus))
+
+    return give
+
+
+@pytest.fixture
+def api() -> Callable[[Any], APIClient]:
+    def client_for(user: Any) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            _, secret = issue_token(user=user, name="test")
+            client.credentials(HTTP_AUTHORIZATION=f"Token {secret}")
+        return client
+
+    return client_for
+
+
+def app_body(team: str, cluster: int, name: str, **overrides: Any) -> dict:
+    body = {
+        "team": team,
+        "cluster": cluster,
+        "name": name,
+        "route_prefix": f"/{team}/{name}",
+        "import_path": "examples.hello:app",
+        "args": {},
+        "runtime_env": {},
+        "deployments": [{"name": "Hello", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0.5}}],
+    }
+    body.update(overrides)
+    return body
+
+
+# ---- real Ray -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    from workers.clients.local_ray import TEST
+
+    started = False
+    if not TEST.is_up():
+        TEST.start(log=lambda m: None)
+        started = True
+    yield TEST
+    if started and not os.environ.get("KEEP_TEST_RAY"):
+        TEST.stop()
+
+
+@pytest.fixture
+def celery_worker(transactional_db) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    """A real Celery worker in a thread of this process, consuming from the configured broker."""
+    from celery.contrib.testing.worker import start_worker
+
+    from controlplane.celery import app
+
+    app.conf.task_always_eager = False
+    app.control.purge()
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, shutdown_timeout=20) as worker:
+        yield worker
+
+
+@pytest.fixture
+def ray_env(ray_cluster, celery_worker, make_cluster):  # type: ignore[no-untyped-def]
+    """A cluster row for the test Ray cluster, with a worker running."""
+    return make_cluster(
+        name="local-test",
+        dashboard_url=ray_cluster.dashboard_url,
+        serve_url=ray_cluster.serve_url,
+        http_port=ray_cluster.serve_port,
+    )
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 90, interval: float = 0.5, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_thread_connections(django_db_setup, django_db_blocker) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Worker and live-server threads keep their own connections; end them so the test database can be dropped."""
+    yield
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
