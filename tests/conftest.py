@@ -20,9 +20,8 @@ from apps.clusters.models import Cluster
 from apps.clusters.services import cluster_create
 from apps.core.api import issue_token
 from apps.quotas.services import quota_set
-from apps.teams.models import Membership, Role, Team
+from apps.teams.models import Membership, Team
 from apps.teams.services import team_create
-
 from controlplane.celery import app as celery_app
 
 # Tests never share a queue with a running `make run`: Redis when CI gives one, else in-process memory.
