@@ -4,10 +4,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from apps.applications.api import ApplicationViewSet
+from apps.audit.api import AuditEventViewSet
 from apps.clusters.api import ClusterViewSet, SyncRunViewSet
+from apps.core.accounts import RateLimitedLoginView, signup
 from apps.core.api import ObtainTokenView
-from apps.quotas.api import QuotaViewSet
-from apps.teams.api import TeamViewSet
+from apps.quotas.api import QuotaRequestViewSet, QuotaViewSet
+from apps.teams.api import TeamViewSet, TokenViewSet
 
 router = DefaultRouter()
 router.register("teams", TeamViewSet, basename="team")
@@ -15,6 +17,9 @@ router.register("clusters", ClusterViewSet, basename="cluster")
 router.register("quotas", QuotaViewSet, basename="quota")
 router.register("applications", ApplicationViewSet, basename="application")
 router.register("sync-runs", SyncRunViewSet, basename="syncrun")
+router.register("quota-requests", QuotaRequestViewSet, basename="quotarequest")
+router.register("tokens", TokenViewSet, basename="token")
+router.register("audit-events", AuditEventViewSet, basename="auditevent")
 
 urlpatterns = [
     path("api/v1/auth/token/", ObtainTokenView.as_view(), name="api-token"),
@@ -22,6 +27,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/", admin.site.urls),
+    path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),
+    path("accounts/signup/", signup, name="signup"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("apps.core.urls")),
 ]

@@ -32,6 +32,11 @@ User = get_user_model()
 PASSWORD = "a-Long-test-passw0rd"
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def make_user(db) -> Callable[..., Any]:  # type: ignore[no-untyped-def]
     def make(username: str, **extra: Any) -> Any:

@@ -17,7 +17,7 @@ from apps.quotas.services import check_admission
 from apps.teams.models import Team
 
 from .models import Application, Revision
-from .spec import NAME_RE, normalize_spec, spec_hash
+from .spec import NAME_RE, check_runtime_env_policy, normalize_spec, spec_hash
 
 
 class DryRun(Exception):
@@ -95,6 +95,7 @@ def application_create(
     try:
         with transaction.atomic():
             cluster = _lock_cluster(cluster)
+            check_runtime_env_policy(cluster.runtime_env_policy, cluster.name, clean)
             _check_unique(cluster=cluster, team=team, name=name, route_prefix=clean["route_prefix"], exclude_id=None)
             usage = check_admission(team=team, cluster=cluster, spec=clean)
             if dry_run:
@@ -132,6 +133,7 @@ def application_update(
         if app.deleted_at is not None:
             raise Conflict({"detail": "This application is being deleted."})
         _check_version(app, expected_version)
+        check_runtime_env_policy(cluster.runtime_env_policy, cluster.name, clean)
         _check_unique(
             cluster=cluster, team=app.team, name=app.name, route_prefix=clean["route_prefix"], exclude_id=app.pk
         )
@@ -209,14 +211,6 @@ def application_delete(
 
 
 def _usage_json(usage: list) -> list[dict]:
-    return [
-        {
-            "pool": u.pool,
-            "resource": u.resource,
-            "requested": str(u.requested),
-            "demand": str(u.demand),
-            "quota": None if u.quota is None else str(u.quota),
-            "in_use": str(u.in_use),
-        }
-        for u in usage
-    ]
+    from apps.quotas.services import usage_json
+
+    return [usage_json(u) for u in usage]

@@ -268,3 +268,45 @@ def _dropped_keys(original: Any, dumped: Any, path: str) -> list[str]:
         for i, (a, b) in enumerate(zip(original, dumped, strict=False)):
             lost.extend(_dropped_keys(a, b, f"{path}[{i}]"))
     return lost
+
+
+def check_runtime_env_policy(policy: dict, cluster_name: str, spec: dict) -> None:
+    """Enforce a cluster's runtime_env policy; the refusal names the field and what the cluster allows."""
+    runtime_env = spec.get("runtime_env") or {}
+    if not runtime_env or not policy:
+        return
+    errors: dict[str, list[str]] = {}
+    prefixes = policy.get("allowed_uri_prefixes")
+    if prefixes is not None:
+        uris: list[tuple[str, str]] = []
+        if isinstance(runtime_env.get("working_dir"), str):
+            uris.append(("runtime_env.working_dir", runtime_env["working_dir"]))
+        for module in runtime_env.get("py_modules") or []:
+            if isinstance(module, str):
+                uris.append(("runtime_env.py_modules", module))
+        for field, uri in uris:
+            if not any(uri.startswith(p) for p in prefixes):
+                allowed = ", ".join(prefixes) or "nothing"
+                errors.setdefault(field, []).append(
+                    f"Cluster {cluster_name} allows URIs only from: {allowed} (got {uri!r})."
+                )
+    for key, flag, label in (
+        ("pip", "allow_pip", "pip packages"),
+        ("uv", "allow_pip", "uv packages"),
+        ("conda", "allow_conda", "conda environments"),
+        ("env_vars", "allow_env_vars", "env_vars"),
+    ):
+        if key in runtime_env and policy.get(flag) is False:
+            errors[f"runtime_env.{key}"] = [f"Cluster {cluster_name} does not allow {label} in runtime_env."]
+    allowed_pip = policy.get("allowed_pip_packages")
+    pip = runtime_env.get("pip")
+    if allowed_pip is not None and isinstance(pip, list):
+        names = [re.split(r"[<>=!~\[; ]", str(p), maxsplit=1)[0].lower() for p in pip]
+        bad = [n for n in names if n not in {a.lower() for a in allowed_pip}]
+        if bad:
+            allowed = ", ".join(allowed_pip)
+            errors["runtime_env.pip"] = [
+                f"Cluster {cluster_name} allows only these pip packages: {allowed} (not {', '.join(bad)})."
+            ]
+    if errors:
+        raise ValidationError(errors)

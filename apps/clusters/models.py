@@ -30,6 +30,12 @@ class Cluster(models.Model):
     serve_url = models.URLField(blank=True, help_text="Where Serve's HTTP proxy answers, e.g. http://127.0.0.1:8000")
     http_port = models.PositiveIntegerField(default=8000, help_text="Port of Serve's HTTP proxies (http_options).")
     drift_policy = models.CharField(max_length=10, choices=DriftPolicy.choices, default=DriftPolicy.REPAIR)
+    runtime_env_policy = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='What runtime_env may use here, e.g. {"allowed_uri_prefixes": ["s3://ml-artifacts/"], '
+        '"allow_pip": false, "allow_env_vars": true}. Empty: remote URIs, pip and env_vars allowed.',
+    )
     k8s_namespace = models.CharField(max_length=63, blank=True)
     k8s_name = models.CharField(max_length=63, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import team_views, views
 
 app_name = "dashboard"
 
@@ -10,7 +10,15 @@ urlpatterns = [
     path("clusters/", views.cluster_list, name="cluster_list"),
     path("clusters/<int:pk>/", views.cluster_detail, name="cluster_detail"),
     path("clusters/<int:pk>/sync/", views.cluster_sync, name="cluster_sync"),
+    path("welcome/", team_views.welcome, name="welcome"),
+    path("audit/", team_views.audit_log, name="audit"),
+    path("quota-requests/", team_views.quota_requests_review, name="quota_requests"),
+    path("teams/new/", team_views.team_create, name="team_create"),
     path("teams/<slug:slug>/", views.team_detail, name="team_detail"),
+    path("teams/<slug:slug>/members/", team_views.members, name="team_members"),
+    path("teams/<slug:slug>/quota/", team_views.quota, name="team_quota"),
+    path("teams/<slug:slug>/tokens/", team_views.tokens, name="team_tokens"),
+    path("teams/<slug:slug>/delete/", team_views.team_delete, name="team_delete"),
     path("teams/<slug:slug>/apps/status/", views.team_apps_fragment, name="team_apps_fragment"),
     path("apps/new/", views.app_form, name="app_create"),
     path("apps/<int:pk>/", views.app_detail, name="app_detail"),

@@ -23,6 +23,17 @@ from apps.teams.selectors import can, role_in, teams_for
 
 from .forms import EXTRA_ROWS, rows_from_post, rows_from_spec, spec_from_post, split_errors
 
+TEMPLATES = {
+    "hello": ("examples.hello:app", [{"name": "Hello", "num_replicas": 1, "num_cpus": 0.1}]),
+    "pipeline": (
+        "examples.pipeline:app",
+        [
+            {"name": n, "num_replicas": 1, "num_cpus": 0.1}
+            for n in ("Ingress", "Preprocess", "LengthModel", "SentimentModel")
+        ],
+    ),
+    "multiplexed": ("examples.multiplexed:app", [{"name": "Mux", "num_replicas": 1, "num_cpus": 0.1}]),
+}
 BLANK_ROW = {
     "name": "",
     "num_replicas": "",
@@ -218,7 +229,12 @@ def app_form(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             "runtime_env": json.dumps(spec["runtime_env"], indent=1) if spec.get("runtime_env") else "",
             "version": app.version if app else "",
         }
-        rows = rows_from_spec(spec) or [dict(BLANK_ROW, name="Hello", num_replicas=1, num_cpus=0.1)]
+        template = TEMPLATES.get(request.GET.get("template", "hello"), TEMPLATES["hello"])
+        if not app:
+            values["import_path"] = template[0]
+            if values["team"]:
+                values["route_prefix"] = f"/{values['team']}/"
+        rows = rows_from_spec(spec) or [dict(BLANK_ROW, **row) for row in template[1]]
         rows += [dict(BLANK_ROW) for _ in range(EXTRA_ROWS)]
         return render(request, "dashboard/app_form.html", _form_context(request, app, rows, values, {}))
 

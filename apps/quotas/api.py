@@ -2,16 +2,19 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
 from apps.clusters.models import Cluster
-from apps.teams.models import Team
+from apps.teams.models import Role, Team
 from apps.teams.selectors import teams_for
 
-from .models import Quota
-from .services import quota_set, team_pool_usage
+from .models import Quota, QuotaRequest
+from .services import quota_request_create, quota_request_decide, quota_set, team_pool_usage
 
 
 class QuotaSerializer(serializers.ModelSerializer):
@@ -98,3 +101,104 @@ class QuotaViewSet(
             actor=self.request.user, team=quota.team, action="quota.delete", obj=quota, before={"gpus": str(quota.gpus)}
         )
         quota.delete()
+
+
+class QuotaRequestSerializer(serializers.ModelSerializer):
+    team = serializers.CharField(source="team.slug")
+    pool = serializers.CharField(source="pool.name")
+    requested_by = serializers.CharField(source="requested_by.username", default=None)
+    decided_by = serializers.CharField(source="decided_by.username", default=None)
+
+    class Meta:
+        model = QuotaRequest
+        fields = [
+            "id",
+            "team",
+            "cluster",
+            "pool",
+            "gpus",
+            "cpus",
+            "reason",
+            "state",
+            "requested_by",
+            "decided_by",
+            "comment",
+            "created_at",
+            "decided_at",
+        ]
+        read_only_fields = fields
+
+
+class QuotaRequestWriteSerializer(serializers.Serializer):
+    team = serializers.CharField()
+    cluster = serializers.IntegerField()
+    pool = serializers.CharField()
+    gpus = serializers.DecimalField(max_digits=12, decimal_places=4)
+    reason = serializers.CharField(max_length=2000)
+
+
+class DecisionSerializer(serializers.Serializer):
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+
+class QuotaRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = QuotaRequestSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        qs = QuotaRequest.objects.select_related("team", "pool", "requested_by", "decided_by")
+        if not self.request.user.is_staff:
+            qs = qs.filter(team__in=teams_for(self.request.user))
+        for param in ("state",):
+            value = self.request.query_params.get(param)
+            if value:
+                qs = qs.filter(**{param: value})
+        team = self.request.query_params.get("team")
+        if team:
+            qs = qs.filter(team__slug=team)
+        return qs.order_by("-created_at", "-id")
+
+    @extend_schema(request=QuotaRequestWriteSerializer, responses=QuotaRequestSerializer)
+    def create(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        from apps.teams.api import require
+
+        data = request.data if isinstance(request.data, dict) else {}
+        team = (
+            teams_for(request.user).filter(slug=data.get("team")).first() if isinstance(data.get("team"), str) else None
+        )
+        cluster_id = data.get("cluster")
+        cluster = Cluster.objects.filter(pk=cluster_id).first() if isinstance(cluster_id, int) else None
+        errors = {}
+        if team is None:
+            errors["team"] = ["Required: the slug of a team you belong to."]
+        if cluster is None:
+            errors["cluster"] = ["Required: the id of a registered cluster."]
+        if errors:
+            raise ValidationError(errors)
+        require(request.user, team, Role.ADMIN, "request quota")
+        req = quota_request_create(
+            actor=request.user,
+            team=team,
+            cluster=cluster,
+            pool_name=data.get("pool"),
+            gpus=data.get("gpus"),
+            reason=data.get("reason"),
+        )
+        return Response(QuotaRequestSerializer(req).data, status=status.HTTP_201_CREATED)
+
+    def _decide(self, request, approve: bool) -> Response:  # type: ignore[no-untyped-def]
+        req = self.get_object()  # 404 for teams the caller cannot see
+        if not request.user.is_staff:
+            raise PermissionDenied("Only platform admins decide on quota requests.")
+        comment = request.data.get("comment", "") if isinstance(request.data, dict) else ""
+        req = quota_request_decide(actor=request.user, request=req, approve=approve, comment=str(comment))
+        return Response(QuotaRequestSerializer(req).data)
+
+    @extend_schema(request=DecisionSerializer, responses=QuotaRequestSerializer)
+    @action(detail=True, methods=["post"])
+    def approve(self, request, pk=None):  # type: ignore[no-untyped-def]
+        return self._decide(request, True)
+
+    @extend_schema(request=DecisionSerializer, responses=QuotaRequestSerializer)
+    @action(detail=True, methods=["post"])
+    def reject(self, request, pk=None):  # type: ignore[no-untyped-def]
+        return self._decide(request, False)

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
+from django.utils import timezone
 
 from apps.clusters.models import Cluster, GpuPool
 from apps.teams.models import Team
@@ -26,3 +28,41 @@ class Quota(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team.slug}: {self.gpus} in {self.pool}"
+
+
+class QuotaRequest(models.Model):
+    """A team asks for a quota in a pool; a platform admin approves (which sets the quota) or rejects."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="quota_requests")
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="quota_requests")
+    pool = models.ForeignKey(GpuPool, on_delete=models.CASCADE, related_name="quota_requests")
+    gpus = models.DecimalField(max_digits=12, decimal_places=4, validators=[MinValueValidator(Decimal("0"))])
+    cpus = models.DecimalField(
+        max_digits=12, decimal_places=4, null=True, blank=True, validators=[MinValueValidator(Decimal("0"))]
+    )
+    reason = models.TextField(max_length=2000)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="quota_requests_made"
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="quota_requests_decided",
+    )
+    comment = models.TextField(blank=True, max_length=2000)
+    created_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.team.slug} asks {self.gpus} in {self.pool} ({self.state})"

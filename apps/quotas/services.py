@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
+from django.db import transaction
+from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from apps.applications.spec import demand
+from apps.audit.services import audit_record
 from apps.clusters.models import Cluster
 from apps.teams.models import Team
 
-from .models import Quota
+from .models import Quota, QuotaRequest
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,7 @@ class PoolUsage:
     quota: Decimal | None
     in_use: Decimal  # demand of the team's other apps on the cluster
     requested: Decimal  # demand of the app being written
+    previous: Decimal = Decimal(0)  # demand of the app before this write
 
     @property
     def demand(self) -> Decimal:
@@ -29,85 +33,107 @@ class PoolUsage:
 
     @property
     def fits(self) -> bool:
-        return self.requested == 0 or (self.quota is not None and self.demand <= self.quota)
+        # Shrinking or keeping an app is always allowed, even over a lowered quota: only growth is refused.
+        if self.requested <= self.previous:
+            return True
+        return self.quota is not None and self.demand <= self.quota
+
+    @property
+    def over_quota(self) -> bool:
+        return self.quota is not None and self.in_use + self.requested > self.quota
 
 
-def _fmt(value: Decimal) -> str:
+def fmt(value: Decimal | None) -> str:
+    if value is None:
+        return "none"
     text = format(value.normalize(), "f")
     return text
 
 
-def team_pool_usage(*, team: Team, cluster: Cluster, spec: dict | None, exclude_app_id: int | None) -> list[PoolUsage]:
+def team_pool_usage(
+    *, team: Team, cluster: Cluster, spec: dict | None = None, exclude_app_id: int | None = None
+) -> list[PoolUsage]:
+    """Per pool (and per CPU quota where one is set): quota, what the team's other apps use, what spec asks."""
     from apps.applications.models import Application
 
-    quotas = {q.pool_id: q.gpus for q in Quota.objects.filter(team=team, cluster=cluster)}
-    others = list(
-        Application.objects.filter(team=team, cluster=cluster, deleted_at__isnull=True)
-        .exclude(pk=exclude_app_id)
-        .exclude(current_revision__isnull=True)
-        .values_list("current_revision__spec", flat=True)
+    quotas = {q.pool_id: q for q in Quota.objects.filter(team=team, cluster=cluster)}
+    apps = list(
+        Application.objects.filter(
+            team=team, cluster=cluster, deleted_at__isnull=True, current_revision__isnull=False
+        ).values_list("pk", "current_revision__spec")
     )
+    others = [s for pk, s in apps if pk != exclude_app_id]
+    previous_spec = next((s for pk, s in apps if pk == exclude_app_id), None)
     out = []
     for pool in cluster.pools.all():
-        in_use = sum((demand(s, pool.resource) for s in others), Decimal(0))
-        requested = demand(spec, pool.resource) if spec else Decimal(0)
-        out.append(PoolUsage(pool.name, pool.resource, quotas.get(pool.pk), in_use, requested))
+        quota = quotas.get(pool.pk)
+        rows = [(pool.resource, quota.gpus if quota else None)]
+        if quota is not None and quota.cpus is not None:
+            rows.append(("CPU", quota.cpus))
+        for resource, limit in rows:
+            out.append(
+                PoolUsage(
+                    pool=pool.name,
+                    resource=resource,
+                    quota=limit,
+                    in_use=sum((demand(s, resource) for s in others), Decimal(0)),
+                    requested=demand(spec, resource) if spec else Decimal(0),
+                    previous=demand(previous_spec, resource) if previous_spec else Decimal(0),
+                )
+            )
     return out
 
 
 def check_admission(*, team: Team, cluster: Cluster, spec: dict, exclude_app_id: int | None = None) -> list[PoolUsage]:
-    """Raise a 400 naming pool, demand, quota and use when the spec does not fit; return the usage otherwise."""
+    """Raise a 400 naming pool, demand, quota and use when the spec does not fit; return the usage otherwise.
+
+    Callers hold the cluster's row lock, so two concurrent writes cannot together exceed a quota.
+    """
     usage = team_pool_usage(team=team, cluster=cluster, spec=spec, exclude_app_id=exclude_app_id)
     refused = [u for u in usage if not u.fits]
     if refused:
-        messages = [
-            f"team {team.slug} needs {_fmt(u.demand)} {u.resource} in {u.pool} on {cluster.name}, "
-            f"quota {_fmt(u.quota) if u.quota is not None else 'none'}, in use {_fmt(u.in_use)}"
-            for u in refused
-        ]
         raise ValidationError(
             {
-                "quota": messages,
-                "quota_detail": [
-                    {
-                        "pool": u.pool,
-                        "resource": u.resource,
-                        "demand": _fmt(u.demand),
-                        "requested": _fmt(u.requested),
-                        "quota": _fmt(u.quota) if u.quota is not None else None,
-                        "in_use": _fmt(u.in_use),
-                    }
+                "quota": [
+                    f"team {team.slug} needs {fmt(u.demand)} {u.resource} in {u.pool} on {cluster.name}, "
+                    f"quota {fmt(u.quota) if u.quota is not None else 'none'}, in use {fmt(u.in_use)}"
                     for u in refused
                 ],
+                "quota_detail": [usage_json(u) for u in refused],
             }
         )
     return usage
 
 
-def pools_used(usage: Iterable[PoolUsage]) -> list[dict]:
-    return [
-        {"pool": u.pool, "requested": _fmt(u.requested), "demand": _fmt(u.demand), "quota": u.quota and _fmt(u.quota)}
-        for u in usage
-        if u.requested
-    ]
+def usage_json(u: PoolUsage) -> dict[str, Any]:
+    return {
+        "pool": u.pool,
+        "resource": u.resource,
+        "demand": fmt(u.demand),
+        "requested": fmt(u.requested),
+        "quota": None if u.quota is None else fmt(u.quota),
+        "in_use": fmt(u.in_use),
+    }
 
 
-def quota_set(*, actor, team: Team, cluster: Cluster, pool_name: str, gpus, cpus=None, source: str = "api") -> Quota:  # type: ignore[no-untyped-def]
+def quota_set(
+    *, actor: Any, team: Team, cluster: Cluster, pool_name: str, gpus: Any, cpus: Any = None, source: str = "api"
+) -> Quota:
     """Create or change a team's quota in a pool. Lowering it below use refuses growth, never tears down."""
-    from django.db import transaction
-
-    from apps.audit.services import audit_record
-
     pool = cluster.pools.filter(name=pool_name).first()
     if pool is None:
         raise ValidationError({"pool": [f"Cluster {cluster.name} has no pool {pool_name!r}."]})
+    gpus = Decimal(str(gpus))
+    cpus = None if cpus is None else Decimal(str(cpus))
+    if not gpus.is_finite() or gpus < 0 or (cpus is not None and (not cpus.is_finite() or cpus < 0)):
+        raise ValidationError({"gpus": ["Must be a number, zero or more."]})
     with transaction.atomic():
         Cluster.objects.select_for_update().get(pk=cluster.pk)
         quota = Quota.objects.filter(team=team, pool=pool).first()
         before = (
             None
             if quota is None
-            else {"gpus": str(quota.gpus), "cpus": None if quota.cpus is None else str(quota.cpus)}
+            else {"gpus": fmt(quota.gpus), "cpus": fmt(quota.cpus) if quota.cpus is not None else None}
         )
         if quota is None:
             quota = Quota(team=team, cluster=cluster, pool=pool, gpus=gpus, cpus=cpus)
@@ -120,7 +146,82 @@ def quota_set(*, actor, team: Team, cluster: Cluster, pool_name: str, gpus, cpus
             action="quota.set",
             obj=quota,
             before=before,
-            after={"pool": pool.name, "gpus": str(gpus), "cpus": None if cpus is None else str(cpus)},
+            after={"pool": pool.name, "gpus": fmt(gpus), "cpus": None if cpus is None else fmt(cpus)},
             source=source,
         )
     return quota
+
+
+def quota_request_create(
+    *,
+    actor: Any,
+    team: Team,
+    cluster: Cluster,
+    pool_name: Any,
+    gpus: Any,
+    cpus: Any = None,
+    reason: Any,
+    source: str = "api",
+) -> QuotaRequest:
+    errors: dict[str, list[str]] = {}
+    pool = cluster.pools.filter(name=pool_name).first() if isinstance(pool_name, str) else None
+    if pool is None:
+        errors["pool"] = [f"Cluster {cluster.name} has no pool {pool_name!r}."]
+    try:
+        amount = Decimal(str(gpus))
+        if not amount.is_finite() or amount < 0 or amount > 100000:
+            raise ValueError
+    except (ArithmeticError, ValueError):
+        errors["gpus"] = ["Must be a number from 0 to 100000, e.g. 4.5."]
+    if not isinstance(reason, str) or not reason.strip():
+        errors["reason"] = ["Say why the team needs it: platform admins decide on this."]
+    elif len(reason) > 2000:
+        errors["reason"] = ["At most 2000 characters."]
+    if errors:
+        raise ValidationError(errors)
+    req = QuotaRequest.objects.create(
+        team=team, cluster=cluster, pool=pool, gpus=amount, cpus=cpus, reason=reason.strip(), requested_by=actor
+    )
+    audit_record(
+        actor=actor,
+        team=team,
+        action="quota_request.create",
+        obj=req,
+        after={"pool": pool.name, "gpus": fmt(amount), "reason": req.reason[:200]},
+        source=source,
+    )
+    return req
+
+
+def quota_request_decide(
+    *, actor: Any, request: QuotaRequest, approve: bool, comment: str = "", source: str = "api"
+) -> QuotaRequest:
+    with transaction.atomic():
+        req = QuotaRequest.objects.select_for_update().get(pk=request.pk)
+        if req.state != QuotaRequest.State.PENDING:
+            raise ValidationError({"state": [f"This request was already {req.state}."]})
+        req.state = QuotaRequest.State.APPROVED if approve else QuotaRequest.State.REJECTED
+        req.decided_by = actor
+        req.decided_at = timezone.now()
+        req.comment = (comment or "")[:2000]
+        req.save()
+        if approve:
+            quota_set(
+                actor=actor,
+                team=req.team,
+                cluster=req.cluster,
+                pool_name=req.pool.name,
+                gpus=req.gpus,
+                cpus=req.cpus,
+                source=source,
+            )
+        audit_record(
+            actor=actor,
+            team=req.team,
+            action=f"quota_request.{req.state}",
+            obj=req,
+            before={"state": "pending"},
+            after={"state": req.state, "gpus": fmt(req.gpus), "comment": req.comment},
+            source=source,
+        )
+    return req

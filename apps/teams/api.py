@@ -1,14 +1,14 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status, viewsets
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from . import services
-from .models import Membership, Role, Team
+from .models import ApiToken, Membership, Role, Team
 from .selectors import can, role_in, teams_for
 
 
@@ -106,3 +106,84 @@ class TeamViewSet(viewsets.ModelViewSet):
             return Response(status=status.HTTP_204_NO_CONTENT)
         services.membership_change(actor=request.user, membership=m, role=request.data.get("role"))
         return Response(MemberSerializer(m).data)
+
+
+class TokenSerializer(serializers.ModelSerializer):
+    team = serializers.CharField(source="team.slug", default=None)
+    user = serializers.CharField(source="user.username")
+    active = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApiToken
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "user",
+            "team",
+            "role",
+            "created_at",
+            "expires_at",
+            "last_used_at",
+            "revoked_at",
+            "active",
+        ]
+        read_only_fields = fields
+
+    def get_active(self, token: ApiToken) -> bool:
+        return token.is_active()
+
+
+class TokenWriteSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    team = serializers.CharField(required=False, allow_null=True)
+    role = serializers.ChoiceField(choices=Role.choices, required=False, allow_blank=True)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """API tokens. The secret is returned once, by create; only its hash is stored. DELETE revokes."""
+
+    serializer_class = TokenSerializer
+    throttle_scope = "auth"
+
+    def get_throttles(self):  # type: ignore[no-untyped-def]
+        from rest_framework.throttling import ScopedRateThrottle
+
+        return [ScopedRateThrottle()] if self.action == "create" else []
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        qs = services.tokens_manageable_by(self.request.user)
+        team = self.request.query_params.get("team")
+        if team:
+            qs = qs.filter(team__slug=team)
+        return qs.order_by("-created_at", "-id")
+
+    @extend_schema(
+        request=TokenWriteSerializer,
+        responses=inline_serializer(
+            "TokenCreated", {"token": serializers.CharField(), "id": serializers.IntegerField()}
+        ),
+    )
+    def create(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        body = TokenWriteSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        team = None
+        if data.get("team"):
+            team = teams_for(request.user).filter(slug=data["team"]).first()
+            if team is None:
+                raise ValidationError({"team": ["Required: the slug of a team you belong to."]})
+            require(request.user, team, Role.ADMIN, "create team tokens")
+        token, secret = services.token_create(
+            actor=request.user,
+            name=data["name"],
+            team=team,
+            role=data.get("role") or "",
+            expires_at=data.get("expires_at"),
+        )
+        return Response({**TokenSerializer(token).data, "token": secret}, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        services.token_revoke(actor=request.user, token=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)

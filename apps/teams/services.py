@@ -132,3 +132,75 @@ def _ensure_other_owner(membership: Membership) -> None:
     owners = Membership.objects.select_for_update().filter(team=membership.team, role=Role.OWNER)
     if not owners.exclude(pk=membership.pk).exists():
         raise ValidationError({"role": ["A team needs at least one owner; make someone else owner first."]})
+
+
+def token_create(
+    *, actor: Any, name: Any, team: Team | None = None, role: Any = "", expires_at: Any = None, source: str = "api"
+) -> tuple[Any, str]:
+    """A named API token, optionally scoped to one team and a role no higher than the creator's there."""
+    from django.utils import timezone
+
+    from apps.core.api import issue_token
+
+    from .models import ROLE_RANK
+    from .selectors import role_in
+
+    errors: dict[str, list[str]] = {}
+    if not isinstance(name, str) or not name.strip() or len(name) > 100:
+        errors["name"] = ["Required, at most 100 characters."]
+    if team is not None:
+        role = role or Role.MEMBER
+        if role not in Role.values:
+            errors["role"] = [f"Must be one of {', '.join(Role.values)}."]
+        else:
+            mine = role_in(actor, team)
+            if mine is None or ROLE_RANK[role] > ROLE_RANK[mine]:
+                errors["role"] = [f"You cannot give a token more than your own role ({mine or 'none'}) in {team.slug}."]
+    elif role:
+        errors["role"] = ["A role is given only with a team."]
+    if expires_at is not None and expires_at <= timezone.now():
+        errors["expires_at"] = ["Must be in the future."]
+    if errors:
+        raise ValidationError(errors)
+    token, secret = issue_token(user=actor, name=name.strip(), team=team, role=role or "", expires_at=expires_at)
+    audit_record(
+        actor=actor,
+        team=team,
+        action="token.create",
+        obj=token,
+        source=source,
+        after={
+            "name": token.name,
+            "prefix": token.prefix,
+            "role": token.role,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+        },
+    )
+    return token, secret
+
+
+def token_revoke(*, actor: Any, token: Any, source: str = "api") -> Any:
+    from django.utils import timezone
+
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        audit_record(
+            actor=actor,
+            team=token.team,
+            action="token.revoke",
+            obj=token,
+            after={"prefix": token.prefix},
+            source=source,
+        )
+    return token
+
+
+def tokens_manageable_by(user: Any):  # type: ignore[no-untyped-def]
+    """The user's own tokens, and every token of the teams where the user is an admin or owner."""
+    from django.db.models import Q
+
+    from .models import ApiToken
+
+    admin_teams = Membership.objects.filter(user=user, role__in=[Role.ADMIN, Role.OWNER]).values("team_id")
+    return ApiToken.objects.filter(Q(user=user) | Q(team_id__in=admin_teams)).select_related("team", "user")

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import Q, QuerySet
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, serializers, viewsets
+from rest_framework.exceptions import ValidationError
+
+from apps.teams.models import Membership, Role
+
+from .models import AuditEvent
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor_label")
+    team = serializers.CharField(source="team_slug")
+
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "id",
+            "at",
+            "actor",
+            "team",
+            "action",
+            "object_type",
+            "object_id",
+            "object_repr",
+            "before",
+            "after",
+            "source",
+            "request_id",
+        ]
+        read_only_fields = fields
+
+
+def audit_events_for(user) -> QuerySet[AuditEvent]:  # type: ignore[no-untyped-def]
+    """Staff see everything; team admins and owners see their teams' events; others see nothing."""
+    if user.is_staff and getattr(user, "_token_team_id", None) is None:
+        return AuditEvent.objects.all()
+    admin_teams = Membership.objects.filter(user=user, role__in=[Role.ADMIN, Role.OWNER]).values("team_id")
+    token_team = getattr(user, "_token_team_id", None)
+    qs = AuditEvent.objects.filter(team_id__in=admin_teams)
+    if token_team is not None:
+        qs = qs.filter(team_id=token_team)
+    return qs
+
+
+def filter_events(qs, params):  # type: ignore[no-untyped-def]
+    if params.get("team"):
+        qs = qs.filter(team_slug=params["team"])
+    if params.get("action"):
+        qs = qs.filter(action__startswith=params["action"])
+    if params.get("actor"):
+        qs = qs.filter(actor_label=params["actor"])
+    if params.get("object_type"):
+        qs = qs.filter(object_type=params["object_type"])
+    if params.get("q"):
+        q = params["q"]
+        qs = qs.filter(Q(object_repr__icontains=q) | Q(request_id=q))
+    for key, op in (("since", "gte"), ("until", "lt")):
+        if params.get(key):
+            value: datetime | None = parse_datetime(params[key])
+            if value is None:
+                raise ValidationError({key: ["Must be an ISO 8601 date-time, e.g. 2026-11-21T10:00:00Z."]})
+            qs = qs.filter(**{f"at__{op}": value})
+    return qs
+
+
+class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Read-only: the audit log cannot be changed through the product."""
+
+    serializer_class = AuditEventSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return filter_events(audit_events_for(self.request.user), self.request.query_params).order_by("-at", "-id")
+
+    @extend_schema(
+        parameters=[OpenApiParameter(n, str) for n in ("team", "action", "actor", "object_type", "q", "since", "until")]
+    )
+    def list(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return super().list(request, *args, **kwargs)

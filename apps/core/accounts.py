@@ -1,0 +1,71 @@
+"""Sign-up and a rate-limited login for the dashboard."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib.auth import get_user_model, login
+from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.views import LoginView
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+
+from apps.audit.services import audit_record
+
+LOGIN_FAILURES_ALLOWED = 10
+LOGIN_WINDOW_S = 300
+
+
+def client_ip(request: HttpRequest) -> str:
+    return request.META.get("REMOTE_ADDR", "?")
+
+
+class SignUpForm(UserCreationForm):
+    email = forms.EmailField(required=True, help_text="For password resets and invitations.")
+
+    class Meta(UserCreationForm.Meta):
+        model = get_user_model()
+        fields = ("username", "email")
+
+    def clean_email(self) -> str:
+        email = self.cleaned_data["email"].strip().lower()
+        if get_user_model().objects.filter(email__iexact=email).exists():
+            raise forms.ValidationError("An account with this email address already exists.")
+        return email
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect("dashboard:welcome")
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        audit_record(actor=user, action="user.signup", obj=user, after={"username": user.username}, source="ui")
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("dashboard:welcome")
+    return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
+
+
+class RateLimitedLoginView(LoginView):
+    """Ten failed attempts per address and username in five minutes, then 429 until the window passes."""
+
+    def _key(self) -> str:
+        username = str(self.request.POST.get("username", ""))[:150].lower()
+        return f"login-failures:{client_ip(self.request)}:{username}"
+
+    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:  # type: ignore[no-untyped-def]
+        if cache.get(self._key(), 0) >= LOGIN_FAILURES_ALLOWED:
+            form = self.get_form()
+            form.errors.clear()
+            context = self.get_context_data(form=form, locked=True)
+            return self.render_to_response(context, status=429)
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):  # type: ignore[no-untyped-def]
+        key = self._key()
+        cache.add(key, 0, LOGIN_WINDOW_S)
+        try:
+            cache.incr(key)
+        except ValueError:
+            cache.set(key, 1, LOGIN_WINDOW_S)
+        return super().form_invalid(form)

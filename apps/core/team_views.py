@@ -1,0 +1,353 @@
+"""Dashboard pages for self-service: teams, members, quota (and requests), tokens, audit log, first-run wizard."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.dateparse import parse_date
+from django.views.decorators.http import require_POST
+from rest_framework.exceptions import ValidationError
+
+from apps.applications.models import Application
+from apps.applications.spec import demand
+from apps.audit.api import audit_events_for, filter_events
+from apps.clusters.models import Cluster
+from apps.quotas.models import Quota, QuotaRequest
+from apps.quotas.services import fmt, quota_request_create, quota_request_decide, team_pool_usage
+from apps.teams import services as team_services
+from apps.teams.models import ApiToken, Membership, Role, Team
+from apps.teams.selectors import can, role_in, teams_for
+
+
+def _errors(exc: ValidationError) -> dict[str, list[str]]:
+    detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+    return {k: [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in detail.items() if k != "quota_detail"}
+
+
+def _team(request: HttpRequest, slug: str, needed: str = Role.VIEWER) -> Team:
+    team = teams_for(request.user).filter(slug=slug).first()
+    if team is None:
+        raise Http404("No such team")
+    if not can(request.user, team, needed):
+        raise Http404("No such team")  # pages a role may not use are not shown to it at all
+    return team
+
+
+@login_required
+def team_create(request: HttpRequest) -> HttpResponse:
+    errors: dict[str, list[str]] = {}
+    values = {"slug": request.POST.get("slug", ""), "name": request.POST.get("name", "")}
+    if request.method == "POST":
+        try:
+            team = team_services.team_create(actor=request.user, slug=values["slug"], name=values["name"], source="ui")
+            messages.success(request, f"Team {team.slug} created; you are its owner.")
+            nxt = request.POST.get("next", "")
+            if nxt.startswith("/") and not nxt.startswith("//"):
+                return redirect(nxt)
+            return redirect("dashboard:team_detail", slug=team.slug)
+        except ValidationError as exc:
+            errors = _errors(exc)
+    return render(
+        request,
+        "teams/team_form.html",
+        {"values": values, "errors": errors, "next": request.GET.get("next", "")},
+        status=400 if errors else 200,
+    )
+
+
+@login_required
+def members(request: HttpRequest, slug: str) -> HttpResponse:
+    team = _team(request, slug)
+    is_admin = can(request.user, team, Role.ADMIN)
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        if not is_admin:
+            raise Http404
+        op = request.POST.get("op")
+        try:
+            if op == "add":
+                m = team_services.membership_add(
+                    actor=request.user,
+                    team=team,
+                    username=request.POST.get("username", "").strip(),
+                    role=request.POST.get("role"),
+                    source="ui",
+                )
+                messages.success(request, f"{m.user.username} added as {m.role}.")
+            else:
+                m = get_object_or_404(Membership, team=team, pk=request.POST.get("membership"))
+                if op == "role":
+                    team_services.membership_change(
+                        actor=request.user, membership=m, role=request.POST.get("role"), source="ui"
+                    )
+                    messages.success(request, f"{m.user.username} is now {m.role}.")
+                elif op == "remove":
+                    team_services.membership_remove(actor=request.user, membership=m, source="ui")
+                    messages.success(request, f"{m.user.username} removed from {team.slug}.")
+            return redirect("dashboard:team_members", slug=team.slug)
+        except ValidationError as exc:
+            errors = _errors(exc)
+    return render(
+        request,
+        "teams/members.html",
+        {
+            "team": team,
+            "members": team.memberships.select_related("user").order_by("user__username"),
+            "is_admin": is_admin,
+            "roles": Role.choices,
+            "errors": errors,
+            "role": role_in(request.user, team),
+            "is_owner": can(request.user, team, Role.OWNER),
+        },
+        status=400 if errors else 200,
+    )
+
+
+@login_required
+@require_POST
+def team_delete(request: HttpRequest, slug: str) -> HttpResponse:
+    team = _team(request, slug, Role.OWNER)
+    if request.POST.get("confirm") != team.slug:
+        messages.error(request, f"Type the team's slug ({team.slug}) to confirm.")
+        return redirect("dashboard:team_members", slug=team.slug)
+    try:
+        team_services.team_delete(actor=request.user, team=team, source="ui")
+    except ValidationError as exc:
+        messages.error(request, " ".join(m for v in _errors(exc).values() for m in v))
+        return redirect("dashboard:team_members", slug=slug)
+    messages.success(request, f"Team {slug} deleted.")
+    return redirect("dashboard:home")
+
+
+def quota_rows(team: Team) -> list[dict]:
+    """Per cluster and pool: quota, what the team's apps may use (demand), bar widths, apps using it."""
+    apps = list(
+        Application.objects.filter(team=team, deleted_at__isnull=True, current_revision__isnull=False).select_related(
+            "cluster", "current_revision"
+        )
+    )
+    cluster_ids = {a.cluster_id for a in apps} | set(
+        Quota.objects.filter(team=team).values_list("cluster_id", flat=True)
+    )
+    rows = []
+    for cluster in Cluster.objects.filter(pk__in=cluster_ids).prefetch_related("pools").order_by("name"):
+        for usage in team_pool_usage(team=team, cluster=cluster):
+            users = []
+            for app in apps:
+                if app.cluster_id == cluster.pk:
+                    amount = demand(app.current_revision.spec, usage.resource)
+                    if amount:
+                        users.append((app, fmt(amount)))
+            if usage.quota is None and not users:
+                continue
+            scale = max(usage.quota or Decimal(0), usage.in_use, Decimal("0.0001"))
+            rows.append(
+                {
+                    "cluster": cluster,
+                    "pool": usage.pool,
+                    "resource": usage.resource,
+                    "quota": fmt(usage.quota) if usage.quota is not None else None,
+                    "allocated": fmt(usage.in_use),
+                    "over": usage.quota is not None and usage.in_use > usage.quota,
+                    "pct": int(min(usage.in_use, scale) / scale * 100),
+                    "quota_pct": int((usage.quota or 0) / scale * 100),
+                    "apps": users,
+                }
+            )
+    return rows
+
+
+@login_required
+def quota(request: HttpRequest, slug: str) -> HttpResponse:
+    team = _team(request, slug)
+    is_admin = can(request.user, team, Role.ADMIN)
+    errors: dict[str, list[str]] = {}
+    values = {k: request.POST.get(k, "") for k in ("cluster", "pool", "gpus", "reason")}
+    if request.method == "POST":
+        if not is_admin:
+            raise Http404
+        cluster = Cluster.objects.filter(pk=values["cluster"]).first() if values["cluster"].isdigit() else None
+        try:
+            if cluster is None:
+                raise ValidationError({"cluster": ["Choose a cluster."]})
+            req = quota_request_create(
+                actor=request.user,
+                team=team,
+                cluster=cluster,
+                pool_name=values["pool"],
+                gpus=values["gpus"],
+                reason=values["reason"],
+                source="ui",
+            )
+            messages.success(
+                request,
+                f"Asked for {fmt(req.gpus)} GPUs in {req.pool.name} on {cluster.name}; a platform admin decides.",
+            )
+            return redirect("dashboard:team_quota", slug=team.slug)
+        except ValidationError as exc:
+            errors = _errors(exc)
+    return render(
+        request,
+        "teams/quota.html",
+        {
+            "team": team,
+            "rows": quota_rows(team),
+            "is_admin": is_admin,
+            "errors": errors,
+            "values": values,
+            "clusters": Cluster.objects.prefetch_related("pools").order_by("name"),
+            "requests": team.quota_requests.select_related("pool", "cluster", "requested_by", "decided_by")[:50],
+        },
+        status=400 if errors else 200,
+    )
+
+
+@login_required
+def tokens(request: HttpRequest, slug: str) -> HttpResponse:
+    team = _team(request, slug, Role.ADMIN)
+    errors: dict[str, list[str]] = {}
+    created_secret = None
+    values = {k: request.POST.get(k, "") for k in ("name", "role", "expires")}
+    if request.method == "POST" and request.POST.get("op") == "revoke":
+        token = get_object_or_404(ApiToken, pk=request.POST.get("token"), team=team)
+        team_services.token_revoke(actor=request.user, token=token, source="ui")
+        messages.success(request, f"Token {token.name} ({token.prefix}…) revoked; it stops working now.")
+        return redirect("dashboard:team_tokens", slug=team.slug)
+    if request.method == "POST":
+        expires_at = None
+        if values["expires"]:
+            from datetime import datetime, time
+
+            from django.utils import timezone
+
+            day = parse_date(values["expires"])
+            if day is None:
+                errors["expires_at"] = ["Use a date like 2027-01-31."]
+            else:
+                expires_at = timezone.make_aware(datetime.combine(day, time(23, 59, 59)))
+        if not errors:
+            try:
+                token, created_secret = team_services.token_create(
+                    actor=request.user,
+                    name=values["name"],
+                    team=team,
+                    role=values["role"] or Role.MEMBER,
+                    expires_at=expires_at,
+                    source="ui",
+                )
+                values = {"name": "", "role": "", "expires": ""}
+            except ValidationError as exc:
+                errors = _errors(exc)
+    return render(
+        request,
+        "teams/tokens.html",
+        {
+            "team": team,
+            "tokens": team.api_tokens.select_related("user").order_by("-created_at"),
+            "errors": errors,
+            "values": values,
+            "secret": created_secret,
+            "roles": Role.choices,
+        },
+        status=400 if errors else 200,
+    )
+
+
+@login_required
+def quota_requests_review(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_staff:
+        raise Http404
+    if request.method == "POST":
+        req = get_object_or_404(QuotaRequest, pk=request.POST.get("request"))
+        approve = request.POST.get("decision") == "approve"
+        try:
+            quota_request_decide(
+                actor=request.user, request=req, approve=approve, comment=request.POST.get("comment", ""), source="ui"
+            )
+            messages.success(
+                request,
+                f"Request from {req.team.slug} {'approved: quota set to ' + fmt(req.gpus) if approve else 'rejected'}.",
+            )
+        except ValidationError as exc:
+            messages.error(request, " ".join(m for v in _errors(exc).values() for m in v))
+        return redirect("dashboard:quota_requests")
+    pending = QuotaRequest.objects.filter(state=QuotaRequest.State.PENDING).select_related(
+        "team", "pool", "cluster", "requested_by"
+    )
+    decided = QuotaRequest.objects.exclude(state=QuotaRequest.State.PENDING).select_related(
+        "team", "pool", "cluster", "decided_by"
+    )[:30]
+    rows = []
+    for req in pending:
+        current = Quota.objects.filter(team=req.team, pool=req.pool).first()
+        rows.append((req, fmt(current.gpus) if current else "none"))
+    return render(request, "teams/quota_requests.html", {"pending": rows, "decided": decided})
+
+
+@login_required
+def audit_log(request: HttpRequest) -> HttpResponse:
+    qs = audit_events_for(request.user)
+    params = {k: request.GET.get(k, "") for k in ("team", "action", "actor", "q", "since", "until")}
+    try:
+        qs = filter_events(qs, {k: v for k, v in params.items() if v})
+    except ValidationError as exc:
+        messages.error(request, " ".join(m for v in _errors(exc).values() for m in v))
+    page = Paginator(qs.order_by("-at", "-id"), 50).get_page(request.GET.get("page"))
+    query = "&".join(f"{k}={v}" for k, v in params.items() if v)
+    return render(
+        request, "teams/audit.html", {"page": page, "params": params, "query": query, "is_staff": request.user.is_staff}
+    )
+
+
+@login_required
+def welcome(request: HttpRequest) -> HttpResponse:
+    """The first-run wizard: each step is done when the data says so, and links to where it is done."""
+    teams = list(teams_for(request.user).order_by("slug"))
+    team = next((t for t in teams if can(request.user, t, Role.ADMIN)), teams[0] if teams else None)
+    has_quota = bool(team and (Quota.objects.filter(team=team).exists() or team.quota_requests.exists()))
+    has_token = bool(team and ApiToken.objects.filter(user=request.user, team=team).exists())
+    app = Application.objects.filter(team=team).order_by("created_at").first() if team else None
+    steps = [
+        {
+            "title": "Create a team",
+            "done": team is not None,
+            "text": "A team owns applications, quota and tokens; you become its owner.",
+            "url": "/teams/new/?next=/welcome/",
+            "action": "Create a team",
+        },
+        {
+            "title": "Request GPU quota",
+            "done": has_quota,
+            "text": "Ask the platform admins for GPUs in a pool; they approve or reject with a comment.",
+            "url": f"/teams/{team.slug}/quota/" if team else None,
+            "action": "Request quota",
+        },
+        {
+            "title": "Create an API token",
+            "done": has_token,
+            "text": "For CI or scripts: a token scoped to your team and a role. Shown once.",
+            "url": f"/teams/{team.slug}/tokens/" if team else None,
+            "action": "Create a token",
+        },
+        {
+            "title": "Deploy a template application",
+            "done": app is not None,
+            "text": "Start from examples.hello:app; edit it later, every change is a revision.",
+            "url": f"/apps/new/?team={team.slug}&template=hello" if team else None,
+            "action": "Deploy",
+        },
+        {
+            "title": "See it running",
+            "done": bool(app and app.state == Application.State.RUNNING),
+            "text": "The app page follows the push until Ray reports RUNNING.",
+            "url": f"/apps/{app.pk}/" if app else None,
+            "action": "Open the app",
+        },
+    ]
+    current = next((i for i, s in enumerate(steps) if not s["done"]), None)
+    return render(request, "teams/welcome.html", {"steps": steps, "current": current, "team": team})
