@@ -45,3 +45,21 @@ class TokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:  # type: ignore[no-untyped-def]
         return self.keyword
+
+
+try:
+    from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+    class TokenAuthenticationScheme(OpenApiAuthenticationExtension):
+        target_class = "apps.core.authentication.TokenAuthentication"
+        name = "tokenAuth"
+
+        def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
+            return {
+                "type": "apiKey",
+                "in": "header",
+                "name": "Authorization",
+                "description": 'API token, sent as "Token <secret>". Get one from POST /api/v1/auth/token/ or the UI.',
+            }
+except ImportError:  # pragma: no cover - drf-spectacular is a dependency; this keeps auth importable alone
+    pass

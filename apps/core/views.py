@@ -15,6 +15,7 @@ from rest_framework.exceptions import ValidationError
 
 from apps.applications import services as app_services
 from apps.applications.models import Application
+from apps.applications.spec import normalize_spec
 from apps.clusters.models import Cluster, SyncRun
 from apps.clusters.selectors import cluster_state
 from apps.core.exceptions import Conflict
@@ -246,6 +247,12 @@ def app_form(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     spec, errors = spec_from_post(post)
     rows = [r for r in rows_from_post(post) if any(str(v).strip() for k, v in r.items() if k != "autoscale")]
     rows += [dict(BLANK_ROW) for _ in range(EXTRA_ROWS)]
+    if errors:  # show every problem at once, not only the ones the form itself found
+        try:
+            normalize_spec(spec)
+        except ValidationError as exc:
+            if isinstance(exc.detail, dict):
+                errors = {**{k: [str(m) for m in v] for k, v in exc.detail.items() if isinstance(v, list)}, **errors}
     if not errors:
         try:
             if app is None:

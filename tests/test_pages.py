@@ -1,0 +1,132 @@
+"""Dashboard pages without a browser: access per role, empty states, and what each page shows."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from apps.teams.models import ApiToken, Membership, Role
+
+pytestmark = pytest.mark.django_db
+
+
+def logged_in(user) -> Client:  # type: ignore[no-untyped-def]
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_pages_render_for_a_member(alice, team_a, cluster, grant):
+    grant(team_a, cluster, "2")
+    c = logged_in(alice)
+    for url in (
+        "/",
+        "/clusters/",
+        f"/clusters/{cluster.pk}/",
+        "/teams/team-a/",
+        "/teams/team-a/members/",
+        "/teams/team-a/quota/",
+        "/teams/team-a/tokens/",
+        "/apps/new/?team=team-a",
+        "/audit/",
+        "/welcome/",
+        "/api/docs/",
+    ):
+        assert c.get(url).status_code == 200, url
+
+
+def test_other_teams_pages_are_404(alice, bob, team_a, team_b):
+    c = logged_in(bob)
+    for url in ("/teams/team-a/", "/teams/team-a/members/", "/teams/team-a/quota/", "/teams/team-a/tokens/"):
+        assert c.get(url).status_code == 404, url
+        assert c.post(url, {"op": "add", "username": "bob", "role": "owner"}).status_code == 404, url
+    assert not Membership.objects.filter(team=team_a, user=bob).exists()
+
+
+def test_viewer_and_member_cannot_manage_members_or_tokens(alice, bob, charlie, team_a):
+    Membership.objects.create(team=team_a, user=bob, role=Role.MEMBER)
+    Membership.objects.create(team=team_a, user=charlie, role=Role.VIEWER)
+    for user in (bob, charlie):
+        c = logged_in(user)
+        page = c.get("/teams/team-a/members/").content.decode()
+        assert "Invite a member" not in page
+        assert c.post("/teams/team-a/members/", {"op": "add", "username": "x", "role": "owner"}).status_code == 404
+        assert c.get("/teams/team-a/tokens/").status_code == 404
+    assert logged_in(bob).get("/quota-requests/").status_code == 404
+
+
+def test_token_page_shows_the_secret_once(alice, team_a):
+    c = logged_in(alice)
+    resp = c.post("/teams/team-a/tokens/", {"name": "ci", "role": "member"})
+    page = resp.content.decode()
+    assert "shown once" in page
+    token = ApiToken.objects.get(name="ci")
+    secret_start = page.index('id="token-secret"')
+    secret = page[secret_start:].split('value="', 1)[1].split('"', 1)[0]
+    assert secret.startswith(token.prefix) and len(secret) > 30
+    assert secret not in c.get("/teams/team-a/tokens/").content.decode()
+    bad = c.post("/teams/team-a/tokens/", {"name": "", "role": "member", "expires": "soon"})
+    assert bad.status_code == 400 and "Use a date like" in bad.content.decode()
+
+
+def test_member_management_in_the_ui(alice, bob, team_a):
+    c = logged_in(alice)
+    assert (
+        c.post("/teams/team-a/members/", {"op": "add", "username": "bob@example.com", "role": "viewer"}).status_code
+        == 302
+    )
+    m = Membership.objects.get(team=team_a, user=bob)
+    assert m.role == "viewer"
+    c.post("/teams/team-a/members/", {"op": "role", "membership": m.pk, "role": "admin"})
+    assert Membership.objects.get(pk=m.pk).role == "admin"
+    own = Membership.objects.get(team=team_a, user=alice)
+    resp = c.post("/teams/team-a/members/", {"op": "remove", "membership": own.pk})
+    assert resp.status_code == 400 and "at least one owner" in resp.content.decode()
+    missing = c.post("/teams/team-a/members/", {"op": "add", "username": "nobody", "role": "viewer"})
+    assert missing.status_code == 400 and "No user" in missing.content.decode()
+
+
+def test_empty_states_explain_the_next_step(charlie, team_a):
+    c = logged_in(charlie)
+    assert "Get started" in c.get("/").content.decode()
+    page = c.get("/welcome/").content.decode()
+    assert 'data-step="1" data-done="false"' in page and "Create a team" in page
+
+
+def test_app_form_errors_are_next_to_the_fields(alice, team_a, cluster, grant):
+    grant(team_a, cluster, "1")
+    c = logged_in(alice)
+    resp = c.post(
+        "/apps/new/",
+        {
+            "team": "team-a",
+            "cluster": cluster.pk,
+            "name": "x",
+            "route_prefix": "/team-a/x",
+            "import_path": "examples.hello:app",
+            "dep-count": "1",
+            "dep-0-name": "Hello",
+            "dep-0-num_replicas": "3",
+            "dep-0-num_gpus": "0.5",
+        },
+    )
+    assert resp.status_code == 400
+    page = resp.content.decode()
+    assert "team team-a needs 1.5 GPU in a100 on prod-1, quota 1, in use 0" in page
+    resp = c.post(
+        "/apps/new/",
+        {
+            "team": "team-a",
+            "cluster": cluster.pk,
+            "name": "x",
+            "route_prefix": "/team-a/x",
+            "import_path": "examples.hello:app",
+            "dep-count": "1",
+            "dep-0-name": "Hello",
+            "dep-0-num_replicas": "-2",
+            "dep-0-user_config": "{bad",
+        },
+    )
+    page = resp.content.decode()
+    assert 'id="dep-0-num_replicas"' in page and "Must be a whole number from 1 to 1000" in page
+    assert "Not valid JSON" in page
