@@ -130,3 +130,20 @@ def test_app_form_errors_are_next_to_the_fields(alice, team_a, cluster, grant):
     page = resp.content.decode()
     assert 'id="dep-0-num_replicas"' in page and "Must be a whole number from 1 to 1000" in page
     assert "Not valid JSON" in page
+
+
+def test_admin_edits_are_audited(staff, team_a, alice):
+    from apps.audit.models import AuditEvent
+
+    staff.is_superuser = True
+    staff.save()
+    c = logged_in(staff)
+    resp = c.post(
+        f"/admin/teams/team/{team_a.pk}/change/",
+        {"slug": "team-a", "name": "Renamed in admin", "created_at_0": "2026-01-01", "created_at_1": "00:00:00",
+         "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0", "memberships-MIN_NUM_FORMS": "0",
+         "memberships-MAX_NUM_FORMS": "1000"},
+    )
+    assert resp.status_code == 302, resp.content.decode()[:2000]
+    event = AuditEvent.objects.get(action="team.update", source="admin")
+    assert event.after["name"] == "Renamed in admin" and event.actor_label == "platform"

@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from apps.audit.admin_mixin import AuditedAdminMixin
+
 from .models import Cluster, GpuPool, SyncRun
 
 
@@ -9,7 +11,7 @@ class PoolInline(admin.TabularInline):
 
 
 @admin.register(Cluster)
-class ClusterAdmin(admin.ModelAdmin):
+class ClusterAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = [
         "name",
         "kind",

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.applications.models import Application
+from apps.audit.services import audit_record
 from workers.clients.ray_dashboard import RayRejected, RayUnavailable, client_for
 
 from .models import Cluster, SyncRun
@@ -133,7 +134,17 @@ def _after_push(cluster: Cluster, revisions: dict[int, int]) -> None:
                 app.state = Application.State.DEPLOYING
                 changed.append(app)
         Application.objects.bulk_update(changed, ["deployed_revision", "state"], batch_size=500)
-        Application.objects.filter(cluster=cluster, deleted_at__isnull=False).exclude(pk__in=list(revisions)).delete()
+        gone = Application.objects.filter(cluster=cluster, deleted_at__isnull=False).exclude(pk__in=list(revisions))
+        for app in gone.select_related("team"):
+            audit_record(
+                actor="system (push)",
+                team=app.team,
+                action="application.removed",
+                obj=app,
+                source="task",
+                before={"name": app.name, "cluster": cluster.name},
+            )
+        gone.delete()
 
 
 def observe_cluster(cluster_id: int) -> bool:

@@ -339,7 +339,7 @@ def welcome(request: HttpRequest) -> HttpResponse:
             "done": app is not None,
             "text": "Start from examples.hello:app; edit it later, every change is a revision.",
             "url": f"/apps/new/?team={team.slug}&template=hello" if team else None,
-            "action": "Deploy",
+            "action": "Deploy the template",
         },
         {
             "title": "See it running",

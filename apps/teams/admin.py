@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from apps.audit.admin_mixin import AuditedAdminMixin
+
 from .models import ApiToken, Membership, Team
 
 
@@ -10,7 +12,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ["slug", "name", "created_at"]
     search_fields = ["slug", "name"]
     inlines = [MembershipInline]
@@ -26,8 +28,12 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):  # type: ignore[no-untyped-def]
         return False  # tokens are created where the secret can be shown once: the API or the UI
 
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False  # tokens change only by revocation, through the service (audited)
+
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request, queryset):  # type: ignore[no-untyped-def]
-        from django.utils import timezone
+        from .services import token_revoke
 
-        queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        for token in queryset.filter(revoked_at__isnull=True):
+            token_revoke(actor=request.user, token=token, source="admin")
