@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "apps.quotas",
     "apps.applications",
     "apps.audit",
+    "apps.compaction",
 ]
 
 MIDDLEWARE = [

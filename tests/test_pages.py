@@ -140,9 +140,16 @@ def test_admin_edits_are_audited(staff, team_a, alice):
     c = logged_in(staff)
     resp = c.post(
         f"/admin/teams/team/{team_a.pk}/change/",
-        {"slug": "team-a", "name": "Renamed in admin", "created_at_0": "2026-01-01", "created_at_1": "00:00:00",
-         "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0", "memberships-MIN_NUM_FORMS": "0",
-         "memberships-MAX_NUM_FORMS": "1000"},
+        {
+            "slug": "team-a",
+            "name": "Renamed in admin",
+            "created_at_0": "2026-01-01",
+            "created_at_1": "00:00:00",
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+            "memberships-MIN_NUM_FORMS": "0",
+            "memberships-MAX_NUM_FORMS": "1000",
+        },
     )
     assert resp.status_code == 302, resp.content.decode()[:2000]
     event = AuditEvent.objects.get(action="team.update", source="admin")
