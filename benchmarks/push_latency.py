@@ -99,7 +99,7 @@ def main() -> None:
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Token {secret}")
         celery_app.conf.broker_url = "memory://"
-        celery_app.conf.broker_transport_options = {}
+        celery_app.conf.broker_transport_options = {"polling_interval": 0.1}
 
         bare, through = [], []
         with start_worker(celery_app, pool="threads", concurrency=2, perform_ping_check=False):

@@ -192,6 +192,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_queue_dir),
         "processed_folder": str(VAR_DIR / "celery-processed"),
         "store_processed": False,
+        "polling_interval": 0.1,  # the default 1 s would add up to a second to every push
     }
     for _folder in (_queue_dir, VAR_DIR / "celery-processed"):
         _folder.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from controlplane.celery import app as celery_app
 
 # Tests never share a queue with a running `make run`: Redis when CI gives one, else in-process memory.
 celery_app.conf.broker_url = os.environ.get("CELERY_BROKER_URL") or "memory://"
-celery_app.conf.broker_transport_options = {}
+celery_app.conf.broker_transport_options = {"polling_interval": 0.1}
 
 User = get_user_model()
 PASSWORD = "a-Long-test-passw0rd"

@@ -9,8 +9,8 @@ from workers.clients.ray_dashboard import RayUnavailable
 log = logging.getLogger(__name__)
 
 MAX_PUSH_RETRIES = 6
-STATUS_POLL_INTERVAL_S = 2.0
-STATUS_POLL_MAX = 90  # about three minutes of polling after a push
+STATUS_POLL_INTERVAL_S = 1.0
+STATUS_POLL_MAX = 180  # about three minutes of polling after a push
 
 
 def backoff(retries: int) -> float:
