@@ -20,4 +20,8 @@ def _beat_schedule(sender: Celery, **_: object) -> None:
             "task": "workers.tasks.sync.reconcile_all",
             "schedule": float(settings.RECONCILE_INTERVAL_S),
         },
+        "compaction-policy": {
+            "task": "workers.tasks.compaction.compaction_policy_all",
+            "schedule": float(settings.COMPACTION_INTERVAL_S),
+        },
     }

@@ -209,6 +209,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # How often beat reconciles every cluster and refreshes observed status (seconds).
 RECONCILE_INTERVAL_S = envint("RECONCILE_INTERVAL_S", 20)
+# How often beat applies each cluster's compaction policy (seconds).
+COMPACTION_INTERVAL_S = envint("COMPACTION_INTERVAL_S", 300)
 # HTTP timeout for calls to a Ray dashboard (seconds).
 RAY_HTTP_TIMEOUT_S = envint("RAY_HTTP_TIMEOUT_S", 10)
 # How long a per-cluster push lock is held at most before another worker may take it (seconds).

@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 from apps.applications.api import ApplicationViewSet
 from apps.audit.api import AuditEventViewSet
 from apps.clusters.api import ClusterViewSet, SyncRunViewSet
+from apps.compaction.api import CompactionPlanViewSet
 from apps.core.accounts import RateLimitedLoginView, signup
 from apps.core.api import ObtainTokenView
 from apps.quotas.api import QuotaRequestViewSet, QuotaViewSet
@@ -20,6 +21,7 @@ router.register("sync-runs", SyncRunViewSet, basename="syncrun")
 router.register("quota-requests", QuotaRequestViewSet, basename="quotarequest")
 router.register("tokens", TokenViewSet, basename="token")
 router.register("audit-events", AuditEventViewSet, basename="auditevent")
+router.register("compaction/plans", CompactionPlanViewSet, basename="compactionplan")
 
 urlpatterns = [
     path("api/v1/auth/token/", ObtainTokenView.as_view(), name="api-token"),

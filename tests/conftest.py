@@ -177,6 +177,8 @@ def ray_env(ray_cluster, celery_worker, make_cluster):  # type: ignore[no-untype
         dashboard_url=ray_cluster.dashboard_url,
         serve_url=ray_cluster.serve_url,
         http_port=ray_cluster.serve_port,
+        gcs_address=ray_cluster.gcs_address,
+        gpus="12",
     )
 
 
@@ -203,3 +205,8 @@ def _close_thread_connections(django_db_setup, django_db_blocker) -> Iterator[No
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+
+
+def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
+    """Tests that drain nodes of the shared test Ray cluster run last: a drained node takes no new replicas."""
+    items.sort(key=lambda item: item.get_closest_marker("drains_nodes") is not None)

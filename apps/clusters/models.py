@@ -36,6 +36,20 @@ class Cluster(models.Model):
         help_text='What runtime_env may use here, e.g. {"allowed_uri_prefixes": ["s3://ml-artifacts/"], '
         '"allow_pip": false, "allow_env_vars": true}. Empty: remote URIs, pip and env_vars allowed.',
     )
+    gcs_address = models.CharField(
+        max_length=200, blank=True, help_text="Ray GCS address (host:port) for draining nodes during compaction."
+    )
+    compaction_policy = models.CharField(
+        max_length=10,
+        choices=[("off", "Off"), ("suggest", "Suggest plans"), ("automatic", "Automatic")],
+        default="suggest",
+    )
+    compaction_threshold = models.PositiveIntegerField(
+        default=1, help_text="Automatic compaction runs when at least this many nodes could be freed."
+    )
+    compaction_window = models.CharField(
+        max_length=11, blank=True, help_text='UTC hours when automatic compaction may run, e.g. "01:00-05:00".'
+    )
     k8s_namespace = models.CharField(max_length=63, blank=True)
     k8s_name = models.CharField(max_length=63, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

@@ -1,5 +1,7 @@
 from django.urls import path
 
+from apps.compaction import views as compaction_views
+
 from . import team_views, views
 
 app_name = "dashboard"
@@ -10,6 +12,10 @@ urlpatterns = [
     path("clusters/", views.cluster_list, name="cluster_list"),
     path("clusters/<int:pk>/", views.cluster_detail, name="cluster_detail"),
     path("clusters/<int:pk>/sync/", views.cluster_sync, name="cluster_sync"),
+    path("clusters/<int:cluster_id>/compaction/", compaction_views.plan_new, name="compaction_new"),
+    path("compaction/<int:pk>/", compaction_views.plan_detail, name="compaction_plan"),
+    path("compaction/<int:pk>/steps/", compaction_views.plan_steps, name="compaction_steps"),
+    path("compaction/<int:pk>/execute/", compaction_views.plan_execute, name="compaction_execute"),
     path("welcome/", team_views.welcome, name="welcome"),
     path("audit/", team_views.audit_log, name="audit"),
     path("quota-requests/", team_views.quota_requests_review, name="quota_requests"),

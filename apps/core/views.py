@@ -96,10 +96,21 @@ def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
     runs = Paginator(cluster.sync_runs.order_by("-created_at", "-id"), 20).get_page(request.GET.get("page"))
     state = cluster_state(cluster)
     visible = set(teams_for(request.user).values_list("slug", flat=True))
+    from apps.compaction.models import CompactionPlan
+    from apps.compaction.services import drained_node_ids
+
+    plans = CompactionPlan.objects.filter(cluster=cluster).exclude(state=CompactionPlan.State.SUPERSEDED)[:5]
     return render(
         request,
         "dashboard/cluster_detail.html",
-        {"cluster": cluster, "runs": runs, "state": state, "visible_teams": visible},
+        {
+            "cluster": cluster,
+            "runs": runs,
+            "state": state,
+            "visible_teams": visible,
+            "plans": plans,
+            "drained": drained_node_ids(cluster),
+        },
     )
 
 

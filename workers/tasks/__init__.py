@@ -1,3 +1,3 @@
 """Celery tasks: thin wrappers that take ids, load rows and call services."""
 
-from . import sync  # noqa: F401
+from . import compaction, sync  # noqa: F401

@@ -59,6 +59,7 @@ class Command(BaseCommand):
                     "kind": "ray",
                     "dashboard_url": options["dashboard_url"],
                     "serve_url": options["serve_url"],
+                    "gcs_address": os.environ.get("DEMO_RAY_GCS", "127.0.0.1:6380"),
                     "http_port": options["http_port"],
                 },
                 pools=[{"name": "a100", "resource": "GPU", "capacity": Decimal(options["gpus"])}],

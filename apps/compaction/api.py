@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAdminUser
+from rest_framework.response import Response
+
+from apps.clusters.models import Cluster
+
+from . import services
+from .models import CompactionPlan, CompactionStep
+
+
+class StepSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CompactionStep
+        fields = ["index", "node_id", "replicas", "state", "message", "started_at", "finished_at"]
+
+
+class PlanSerializer(serializers.ModelSerializer):
+    steps = StepSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = CompactionPlan
+        fields = [
+            "id",
+            "cluster",
+            "state",
+            "trigger",
+            "nodes_to_drain",
+            "moves",
+            "freed",
+            "gpus_freed",
+            "gpu_hours_per_day",
+            "observed_at",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "error",
+            "steps",
+        ]
+        read_only_fields = fields
+
+
+class CompactionPlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Compaction plans: staff only. POST {"cluster": id} plans from the last observed state."""
+
+    serializer_class = PlanSerializer
+    permission_classes = [IsAdminUser]
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        qs = CompactionPlan.objects.prefetch_related("steps").order_by("-created_at", "-id")
+        cluster = self.request.query_params.get("cluster")
+        if cluster:
+            qs = qs.filter(cluster_id=int(cluster)) if cluster.isdigit() else qs.none()
+        return qs
+
+    @extend_schema(
+        request=inline_serializer("PlanRequest", {"cluster": serializers.IntegerField()}), responses=PlanSerializer
+    )
+    def create(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        cluster_id = request.data.get("cluster") if isinstance(request.data, dict) else None
+        cluster = Cluster.objects.filter(pk=cluster_id).first() if isinstance(cluster_id, int) else None
+        if cluster is None:
+            raise ValidationError({"cluster": ["Required: the id of a registered cluster."]})
+        plan = services.plan_create(actor=request.user, cluster=cluster)
+        return Response(PlanSerializer(plan).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={202: PlanSerializer})
+    @action(detail=True, methods=["post"])
+    def execute(self, request, pk=None):  # type: ignore[no-untyped-def]
+        plan = services.plan_execute(actor=request.user, plan=self.get_object())
+        return Response(PlanSerializer(plan).data, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+from rest_framework.exceptions import ValidationError
+
+from apps.clusters.models import Cluster
+
+from . import services
+from .models import CompactionPlan
+
+
+def _staff(request: HttpRequest) -> None:
+    if not request.user.is_staff:
+        raise Http404
+
+
+def _maps(plan: CompactionPlan) -> tuple[list[dict], list[dict], list[dict]]:
+    reps = {r["id"]: r for r in plan.input.get("replicas", [])}
+    moved = {m["replica"]: m["to"] for m in plan.moves}
+    drain = set(plan.nodes_to_drain)
+
+    def build(after: bool) -> list[dict]:
+        out = []
+        for n in plan.input.get("nodes", []):
+            here = [
+                dict(r, moved=after and r["id"] in moved)
+                for r in reps.values()
+                if (moved.get(r["id"], r["node"]) if after else r["node"]) == n["id"]
+            ]
+            gpus = Decimal(str(n["resources"].get("GPU", 0)))
+            used = sum((Decimal(str(r["resources"].get("GPU", 0))) for r in here), Decimal(0))
+            out.append(
+                {
+                    "id": n["id"],
+                    "head": n.get("head"),
+                    "draining": n["id"] in drain,
+                    "replicas": here,
+                    "gpus": format(gpus.normalize(), "f"),
+                    "used": format(used.normalize(), "f"),
+                    "pct": int(used / gpus * 100) if gpus else 0,
+                }
+            )
+        return sorted(out, key=lambda n: (not n["head"], n["id"]))
+
+    moves = [
+        dict(
+            m,
+            app=reps.get(m["replica"], {}).get("app", ""),
+            deployment=reps.get(m["replica"], {}).get("deployment", ""),
+        )
+        for m in plan.moves
+    ]
+    return build(False), build(True), moves
+
+
+@login_required
+def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    _staff(request)
+    plan = get_object_or_404(CompactionPlan.objects.select_related("cluster"), pk=pk)
+    before, after, moves = _maps(plan)
+    return render(request, "compaction/plan.html", {"plan": plan, "before": before, "after": after, "moves": moves})
+
+
+@login_required
+def plan_steps(request: HttpRequest, pk: int) -> HttpResponse:
+    _staff(request)
+    plan = get_object_or_404(CompactionPlan, pk=pk)
+    return render(request, "compaction/_steps.html", {"plan": plan})
+
+
+@login_required
+@require_POST
+def plan_new(request: HttpRequest, cluster_id: int) -> HttpResponse:
+    _staff(request)
+    cluster = get_object_or_404(Cluster, pk=cluster_id)
+    try:
+        plan = services.plan_create(actor=request.user, cluster=cluster, source="ui")
+    except ValidationError as exc:
+        messages.error(request, " ".join(str(m) for v in exc.detail.values() for m in v))
+        return redirect("dashboard:cluster_detail", pk=cluster.pk)
+    return redirect("dashboard:compaction_plan", pk=plan.pk)
+
+
+@login_required
+@require_POST
+def plan_execute(request: HttpRequest, pk: int) -> HttpResponse:
+    _staff(request)
+    plan = get_object_or_404(CompactionPlan, pk=pk)
+    try:
+        services.plan_execute(actor=request.user, plan=plan, source="ui")
+        messages.success(request, "Compaction started; steps update below as each node drains.")
+    except ValidationError as exc:
+        messages.error(request, " ".join(str(m) for v in exc.detail.values() for m in v))
+    return redirect("dashboard:compaction_plan", pk=plan.pk)
