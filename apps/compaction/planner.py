@@ -27,6 +27,8 @@ from decimal import Decimal
 from typing import Any
 
 EPS = 1e-9
+# Up to this many nodes x replicas, the plain first-fit plan is computed too and kept if it is better.
+NAIVE_CANDIDATE_LIMIT = 200_000
 
 
 @dataclass
@@ -259,17 +261,38 @@ def _try_drain(state: _State, node: Node, closed: set[str], spread: bool) -> lis
     return done
 
 
-def _run(
-    nodes: list[Node], replicas: list[Replica], order: list[Node], spread: bool
-) -> tuple[list[str], list[dict], float]:
+def _node_key(state: _State, node: Node, kind: str) -> tuple:
+    reps = state.on_node[node.id]
+    used = sum(r.resources.get("GPU", 0.0) + 0.01 * r.resources.get("CPU", 0.0) for r in reps)
+    if kind == "emptiest-first":
+        return (-node.cost, len(reps), used, node.id)
+    if kind == "least-used-first":
+        return (-node.cost, used, len(reps), node.id)
+    return (node.id,)
+
+
+def _run(nodes: list[Node], replicas: list[Replica], kind: str, spread: bool) -> tuple[list[str], list[dict], float]:
+    """Drain nodes greedily; the next candidate is chosen on the current state (a lazy heap), so nodes that
+    just received replicas move back in the queue instead of being drained right after."""
     state = _State(nodes, replicas)
     closed: set[str] = set()
     drained: list[str] = []
     moves: list[dict] = []
     value = 0.0
-    for node in order:
-        if not state.on_node[node.id]:
+    heap = [(_node_key(state, n, kind), n.id) for n in nodes if not n.head and state.on_node[n.id]]
+    heapq.heapify(heap)
+    by_id = {n.id: n for n in nodes}
+    tried: set[str] = set()
+    while heap:
+        key, node_id = heapq.heappop(heap)
+        node = by_id[node_id]
+        if node_id in tried or not state.on_node[node_id]:
             continue
+        current = _node_key(state, node, kind)
+        if current != key:  # it received replicas since it was queued
+            heapq.heappush(heap, (current, node_id))
+            continue
+        tried.add(node_id)
         done = _try_drain(state, node, closed, spread)
         if done is None:
             continue
@@ -280,7 +303,20 @@ def _run(
             moves.append({"replica": rep.id, "from": node.id, "to": dst})
             state.on_node[dst].append(rep)
         state.on_node[node.id] = []
-    return drained, moves, value
+    return drained, _compress(moves), value
+
+
+def _compress(moves: list[dict]) -> list[dict]:
+    """A replica moved twice (A to B, then B to C as B was drained too) is one move, A to C."""
+    first_from: dict[str, str] = {}
+    last_to: dict[str, str] = {}
+    order: list[str] = []
+    for m in moves:
+        if m["replica"] not in first_from:
+            first_from[m["replica"]] = m["from"]
+            order.append(m["replica"])
+        last_to[m["replica"]] = m["to"]
+    return [{"replica": r, "from": first_from[r], "to": last_to[r]} for r in order if first_from[r] != last_to[r]]
 
 
 def _collapsed_groups(replicas: list[Replica], moves: list[dict]) -> int:
@@ -305,23 +341,16 @@ def plan(state: dict[str, Any]) -> dict[str, Any]:
 
 def plan_objects(nodes: list[Node], replicas: list[Replica]) -> Plan:
     counts: dict[str, int] = defaultdict(int)
-    used: dict[str, float] = defaultdict(float)
     for r in replicas:
         counts[r.node] += 1
-        used[r.node] += r.resources.get("GPU", 0.0) + 0.01 * r.resources.get("CPU", 0.0)
-    drainable = [n for n in nodes if not n.head and counts[n.id]]
     idle = sorted(n.id for n in nodes if not n.head and not counts[n.id])
-    orders = {
-        # Expensive, nearly empty nodes first: most value for fewest moves.
-        "emptiest-first": sorted(drainable, key=lambda n: (-n.cost, counts[n.id], used[n.id], n.id)),
-        "least-used-first": sorted(drainable, key=lambda n: (-n.cost, used[n.id], counts[n.id], n.id)),
-        "naive-first-fit": sorted(drainable, key=lambda n: n.id),
-    }
+    # Expensive, nearly empty nodes first: most value for fewest moves; the id order is the naive baseline's.
+    orders = ["emptiest-first", "least-used-first", "naive-first-fit"]
     best: tuple | None = None
 
     def consider(name: str, spread: bool) -> None:
         nonlocal best
-        drained, moves, value = _run(nodes, replicas, orders[name], spread)
+        drained, moves, value = _run(nodes, replicas, name, spread)
         score = (-value, len(moves), _collapsed_groups(replicas, moves), name, not spread)
         if best is None or score < best[0]:
             best = (score, name, drained, moves)
@@ -331,6 +360,13 @@ def plan_objects(nodes: list[Node], replicas: list[Replica]) -> Plan:
     assert best is not None
     # Spreading is the last priority: without it, the best order may free more nodes.
     consider(best[1], spread=False)
+    if len(nodes) * len(replicas) <= NAIVE_CANDIDATE_LIMIT:
+        # Small enough to afford the first-fit baseline itself as a candidate: never worse than it.
+        naive = naive_plan(nodes, replicas)
+        value = sum(n.cost for n in nodes if n.id in set(naive.nodes_to_drain))
+        score = (-value, len(naive.moves), _collapsed_groups(replicas, naive.moves), "first-fit", True)
+        if score < best[0]:
+            best = (score, "first-fit", naive.nodes_to_drain, naive.moves)
     assert best is not None
     _, name, drained, moves = best
     by_id = {n.id: n for n in nodes}
@@ -374,7 +410,7 @@ def naive_plan(nodes: list[Node], replicas: list[Replica]) -> Plan:
             moves.append({"replica": rep.id, "from": node.id, "to": dst})
             state.on_node[dst].append(rep)
         state.on_node[node.id] = []
-    return Plan(drained, moves, {}, strategy="naive")
+    return Plan(drained, _compress(moves), {}, strategy="naive")
 
 
 def validate(state: dict[str, Any], result: dict[str, Any]) -> list[str]:
