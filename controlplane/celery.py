@@ -20,6 +20,8 @@ def _beat_schedule(sender: Celery, **_: object) -> None:
             "task": "workers.tasks.sync.reconcile_all",
             "schedule": float(settings.RECONCILE_INTERVAL_S),
         },
+        "scrape-metrics": {"task": "workers.tasks.metrics.scrape_all", "schedule": float(settings.SCRAPE_INTERVAL_S)},
+        "rollup-metrics": {"task": "workers.tasks.metrics.rollup_and_retention", "schedule": 60.0},
         "compaction-policy": {
             "task": "workers.tasks.compaction.compaction_policy_all",
             "schedule": float(settings.COMPACTION_INTERVAL_S),

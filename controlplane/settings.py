@@ -78,6 +78,8 @@ INSTALLED_APPS = [
     "apps.applications",
     "apps.audit",
     "apps.compaction",
+    "apps.metrics",
+    "apps.catalog",
 ]
 
 MIDDLEWARE = [
@@ -209,6 +211,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # How often beat reconciles every cluster and refreshes observed status (seconds).
 RECONCILE_INTERVAL_S = envint("RECONCILE_INTERVAL_S", 20)
+# How often beat scrapes every cluster's metrics endpoints (seconds).
+SCRAPE_INTERVAL_S = envint("SCRAPE_INTERVAL_S", 15)
 # How often beat applies each cluster's compaction policy (seconds).
 COMPACTION_INTERVAL_S = envint("COMPACTION_INTERVAL_S", 300)
 # HTTP timeout for calls to a Ray dashboard (seconds).

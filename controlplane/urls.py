@@ -5,10 +5,12 @@ from rest_framework.routers import DefaultRouter
 
 from apps.applications.api import ApplicationViewSet
 from apps.audit.api import AuditEventViewSet
+from apps.catalog.api import ModelEntryViewSet
 from apps.clusters.api import ClusterViewSet, SyncRunViewSet
 from apps.compaction.api import CompactionPlanViewSet
 from apps.core.accounts import RateLimitedLoginView, signup
 from apps.core.api import ObtainTokenView
+from apps.metrics.api import MetricsView
 from apps.quotas.api import QuotaRequestViewSet, QuotaViewSet
 from apps.teams.api import TeamViewSet, TokenViewSet
 
@@ -22,9 +24,11 @@ router.register("quota-requests", QuotaRequestViewSet, basename="quotarequest")
 router.register("tokens", TokenViewSet, basename="token")
 router.register("audit-events", AuditEventViewSet, basename="auditevent")
 router.register("compaction/plans", CompactionPlanViewSet, basename="compactionplan")
+router.register("models", ModelEntryViewSet, basename="modelentry")
 
 urlpatterns = [
     path("api/v1/auth/token/", ObtainTokenView.as_view(), name="api-token"),
+    path("api/v1/metrics/", MetricsView.as_view(), name="metrics"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -262,7 +262,7 @@ def test_merged_config_query_count_does_not_grow_with_apps(setup, api, alice, te
         )
     with CaptureQueriesContext(connection) as two_hundred:
         assert len(build_serve_config(setup).config["applications"]) == 200
-    assert len(ten) == len(two_hundred) == 1
+    assert len(ten) == len(two_hundred) <= 2  # applications with revisions, and the model catalog
 
 
 def test_serve_config_is_staff_only(setup, api, alice, staff):

@@ -29,8 +29,10 @@ def build_serve_config(cluster: Cluster) -> MergedConfig:
     )
     app_configs: dict[str, dict] = {}
     revisions: dict[int, int] = {}
+    apps = list(apps)
+    catalog = _catalog(app.pk for app in apps)
     for app in apps:
-        cfg = serve_app_config(app.serve_name, app.current_revision.spec)
+        cfg = serve_app_config(app.serve_name, _with_catalog(app.current_revision.spec, catalog.get(app.pk, {})))
         app_configs[app.serve_name] = cfg
         revisions[app.pk] = app.current_revision.pk
     config = {
@@ -38,6 +40,40 @@ def build_serve_config(cluster: Cluster) -> MergedConfig:
         "applications": list(app_configs.values()),
     }
     return MergedConfig(config=config, hash=spec_hash(config), revisions=revisions, app_configs=app_configs)
+
+
+def _catalog(app_ids) -> dict[int, dict[str, dict[str, str]]]:  # type: ignore[no-untyped-def]
+    """app id -> deployment -> {model_id: uri}, in one query."""
+    from apps.catalog.models import ModelEntry
+
+    out: dict[int, dict[str, dict[str, str]]] = {}
+    rows = ModelEntry.objects.filter(application_id__in=list(app_ids)).values_list(
+        "application_id", "deployment", "model_id", "uri"
+    )
+    for app_id, deployment, model_id, uri in rows.order_by("application_id", "deployment", "model_id"):
+        out.setdefault(app_id, {}).setdefault(deployment, {})[model_id] = uri
+    return out
+
+
+def _with_catalog(spec: dict, models: dict[str, dict[str, str]]) -> dict:
+    """The catalog reaches the app without a code change: user_config["models"] maps model ids to URIs.
+
+    Serve applies a user_config change by calling reconfigure() on running replicas, without restarting them.
+    """
+    if not models:
+        return spec
+    spec = dict(spec)
+    deployments = []
+    for dep in spec.get("deployments", []):
+        entries = models.get(dep.get("name", ""))
+        if entries:
+            dep = dict(dep)
+            user_config = dict(dep.get("user_config") or {})
+            user_config["models"] = {**(user_config.get("models") or {}), **entries}
+            dep["user_config"] = user_config
+        deployments.append(dep)
+    spec["deployments"] = deployments
+    return spec
 
 
 def same_app_config(a: dict | None, b: dict | None) -> bool:

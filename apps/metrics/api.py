@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.applications.models import Application
+from apps.clusters.models import Cluster
+from apps.teams.selectors import teams_for
+
+from .selectors import SERIES, query
+
+MAX_POINTS = 2000
+
+
+def _time(value: str | None, default: datetime, field: str) -> datetime:
+    if not value:
+        return default
+    if value.replace(".", "", 1).isdigit():
+        return datetime.fromtimestamp(float(value), tz=timezone.get_current_timezone())
+    parsed = parse_datetime(value)
+    if parsed is None:
+        raise ValidationError({field: ["Must be a Unix timestamp or an ISO 8601 date-time."]})
+    return parsed if parsed.tzinfo else timezone.make_aware(parsed)
+
+
+class MetricsView(APIView):
+    """Time series: the same series the dashboard's charts draw."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("series", str, required=True, enum=list(SERIES)),
+            OpenApiParameter("cluster", int),
+            OpenApiParameter("application", int),
+            OpenApiParameter("team", str),
+            OpenApiParameter("start", str),
+            OpenApiParameter("end", str),
+            OpenApiParameter("step", int),
+        ],
+        responses={200: dict},
+    )
+    def get(self, request):  # type: ignore[no-untyped-def]
+        p = request.query_params
+        name = p.get("series", "")
+        if name not in SERIES:
+            raise ValidationError({"series": [f"One of: {', '.join(SERIES)}."]})
+        now = timezone.now()
+        end = _time(p.get("end"), now, "end")
+        start = _time(p.get("start"), end - timedelta(hours=1), "start")
+        if start >= end:
+            raise ValidationError({"start": ["Must be before end."]})
+        try:
+            step = int(p.get("step") or max(15, int((end - start).total_seconds() // 200)))
+        except ValueError as exc:
+            raise ValidationError({"step": ["Must be a whole number of seconds."]}) from exc
+        if step < 1 or (end - start).total_seconds() / step > MAX_POINTS:
+            raise ValidationError({"step": [f"Too small for this range: at most {MAX_POINTS} points per series."]})
+        application = None
+        cluster = None
+        if p.get("application"):
+            app = (
+                Application.objects.filter(
+                    pk=p["application"] if p["application"].isdigit() else 0, team__in=teams_for(request.user)
+                )
+                .select_related("team", "cluster")
+                .first()
+            )
+            if app is None:
+                raise ValidationError({"application": ["No such application among your teams'."]})
+            application, cluster = app.serve_name, app.cluster
+        team = p.get("team")
+        if team and not teams_for(request.user).filter(slug=team).exists():
+            raise ValidationError({"team": ["No such team among yours."]})
+        if name == "team_gpus_allocated" and not team and not request.user.is_staff:
+            raise ValidationError({"team": ["Required for team_gpus_allocated."]})
+        if cluster is None:
+            cluster_id = p.get("cluster", "")
+            cluster = Cluster.objects.filter(pk=int(cluster_id)).first() if cluster_id.isdigit() else None
+            if cluster is None:
+                raise ValidationError({"cluster": ["Required (or application): the id of a registered cluster."]})
+        data = query(
+            name, cluster=cluster, start=start, end=end, step=step, now=now, application=application, team=team
+        )
+        return Response({"series": data, "start": int(start.timestamp()), "end": int(end.timestamp()), "step": step})

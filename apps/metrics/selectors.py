@@ -1,0 +1,220 @@
+"""Derived series for charts and the metrics API, read from the stored points at a resolution fit for the range."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from apps.clusters.models import Cluster
+
+from .models import Point, Series
+
+SERIES = (
+    "gpu_utilization",
+    "gpu_allocated",
+    "team_gpus_allocated",
+    "cache_hit_rate",
+    "model_loads",
+    "model_load_latency_ms",
+    "requests",
+    "request_latency_ms",
+    "models_resident",
+)
+
+
+def resolution_for(start: datetime, end: datetime, now: datetime) -> int:
+    span = end - start
+    if span <= timedelta(hours=6) and start >= now - timedelta(days=1):
+        return Point.RAW
+    if span <= timedelta(days=7) and start >= now - timedelta(days=7):
+        return Point.MINUTE
+    return Point.HOUR
+
+
+def _points(
+    cluster: Cluster, name: str, where: dict[str, str], start: datetime, end: datetime, resolution: int
+) -> dict[int, list[tuple[datetime, float]]]:
+    series = Series.objects.filter(cluster=cluster, name=name, **{f"labels__{k}": v for k, v in where.items()})
+    ids = {s.pk: s for s in series}
+    out: dict[int, list[tuple[datetime, float]]] = defaultdict(list)
+    if not ids:
+        return out
+    rows = Point.objects.filter(series_id__in=list(ids), resolution=resolution, ts__gte=start, ts__lt=end).values_list(
+        "series_id", "ts", "value"
+    )
+    for sid, ts, value in rows.iterator(chunk_size=5000):
+        out[sid].append((ts, value))
+    out["_series"] = ids  # type: ignore[index]
+    return out
+
+
+def _bucket(ts: datetime, start: datetime, step: int) -> int:
+    return int((ts - start).total_seconds() // step)
+
+
+def _grid(start: datetime, end: datetime, step: int) -> list[datetime]:
+    n = max(1, math.ceil((end - start).total_seconds() / step))
+    return [start + timedelta(seconds=i * step) for i in range(n)]
+
+
+def _sum_by(
+    points: dict, group_labels: tuple[str, ...], start: datetime, step: int, agg: str = "sum"
+) -> dict[tuple, dict[int, float]]:
+    series = points.get("_series", {})
+    acc: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for sid, pts in points.items():
+        if sid == "_series":
+            continue
+        labels = series[sid].labels
+        group = tuple(labels.get(k, "") for k in group_labels)
+        for ts, value in pts:
+            acc[group][_bucket(ts, start, step)].append(value)
+    out: dict[tuple, dict[int, float]] = {}
+    for group, buckets in acc.items():
+        out[group] = {b: (sum(v) if agg == "sum" else sum(v) / len(v)) for b, v in buckets.items()}
+    return out
+
+
+def _quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
+    """histogram_quantile over (upper bound, cumulative count) pairs, as Prometheus computes it."""
+    buckets = sorted(buckets)
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    prev_bound, prev_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if math.isinf(bound):
+                return prev_bound
+            if count == prev_count:
+                return bound
+            return prev_bound + (bound - prev_bound) * (rank - prev_count) / (count - prev_count)
+        prev_bound, prev_count = bound, count
+    return prev_bound
+
+
+def query(
+    name: str,
+    *,
+    cluster: Cluster,
+    start: datetime,
+    end: datetime,
+    step: int,
+    now: datetime,
+    application: str | None = None,
+    team: str | None = None,
+) -> list[dict[str, Any]]:
+    """The named derived series: [{"labels": {...}, "points": [[unix_ts, value], ...]}]."""
+    resolution = resolution_for(start, end, now)
+    step = max(step, resolution or 15)
+    grid = _grid(start, end, step)
+    app_filter = {"application": application} if application else {}
+
+    def emit(groups: dict[tuple, dict[int, float]], keys: tuple[str, ...], scale: float = 1.0) -> list[dict]:
+        return [
+            {
+                "labels": dict(zip(keys, group, strict=False)),
+                "points": [
+                    [int(grid[b].timestamp()), round(v * scale, 6)] for b, v in sorted(buckets.items()) if b < len(grid)
+                ],
+            }
+            for group, buckets in sorted(groups.items())
+        ]
+
+    if name == "gpu_utilization":
+        return emit(
+            _sum_by(
+                _points(cluster, "ray_node_gpus_utilization", {}, start, end, resolution),
+                ("ip", "GpuIndex"),
+                start,
+                step,
+                "avg",
+            ),
+            ("ip", "GpuIndex"),
+        )
+    if name == "gpu_allocated":
+        pts = _points(cluster, "ray_resources", {"Name": "GPU", "State": "USED"}, start, end, resolution)
+        return emit(_sum_by(pts, ("NodeAddress",), start, step, "avg"), ("node",))
+    if name == "team_gpus_allocated":
+        pts = _points(cluster, "cp_team_gpus_allocated", {"team": team} if team else {}, start, end, resolution)
+        return emit(_sum_by(pts, ("team",), start, step, "avg"), ("team",))
+    if name == "models_resident":
+        pts = _points(cluster, "ray_serve_num_multiplexed_models", app_filter, start, end, resolution)
+        return emit(
+            _sum_by(pts, ("application", "deployment", "replica"), start, step, "avg"),
+            ("application", "deployment", "replica"),
+        )
+    if name in ("cache_hit_rate", "model_loads"):
+        keys = ("application", "deployment")
+        loads = _sum_by(
+            _points(cluster, "ray_serve_multiplexed_models_load_counter", app_filter, start, end, resolution),
+            keys,
+            start,
+            step,
+        )
+        if name == "model_loads":
+            return emit(loads, keys, scale=60.0 / step)  # loads per minute
+        reqs = _sum_by(
+            _points(cluster, "ray_serve_multiplexed_get_model_requests_counter", app_filter, start, end, resolution),
+            keys,
+            start,
+            step,
+        )
+        rates = {
+            group: {b: 1 - loads.get(group, {}).get(b, 0.0) / r for b, r in buckets.items() if r > 0}
+            for group, buckets in reqs.items()
+        }
+        return emit(rates, keys)
+    if name == "requests":
+        pts = _points(cluster, "ray_serve_num_http_requests", app_filter, start, end, resolution)
+        return emit(_sum_by(pts, ("application",), start, step), ("application",), scale=1.0 / step)
+    if name in ("model_load_latency_ms", "request_latency_ms"):
+        family = (
+            "ray_serve_multiplexed_model_load_latency_ms_bucket"
+            if name == "model_load_latency_ms"
+            else "ray_serve_http_request_latency_ms_bucket"
+        )
+        keys = ("application", "deployment") if name == "model_load_latency_ms" else ("application",)
+        pts = _points(cluster, family, app_filter, start, end, resolution)
+        per_le = _sum_by(pts, (*keys, "le"), start, step)
+        grouped: dict[tuple, dict[int, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+        for group, buckets in per_le.items():
+            le = float(group[-1]) if group[-1] not in ("+Inf", "") else math.inf
+            for b, count in buckets.items():
+                grouped[group[:-1]][b].append((le, count))
+        out = []
+        for group, buckets in sorted(grouped.items()):
+            for q, label in ((0.5, "p50"), (0.95, "p95")):
+                pts_q = [
+                    [int(grid[b].timestamp()), round(v, 3)]
+                    for b, bs in sorted(buckets.items())
+                    if b < len(grid) and (v := _quantile(q, bs)) is not None
+                ]
+                out.append({"labels": {**dict(zip(keys, group, strict=False)), "quantile": label}, "points": pts_q})
+        return out
+    raise ValueError(f"unknown series {name!r}; one of: {', '.join(SERIES)}")
+
+
+def residency(cluster: Cluster, application: str | None = None) -> list[dict[str, Any]]:
+    """Which replicas hold which models now: the last value of ray_serve_registered_multiplexed_model_id."""
+    qs = Series.objects.filter(cluster=cluster, name="ray_serve_registered_multiplexed_model_id")
+    if application:
+        qs = qs.filter(labels__application=application)
+    latest = cluster.scrapes.exclude(finished_at=None).first()
+    out = []
+    for s in qs:
+        if latest is None or s.last_seen_at is None or s.last_seen_at < latest.started_at:
+            continue  # gone from the last scrape: the replica is gone
+        last = s.points.filter(resolution=Point.RAW).order_by("-ts").first()
+        if last is None or last.value < 1:
+            continue
+        since = s.points.filter(resolution=Point.RAW, value__lt=1, ts__lt=last.ts).order_by("-ts").first()
+        first = (
+            s.points.filter(resolution=Point.RAW, ts__gt=since.ts if since else last.ts.replace(year=1970))
+            .order_by("ts")
+            .first()
+        )
+        out.append({**s.labels, "resident_since": (first or last).ts.isoformat()})
+    return sorted(out, key=lambda r: (r.get("application", ""), r.get("model_id", ""), r.get("replica", "")))

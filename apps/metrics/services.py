@@ -1,0 +1,187 @@
+"""Scrape Ray's Prometheus endpoints into stored series; roll them up; enforce retention."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Avg, Count, Sum
+from django.db.models.functions import Trunc
+from django.utils import timezone
+
+from apps.applications.models import Application
+from apps.clusters.models import Cluster
+
+from .models import Point, ScrapeRun, Series
+
+log = logging.getLogger(__name__)
+
+# family -> (how to store it, labels kept). Everything else Ray exports is ignored.
+FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ray_serve_multiplexed_get_model_requests_counter": ("counter", ("application", "deployment", "replica")),
+    "ray_serve_multiplexed_models_load_counter": ("counter", ("application", "deployment", "replica")),
+    "ray_serve_multiplexed_models_unload_counter": ("counter", ("application", "deployment", "replica")),
+    "ray_serve_multiplexed_model_load_latency_ms": ("histogram", ("application", "deployment", "replica", "le")),
+    "ray_serve_num_multiplexed_models": ("gauge", ("application", "deployment", "replica")),
+    "ray_serve_registered_multiplexed_model_id": ("gauge", ("application", "deployment", "replica", "model_id")),
+    "ray_serve_num_http_requests": ("counter", ("application", "route", "status_code", "NodeAddress")),
+    "ray_serve_http_request_latency_ms": ("histogram", ("application", "le", "NodeAddress")),
+    "ray_resources": ("gauge", ("NodeAddress", "Name", "State")),
+    "ray_node_gpus_utilization": ("gauge", ("ip", "GpuIndex")),
+    "ray_node_cpu_utilization": ("gauge", ("ip",)),
+}
+RETENTION = {Point.RAW: timedelta(days=1), Point.MINUTE: timedelta(days=7), Point.HOUR: timedelta(days=90)}
+
+
+def series_key(name: str, labels: dict[str, str]) -> str:
+    return hashlib.sha1(f"{name}|{json.dumps(labels, sort_keys=True)}".encode()).hexdigest()
+
+
+def _normalise(samples: list[Any]) -> dict[tuple[str, str], tuple[str, dict[str, str], float]]:
+    """Keep only wanted samples and labels; sum samples that collapse onto the same kept labels."""
+    out: dict[tuple[str, str], tuple[str, dict[str, str], float]] = {}
+    for s in samples:
+        kind, keep = FAMILIES[s.family]
+        if kind == "histogram":
+            if not s.name.endswith("_bucket"):
+                continue
+            name, stored = f"{s.family}_bucket", "counter"
+        else:
+            name, stored = s.family, kind
+        if s.family == "ray_resources" and s.labels.get("Name") != "GPU":
+            continue
+        labels = {k: s.labels[k] for k in keep if k in s.labels}
+        key = series_key(name, labels)
+        prev = out.get((name, key))
+        out[(name, key)] = (stored, labels, s.value + (prev[2] if prev else 0.0))
+    return out
+
+
+def scrape_cluster(cluster_id: int, targets: list[str] | None = None, now: datetime | None = None) -> ScrapeRun:
+    """One scrape of every target. Failures are recorded on the run and never raise."""
+    from workers.clients.prometheus import ScrapeError, discover_targets, fetch, parse
+
+    cluster = Cluster.objects.get(pk=cluster_id)
+    now = now or timezone.now()
+    run = ScrapeRun.objects.create(cluster=cluster, started_at=now)
+    errors: list[str] = []
+    if targets is None:
+        try:
+            targets = discover_targets(cluster.dashboard_url, token=cluster.auth_token)
+        except ScrapeError as exc:
+            errors.append(str(exc))
+            targets = []
+    previous = ScrapeRun.objects.filter(cluster=cluster).exclude(pk=run.pk).order_by("-started_at").first()
+    samples = []
+    failed = 0
+    for target in targets:
+        try:
+            samples.extend(parse(fetch(target), set(FAMILIES)))
+        except ScrapeError as exc:
+            failed += 1
+            errors.append(str(exc))
+    values = _normalise(samples)
+    values.update(_team_allocation(cluster))
+    written, resets = _store(cluster, values, now, new_counters_count=bool(previous and previous.finished_at))
+    run.finished_at = timezone.now()
+    run.targets, run.targets_failed, run.samples = len(targets), failed, len(samples)
+    run.points_written, run.counter_resets, run.errors = written, resets, errors[:50]
+    run.save()
+    return run
+
+
+def _team_allocation(cluster: Cluster) -> dict[tuple[str, str], tuple[str, dict[str, str], float]]:
+    """GPUs held by each team's running replicas now (placement from the Serve status the reconcile stores)."""
+    per_team: dict[str, float] = defaultdict(float)
+    apps = Application.objects.filter(cluster=cluster, deleted_at__isnull=True).select_related("team")
+    for app in apps:
+        per_team.setdefault(app.team.slug, 0.0)
+        for dep in (app.status.get("deployments") or {}).values():
+            gpus = float((dep.get("required_resources") or {}).get("GPU", 0) or 0)
+            running = sum(1 for r in dep.get("replicas") or [] if r.get("state") == "RUNNING")
+            per_team[app.team.slug] += gpus * running
+    out = {}
+    for team, gpus in per_team.items():
+        labels = {"team": team}
+        out[("cp_team_gpus_allocated", series_key("cp_team_gpus_allocated", labels))] = ("gauge", labels, gpus)
+    return out
+
+
+@transaction.atomic
+def _store(cluster: Cluster, values: dict, now: datetime, new_counters_count: bool) -> tuple[int, int]:
+    """Gauges are stored as they are; counters as the increase since the last scrape (a drop is a restart)."""
+    existing = {s.key: s for s in Series.objects.filter(cluster=cluster, key__in=[k for _, k in values])}
+    missing = [
+        Series(cluster=cluster, name=name, labels=labels, key=key, kind=kind)
+        for (name, key), (kind, labels, _) in values.items()
+        if key not in existing
+    ]
+    if missing:
+        Series.objects.bulk_create(missing, ignore_conflicts=True)
+        existing.update({s.key: s for s in Series.objects.filter(cluster=cluster, key__in=[s.key for s in missing])})
+    points, touched, resets = [], [], 0
+    for (_, key), (kind, _, value) in values.items():
+        series = existing[key]
+        if kind == "counter":
+            last = series.last_raw
+            if last is None:
+                # A counter born since the last scrape started at zero; on our very first scrape it is history.
+                delta = value if new_counters_count else None
+            elif value < last:
+                delta, resets = value, resets + 1  # restarted replica: the counter began again at zero
+            else:
+                delta = value - last
+            series.last_raw = value
+            if delta is not None:
+                points.append(Point(series=series, resolution=Point.RAW, ts=now, value=delta))
+        else:
+            points.append(Point(series=series, resolution=Point.RAW, ts=now, value=value))
+        series.last_seen_at = now
+        touched.append(series)
+    Series.objects.bulk_update(touched, ["last_raw", "last_seen_at"], batch_size=1000)
+    Point.objects.bulk_create(points, batch_size=2000)
+    return len(points), resets
+
+
+def rollup(resolution: int, *, lookback: timedelta, now: datetime | None = None) -> int:
+    """Recompute rollup points for complete buckets in the lookback window (idempotent)."""
+    now = now or timezone.now()
+    source = Point.RAW if resolution == Point.MINUTE else Point.MINUTE
+    kind = "minute" if resolution == Point.MINUTE else "hour"
+    end = (
+        now.replace(second=0, microsecond=0)
+        if resolution == Point.MINUTE
+        else now.replace(minute=0, second=0, microsecond=0)
+    )
+    start = end - lookback
+    base = Point.objects.filter(resolution=source, ts__gte=start, ts__lt=end)
+    rows = []
+    for series_kind, agg in (("counter", Sum("value")), ("gauge", Avg("value"))):
+        grouped = (
+            base.filter(series__kind=series_kind)
+            .annotate(bucket=Trunc("ts", kind))
+            .values("series_id", "bucket")
+            .annotate(v=agg, n=Count("id"))
+        )
+        rows += [
+            Point(series_id=g["series_id"], resolution=resolution, ts=g["bucket"], value=g["v"], samples=g["n"])
+            for g in grouped
+        ]
+    with transaction.atomic():
+        Point.objects.filter(resolution=resolution, ts__gte=start, ts__lt=end).delete()
+        Point.objects.bulk_create(rows, batch_size=2000)
+    return len(rows)
+
+
+def enforce_retention(now: datetime | None = None) -> int:
+    now = now or timezone.now()
+    removed = 0
+    for resolution, keep in RETENTION.items():
+        removed += Point.objects.filter(resolution=resolution, ts__lt=now - keep).delete()[0]
+    ScrapeRun.objects.filter(started_at__lt=now - timedelta(days=2)).delete()
+    return removed
