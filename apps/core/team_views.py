@@ -191,12 +191,17 @@ def quota(request: HttpRequest, slug: str) -> HttpResponse:
             return redirect("dashboard:team_quota", slug=team.slug)
         except ValidationError as exc:
             errors = _errors(exc)
+    rows = quota_rows(team)
     return render(
         request,
         "teams/quota.html",
         {
             "team": team,
-            "rows": quota_rows(team),
+            "rows": rows,
+            "charts": [
+                f"series=team_gpus_allocated&team={team.slug}&cluster={c}"
+                for c in sorted({r["cluster"].pk for r in rows})
+            ],
             "is_admin": is_admin,
             "errors": errors,
             "values": values,

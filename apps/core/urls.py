@@ -1,6 +1,7 @@
 from django.urls import path
 
 from apps.compaction import views as compaction_views
+from apps.metrics import views as metrics_views
 
 from . import team_views, views
 
@@ -9,6 +10,7 @@ app_name = "dashboard"
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("charts/", metrics_views.chart, name="chart"),
     path("clusters/", views.cluster_list, name="cluster_list"),
     path("clusters/<int:pk>/", views.cluster_detail, name="cluster_detail"),
     path("clusters/<int:pk>/sync/", views.cluster_sync, name="cluster_sync"),

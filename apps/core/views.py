@@ -110,6 +110,8 @@ def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "visible_teams": visible,
             "plans": plans,
             "drained": drained_node_ids(cluster),
+            "cluster_id": str(cluster.pk),
+            "team_colours": _colour_nodes(state),
         },
     )
 
@@ -125,6 +127,33 @@ def cluster_sync(request: HttpRequest, pk: int) -> HttpResponse:
     sync_cluster.delay(cluster.pk, SyncRun.Trigger.MANUAL, True)
     messages.success(request, f"Push to {cluster.name} queued.")
     return redirect("dashboard:cluster_detail", pk=pk)
+
+
+TEAM_COLOURS = ["#0d6efd", "#198754", "#d63384", "#fd7e14", "#6f42c1", "#20c997", "#dc3545", "#0dcaf0"]
+
+
+def _colour_nodes(state: dict) -> dict[str, str]:
+    """Give each node a GPU fill bar split by team: fragmentation and ownership at a glance."""
+    from decimal import Decimal
+
+    teams = sorted({r["team"] for n in state["nodes"] for r in n["replicas"]})
+    colours = {t: TEAM_COLOURS[i % len(TEAM_COLOURS)] for i, t in enumerate(teams)}
+    for node in state["nodes"]:
+        capacity = Decimal(node["capacity"].get("GPU", "0") or "0")
+        per_team: dict[str, Decimal] = {}
+        for r in node["replicas"]:
+            per_team[r["team"]] = per_team.get(r["team"], Decimal(0)) + Decimal(r["resources"].get("GPU", "0") or "0")
+        node["gpu_fill"] = [
+            {
+                "team": t,
+                "gpus": format(g.normalize(), "f"),
+                "pct": float(g / capacity * 100) if capacity else 0,
+                "colour": colours[t],
+            }
+            for t, g in sorted(per_team.items())
+            if g
+        ]
+    return colours
 
 
 def _team_or_404(request: HttpRequest, slug: str) -> Team:
@@ -171,6 +200,16 @@ def app_detail(request: HttpRequest, pk: int) -> HttpResponse:
     app = _visible_app(request, pk)
     revisions = list(app.revisions.select_related("author").order_by("-number")[:50])
     runs = app.cluster.sync_runs.order_by("-created_at", "-id")[:10]
+    from apps.catalog.models import ModelEntry
+    from apps.metrics.selectors import residency
+
+    where: dict[str, list[dict]] = {}
+    for r in residency(app.cluster, app.serve_name):
+        where.setdefault(r.get("model_id", ""), []).append(r)
+    models = [
+        {"model_id": m.model_id, "deployment": m.deployment, "uri": m.uri, "resident": where.get(m.model_id, [])}
+        for m in ModelEntry.objects.filter(application=app)
+    ]
     return render(
         request,
         "dashboard/app_detail.html",
@@ -181,6 +220,10 @@ def app_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "runs": runs,
             "can_edit": can(request.user, app.team, Role.MEMBER),
             "polling": not app.settled,
+            "app_id": str(app.pk),
+            "is_multiplexed": bool(models)
+            or "multiplex" in (app.current_revision.spec.get("import_path", "") if app.current_revision else ""),
+            "models": models,
         },
     )
 

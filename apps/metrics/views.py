@@ -1,0 +1,104 @@
+"""Chart fragments: the same derived series as the API, drawn by the vendored Chart.js (htmx refreshes them)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from apps.applications.models import Application
+from apps.clusters.models import Cluster
+from apps.quotas.models import Quota
+from apps.teams.selectors import teams_for
+
+from .selectors import query
+
+RANGES = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+TITLES = {
+    "requests": ("Requests", "req/s"),
+    "request_latency_ms": ("Request latency", "ms"),
+    "cache_hit_rate": ("Model cache hit rate", "ratio"),
+    "model_loads": ("Model loads", "loads/min"),
+    "model_load_latency_ms": ("Model load latency", "ms"),
+    "gpu_allocated": ("GPUs allocated per node", "GPUs"),
+    "gpu_utilization": ("GPU utilisation", "%"),
+    "team_gpus_allocated": ("GPUs allocated to the team", "GPUs"),
+    "models_resident": ("Models resident per replica", "models"),
+}
+
+
+@login_required
+def chart(request: HttpRequest) -> HttpResponse:
+    name = request.GET.get("series", "")
+    if name not in TITLES:
+        raise Http404("No such series")
+    span = RANGES.get(request.GET.get("range", "1h"), RANGES["1h"])
+    now = timezone.now()
+    start = now - span
+    step = max(15, int(span.total_seconds() // 120))
+    application = team = None
+    quota = None
+    if request.GET.get("application"):
+        app = (
+            Application.objects.filter(
+                pk=request.GET["application"] if request.GET["application"].isdigit() else 0,
+                team__in=teams_for(request.user),
+            )
+            .select_related("team", "cluster")
+            .first()
+        )
+        if app is None:
+            raise Http404
+        cluster, application = app.cluster, app.serve_name
+    else:
+        cluster_id = request.GET.get("cluster", "")
+        cluster = Cluster.objects.filter(pk=int(cluster_id)).first() if cluster_id.isdigit() else None
+        if cluster is None:
+            raise Http404
+    if name == "team_gpus_allocated":
+        team = request.GET.get("team", "")
+        if not teams_for(request.user).filter(slug=team).exists():
+            raise Http404
+        quota = sum(float(q.gpus) for q in Quota.objects.filter(team__slug=team, cluster=cluster))
+    series = query(name, cluster=cluster, start=start, end=now, step=step, now=now, application=application, team=team)
+    title, unit = TITLES[name]
+    datasets = []
+    for s in series:
+        label = " ".join(f"{v}" for k, v in s["labels"].items() if v) or title
+        datasets.append({"label": label, "data": [{"x": ts * 1000, "y": v} for ts, v in s["points"]]})
+    if quota is not None:
+        datasets.append(
+            {
+                "label": "quota",
+                "data": [
+                    {"x": int(start.timestamp() * 1000), "y": quota},
+                    {"x": int(now.timestamp() * 1000), "y": quota},
+                ],
+                "quota": True,
+            }
+        )
+    points = sum(len(d["data"]) for d in datasets if not d.get("quota"))
+    chart_id = f"chart-{name}-{abs(hash(request.get_full_path())) % 10**8}"
+    return render(
+        request,
+        "metrics/_chart.html",
+        {
+            "chart_id": chart_id,
+            "data_id": f"{chart_id}-data",
+            "title": title,
+            "unit": unit,
+            "points": points,
+            "data": {
+                "datasets": datasets,
+                "unit": unit,
+                "min": int(start.timestamp() * 1000),
+                "max": int(now.timestamp() * 1000),
+            },
+            "query": "&".join(f"{k}={v}" for k, v in request.GET.items() if k != "range"),
+            "range": request.GET.get("range", "1h"),
+            "ranges": list(RANGES),
+        },
+    )
