@@ -207,3 +207,50 @@ def test_catalog_reaches_user_config_and_checks_input(cluster, api, alice, bob, 
     assert bad.status_code == 400 and {"uri", "deployment"} <= set(bad.json())
     assert api(bob).post("/api/v1/models/", {**body, "model_id": "m3"}, format="json").status_code == 400
     assert api(bob).get("/api/v1/models/").json()["count"] == 0
+
+
+def test_team_allocation_and_gpu_hours_showback(cluster, fake, alice, team_a, grant, settings):
+    from apps.applications.services import application_create
+
+    grant(team_a, cluster, "4")
+    app = application_create(
+        actor=alice,
+        team=team_a,
+        cluster=cluster,
+        name="web",
+        spec={"route_prefix": "/web", "import_path": "examples.hello:app", "deployments": [{"name": "Hello"}]},
+    )
+    app.status = {
+        "deployments": {
+            "Hello": {
+                "required_resources": {"GPU": 0.5},
+                "replicas": [{"state": "RUNNING"}, {"state": "RUNNING"}, {"state": "STARTING"}],
+            }
+        }
+    }
+    app.save()
+    settings.SCRAPE_INTERVAL_S = 60
+    t0 = timezone.now().replace(hour=1, minute=0, second=0, microsecond=0)
+    for i in range(60):  # one hour of scrapes, one a minute
+        services.scrape_cluster(cluster.pk, targets=[], now=t0 + timedelta(minutes=i))
+    alloc = query(
+        "team_gpus_allocated",
+        cluster=cluster,
+        start=t0,
+        end=t0 + timedelta(hours=1),
+        step=3600,
+        now=t0 + timedelta(hours=1),
+        team="team-a",
+    )
+    assert alloc[0]["points"][0][1] == pytest.approx(1.0)  # two running replicas x 0.5 GPU
+    hours = query(
+        "gpu_hours",
+        cluster=cluster,
+        start=t0,
+        end=t0 + timedelta(hours=1),
+        step=3600,
+        now=t0 + timedelta(hours=1),
+        team="team-a",
+    )
+    assert hours[0]["labels"]["application"] == app.serve_name
+    assert hours[0]["points"][0][1] == pytest.approx(1.0)  # 1 GPU for one hour

@@ -154,3 +154,31 @@ def test_admin_edits_are_audited(staff, team_a, alice):
     assert resp.status_code == 302, resp.content.decode()[:2000]
     event = AuditEvent.objects.get(action="team.update", source="admin")
     assert event.after["name"] == "Renamed in admin" and event.actor_label == "platform"
+
+
+def test_models_page_adds_and_removes_catalog_entries(alice, bob, team_a, cluster, grant):
+    from apps.applications.services import application_create
+    from apps.catalog.models import ModelEntry
+
+    grant(team_a, cluster, "2")
+    app = application_create(
+        actor=alice,
+        team=team_a,
+        cluster=cluster,
+        name="mux",
+        spec={"route_prefix": "/mux", "import_path": "examples.multiplexed:app", "deployments": [{"name": "Mux"}]},
+    )
+    c = logged_in(alice)
+    assert "No models yet" in c.get("/models/").content.decode()
+    resp = c.post(
+        "/models/",
+        {"application": app.pk, "deployment": "Mux", "model_id": "m1", "uri": "gs://b/m1.npy", "size_bytes": "2048"},
+    )
+    assert resp.status_code == 302
+    page = c.get("/models/").content.decode()
+    assert 'data-model="m1"' in page and "not loaded" in page
+    bad = c.post("/models/", {"application": app.pk, "deployment": "Mux", "model_id": "m2", "uri": "ftp://x/y"})
+    assert bad.status_code == 400 and "not allowed" in bad.content.decode()
+    assert logged_in(bob).post("/models/", {"op": "delete", "entry": ModelEntry.objects.get().pk}).status_code == 404
+    c.post("/models/", {"op": "delete", "entry": ModelEntry.objects.get().pk})
+    assert not ModelEntry.objects.exists()

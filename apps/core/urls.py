@@ -1,5 +1,6 @@
 from django.urls import path
 
+from apps.catalog import views as catalog_views
 from apps.compaction import views as compaction_views
 from apps.metrics import views as metrics_views
 
@@ -11,6 +12,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("charts/", metrics_views.chart, name="chart"),
+    path("models/", catalog_views.models_page, name="models"),
     path("clusters/", views.cluster_list, name="cluster_list"),
     path("clusters/<int:pk>/", views.cluster_detail, name="cluster_detail"),
     path("clusters/<int:pk>/sync/", views.cluster_sync, name="cluster_sync"),

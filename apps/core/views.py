@@ -173,6 +173,7 @@ def _team_apps(team: Team) -> list[Application]:
 def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
     team = _team_or_404(request, slug)
     apps = _team_apps(team)
+    showback = _showback(team, apps)
     return render(
         request,
         "dashboard/team_detail.html",
@@ -182,8 +183,36 @@ def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "role": role_in(request.user, team),
             "can_deploy": can(request.user, team, Role.MEMBER),
             "polling": any(not a.settled for a in apps),
+            "showback": showback,
+            "charts": [
+                f"series=team_gpus_allocated&team={team.slug}&cluster={c}" for c in sorted({a.cluster_id for a in apps})
+            ],
         },
     )
+
+
+def _showback(team: Team, apps: list[Application]) -> dict:
+    """GPU-hours allocated per day and application over the last 7 days (from the stored allocation series)."""
+    from datetime import datetime, timedelta
+    from datetime import timezone as dt_timezone
+
+    from django.utils import timezone
+
+    from apps.metrics.selectors import query
+
+    now = timezone.now()
+    start = (now - timedelta(days=6)).replace(hour=0, minute=0, second=0, microsecond=0)
+    days = [start + timedelta(days=i) for i in range(7)]
+    rows: dict[str, dict[int, float]] = {}
+    for cluster in {a.cluster for a in apps}:
+        for s in query("gpu_hours", cluster=cluster, start=start, end=now, step=86400, now=now, team=team.slug):
+            rows.setdefault(s["labels"]["application"], {}).update({int(ts): v for ts, v in s["points"]})
+    table = [
+        (app, [round(per_day.get(int(d.timestamp()), 0.0), 2) for d in days]) for app, per_day in sorted(rows.items())
+    ]
+    totals = [round(sum(r[1][i] for r in table), 2) for i in range(len(days))]
+    labels = [datetime.fromtimestamp(d.timestamp(), tz=dt_timezone.utc).strftime("%m-%d") for d in days]
+    return {"days": labels, "rows": table, "totals": totals}
 
 
 @login_required

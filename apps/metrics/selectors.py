@@ -140,6 +140,28 @@ def query(
     if name == "team_gpus_allocated":
         pts = _points(cluster, "cp_team_gpus_allocated", {"team": team} if team else {}, start, end, resolution)
         return emit(_sum_by(pts, ("team",), start, step, "avg"), ("team",))
+    if name == "gpu_hours":
+        # Showback: GPU-hours allocated per day and application; each point stands for its sampling interval.
+        from django.conf import settings
+
+        day = 86400
+        res = resolution_for(start, end, now)
+        weight_h = (res or settings.SCRAPE_INTERVAL_S) / 3600
+        pts = _points(cluster, "cp_app_gpus_allocated", {"team": team} if team else app_filter, start, end, res)
+        series = pts.pop("_series", {})
+        out = []
+        for sid, values in sorted(pts.items(), key=lambda kv: series[kv[0]].labels.get("application", "")):
+            per_day: dict[int, float] = defaultdict(float)
+            for ts, v in values:
+                per_day[int(ts.timestamp()) // day * day] += v * weight_h
+            labels = series[sid].labels
+            out.append(
+                {
+                    "labels": {"team": labels.get("team", ""), "application": labels.get("application", "")},
+                    "points": [[d, round(h, 3)] for d, h in sorted(per_day.items())],
+                }
+            )
+        return out
     if name == "models_resident":
         pts = _points(cluster, "ray_serve_num_multiplexed_models", app_filter, start, end, resolution)
         return emit(

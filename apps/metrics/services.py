@@ -96,16 +96,19 @@ def scrape_cluster(cluster_id: int, targets: list[str] | None = None, now: datet
 
 
 def _team_allocation(cluster: Cluster) -> dict[tuple[str, str], tuple[str, dict[str, str], float]]:
-    """GPUs held by each team's running replicas now (placement from the Serve status the reconcile stores)."""
+    """GPUs held now by each team and each application's running replicas (placement from the Serve status)."""
     per_team: dict[str, float] = defaultdict(float)
+    out = {}
     apps = Application.objects.filter(cluster=cluster, deleted_at__isnull=True).select_related("team")
     for app in apps:
         per_team.setdefault(app.team.slug, 0.0)
+        held = 0.0
         for dep in (app.status.get("deployments") or {}).values():
             gpus = float((dep.get("required_resources") or {}).get("GPU", 0) or 0)
-            running = sum(1 for r in dep.get("replicas") or [] if r.get("state") == "RUNNING")
-            per_team[app.team.slug] += gpus * running
-    out = {}
+            held += gpus * sum(1 for r in dep.get("replicas") or [] if r.get("state") == "RUNNING")
+        per_team[app.team.slug] += held
+        labels = {"team": app.team.slug, "application": app.serve_name}
+        out[("cp_app_gpus_allocated", series_key("cp_app_gpus_allocated", labels))] = ("gauge", labels, held)
     for team, gpus in per_team.items():
         labels = {"team": team}
         out[("cp_team_gpus_allocated", series_key("cp_team_gpus_allocated", labels))] = ("gauge", labels, gpus)

@@ -120,9 +120,6 @@ class Command(BaseCommand):
                             "name": "Mux",
                             "num_replicas": 2,
                             "ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0.5},
-                            "user_config": {
-                                "models": {f"model-{i}": f"file://{model_dir}/model-{i}.npy" for i in range(1, 9)}
-                            },
                         }
                     ],
                 },
@@ -132,6 +129,23 @@ class Command(BaseCommand):
             if not Application.objects.filter(team=teams[slug], name=name, deleted_at__isnull=True).exists():
                 application_create(
                     actor=teams[slug].created_by, team=teams[slug], cluster=cluster, name=name, spec=spec, source="seed"
+                )
+        # The multiplexed app's models come from the catalog, which the push puts into its user_config.
+        from apps.catalog.models import ModelEntry
+        from apps.catalog.services import model_create
+
+        mux = Application.objects.get(team=teams["search"], name="models", deleted_at__isnull=True)
+        for i in range(1, 9):
+            if not ModelEntry.objects.filter(application=mux, model_id=f"model-{i}").exists():
+                model_create(
+                    actor=teams["search"].created_by,
+                    application=mux,
+                    deployment="Mux",
+                    model_id=f"model-{i}",
+                    uri=f"file://{model_dir}/model-{i}.npy",
+                    size_bytes=(model_dir / f"model-{i}.npy").stat().st_size,
+                    description=f"demo linear model {i}",
+                    source="seed",
                 )
         admin_password = os.environ.get("DEMO_ADMIN_PASSWORD", DEMO_PASSWORD)
         self.stdout.write(

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from rest_framework.exceptions import ValidationError
+
+from apps.applications.models import Application
+from apps.metrics.selectors import residency
+from apps.teams.models import Role
+from apps.teams.selectors import can, teams_for
+
+from . import services
+from .models import ModelEntry
+
+
+@login_required
+def models_page(request: HttpRequest) -> HttpResponse:
+    """The multiplexed-model catalog of the user's teams, where each model is resident now, and a form to add one."""
+    teams = teams_for(request.user)
+    apps = list(
+        Application.objects.filter(team__in=teams, deleted_at__isnull=True).select_related(
+            "team", "cluster", "current_revision"
+        )
+    )
+    writable = [a for a in apps if can(request.user, a.team, Role.MEMBER)]
+    errors: dict[str, list[str]] = {}
+    values = {
+        k: request.POST.get(k, "")
+        for k in ("application", "deployment", "model_id", "uri", "size_bytes", "description")
+    }
+    if request.method == "POST":
+        if request.POST.get("op") == "delete":
+            entry = get_object_or_404(
+                ModelEntry.objects.select_related("application__team"),
+                pk=request.POST.get("entry"),
+                application__in=writable,
+            )
+            services.model_delete(actor=request.user, entry=entry, source="ui")
+            messages.success(
+                request, f"Model {entry.model_id} removed; the app's user_config changes on the next push."
+            )
+            return redirect("dashboard:models")
+        app = next((a for a in writable if str(a.pk) == values["application"]), None)
+        try:
+            if app is None:
+                raise ValidationError({"application": ["Choose an application your team may change."]})
+            size = int(values["size_bytes"]) if values["size_bytes"].strip().isdigit() else None
+            if values["size_bytes"].strip() and size is None:
+                raise ValidationError({"size_bytes": ["Must be a whole number of bytes."]})
+            entry = services.model_create(
+                actor=request.user,
+                application=app,
+                deployment=values["deployment"],
+                model_id=values["model_id"].strip(),
+                uri=values["uri"].strip(),
+                size_bytes=size,
+                description=values["description"],
+                source="ui",
+            )
+            messages.success(
+                request,
+                f"Model {entry.model_id} added to {app.name}/{entry.deployment}: pushed to the app's user_config, "
+                "no restart needed.",
+            )
+            return redirect("dashboard:models")
+        except ValidationError as exc:
+            errors = {k: [str(m) for m in v] for k, v in exc.detail.items()} if isinstance(exc.detail, dict) else {}
+    by_app = {a.pk: a for a in apps}
+    where: dict[tuple[str, str], list[dict]] = {}
+    for cluster in {a.cluster for a in apps}:
+        for r in residency(cluster):
+            where.setdefault((r.get("application", ""), r.get("model_id", "")), []).append(r)
+    rows = []
+    for entry in ModelEntry.objects.filter(application__in=apps).order_by(
+        "application__team__slug", "application__name", "model_id"
+    ):
+        app = by_app[entry.application_id]
+        rows.append(
+            {
+                "entry": entry,
+                "app": app,
+                "resident": where.get((app.serve_name, entry.model_id), []),
+                "can_edit": app in writable,
+            }
+        )
+    return render(
+        request,
+        "catalog/models.html",
+        {"rows": rows, "apps": writable, "errors": errors, "values": values},
+        status=400 if errors else 200,
+    )
