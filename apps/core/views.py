@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from datetime import UTC
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -194,7 +195,6 @@ def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
 def _showback(team: Team, apps: list[Application]) -> dict:
     """GPU-hours allocated per day and application over the last 7 days (from the stored allocation series)."""
     from datetime import datetime, timedelta
-    from datetime import timezone as dt_timezone
 
     from django.utils import timezone
 
@@ -211,7 +211,7 @@ def _showback(team: Team, apps: list[Application]) -> dict:
         (app, [round(per_day.get(int(d.timestamp()), 0.0), 2) for d in days]) for app, per_day in sorted(rows.items())
     ]
     totals = [round(sum(r[1][i] for r in table), 2) for i in range(len(days))]
-    labels = [datetime.fromtimestamp(d.timestamp(), tz=dt_timezone.utc).strftime("%m-%d") for d in days]
+    labels = [datetime.fromtimestamp(d.timestamp(), tz=UTC).strftime("%m-%d") for d in days]
     return {"days": labels, "rows": table, "totals": totals}
 
 
