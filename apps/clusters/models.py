@@ -50,8 +50,16 @@ class Cluster(models.Model):
     compaction_window = models.CharField(
         max_length=11, blank=True, help_text='UTC hours when automatic compaction may run, e.g. "01:00-05:00".'
     )
-    k8s_namespace = models.CharField(max_length=63, blank=True)
-    k8s_name = models.CharField(max_length=63, blank=True)
+    k8s_namespace = models.CharField(max_length=63, blank=True, help_text="KubeRay: namespace of the RayService.")
+    k8s_name = models.CharField(max_length=63, blank=True, help_text="KubeRay: name of the RayService.")
+    kubeconfig = models.TextField(
+        blank=True, help_text="KubeRay: kubeconfig YAML (secret); empty uses the in-cluster account."
+    )
+    ray_cluster_template = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="KubeRay: spec.rayClusterConfig used when the control plane creates the RayService.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     # Observed health, written by the workers.
@@ -75,6 +83,15 @@ class Cluster(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if self.kind == self.Kind.KUBERAY:
+            missing = [f for f in ("k8s_namespace", "k8s_name") if not getattr(self, f)]
+            errors = {f: "Required for a KubeRay cluster." for f in missing}
+            if errors:
+                raise ValidationError(errors)
 
 
 class GpuPool(models.Model):

@@ -92,7 +92,10 @@ def _push_once(cluster: Cluster, generation: int, *, trigger: str, force: bool, 
         _after_push(cluster, merged.revisions)
         return "skipped"
     try:
-        client_for(cluster).put_serve_config(merged.config)
+        if cluster.kind == Cluster.Kind.KUBERAY:
+            _apply_kuberay(cluster, merged.config)
+        else:
+            client_for(cluster).put_serve_config(merged.config)
     except RayUnavailable as exc:
         _finish(run, SyncRun.State.FAILED, str(exc))
         Cluster.objects.filter(pk=cluster.pk).update(health=Cluster.Health.UNREACHABLE, health_message=str(exc)[:2000])
@@ -113,6 +116,32 @@ def _push_once(cluster: Cluster, generation: int, *, trigger: str, force: bool, 
     )
     _after_push(cluster, merged.revisions)
     return "pushed"
+
+
+def _apply_kuberay(cluster: Cluster, config: dict) -> None:
+    """KubeRay: the same merged config goes into the RayService's spec.serveConfigV2."""
+    from apps.clusters.kuberay import ManifestInvalid
+    from workers.clients.kuberay import KubeError, KubeRayClient, KubeRejected
+
+    try:
+        KubeRayClient(cluster).apply(config)
+    except KubeError as exc:
+        raise RayUnavailable(str(exc)) from exc
+    except (KubeRejected, ManifestInvalid) as exc:
+        raise RayRejected(422, str(exc)) from exc
+
+
+def _serve_status(cluster: Cluster) -> dict:
+    if cluster.kind == Cluster.Kind.KUBERAY:
+        from apps.clusters.kuberay import serve_status_from_rayservice
+        from workers.clients.kuberay import KubeError, KubeRayClient
+
+        try:
+            obj = KubeRayClient(cluster).get()
+        except KubeError as exc:
+            raise RayUnavailable(str(exc)) from exc
+        return serve_status_from_rayservice(obj or {})
+    return client_for(cluster).get_serve_applications()
 
 
 def _finish(run: SyncRun, state: str, error: str) -> None:
@@ -154,7 +183,7 @@ def observe_cluster(cluster_id: int) -> bool:
     """
     cluster = Cluster.objects.get(pk=cluster_id)
     try:
-        data = client_for(cluster).get_serve_applications()
+        data = _serve_status(cluster)
     except RayUnavailable as exc:
         Cluster.objects.filter(pk=cluster_id).update(health=Cluster.Health.UNREACHABLE, health_message=str(exc)[:2000])
         raise
@@ -163,10 +192,14 @@ def observe_cluster(cluster_id: int) -> bool:
         raise RayUnavailable(str(exc)) from exc
     ray_apps: dict = data.get("applications") or {}
     try:
-        nodes = [
-            {k: n.get(k) for k in ("node_id", "node_ip", "state", "is_head_node", "resources_total", "labels")}
-            for n in client_for(cluster).list_nodes()
-        ]
+        nodes = (
+            [
+                {k: n.get(k) for k in ("node_id", "node_ip", "state", "is_head_node", "resources_total", "labels")}
+                for n in client_for(cluster).list_nodes()
+            ]
+            if cluster.dashboard_url
+            else cluster.nodes
+        )
     except (RayUnavailable, RayRejected):
         nodes = cluster.nodes  # keep the last known list; Serve status is what matters here
     merged = build_serve_config(cluster)

@@ -73,7 +73,7 @@ def reconcile_cluster(cluster_id: int) -> str:
 def reconcile_all() -> int:
     from apps.clusters.models import Cluster
 
-    ids = list(Cluster.objects.filter(kind=Cluster.Kind.RAY).values_list("id", flat=True))
+    ids = list(Cluster.objects.values_list("id", flat=True))
     for cluster_id in ids:
         reconcile_cluster.delay(cluster_id)
     return len(ids)

@@ -1,0 +1,168 @@
+"""KubeRay clusters: manifest rendering and CRD validation for real; the client against a fake API server."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from apps.applications.services import application_create
+from apps.clusters.kuberay import ManifestInvalid, render_rayservice, serve_status_from_rayservice, validate_manifest
+from apps.clusters.models import Cluster, SyncRun
+from apps.clusters.sync import observe_cluster, push_cluster
+from tests.fake_k8s import FakeKube
+from workers.clients.kuberay import KubeRayClient
+
+pytestmark = pytest.mark.django_db
+
+CONFIG = {
+    "applications": [
+        {
+            "name": "team-a--web",
+            "route_prefix": "/web",
+            "import_path": "examples.hello:app",
+            "deployments": [{"name": "Hello", "num_replicas": 2}],
+        }
+    ]
+}
+
+
+@pytest.fixture
+def kube():  # type: ignore[no-untyped-def]
+    server = FakeKube().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def kcluster(make_cluster, kube):  # type: ignore[no-untyped-def]
+    return make_cluster(
+        name="k8s-prod", kind="kuberay", k8s_namespace="ml", k8s_name="serve", kubeconfig=kube.kubeconfig()
+    )
+
+
+def test_rendered_manifest_validates_against_the_crd():
+    manifest = render_rayservice(name="serve", namespace="ml", serve_config=CONFIG, ray_cluster=None)
+    assert manifest["kind"] == "RayService" and yaml.safe_load(manifest["spec"]["serveConfigV2"]) == CONFIG
+    broken = {**manifest, "spec": {**manifest["spec"], "rayClusterConfig": {"headGroupSpec": {"rayStartParams": "x"}}}}
+    with pytest.raises(ManifestInvalid, match="rayStartParams"):
+        validate_manifest(broken)
+    with pytest.raises(ManifestInvalid, match="serveConfigV2"):
+        validate_manifest({**manifest, "spec": {**manifest["spec"], "serveConfigV2": {"not": "a string"}}})
+
+
+def test_kuberay_cluster_needs_namespace_and_name(staff, api):
+    resp = api(staff).post(
+        "/api/v1/clusters/", {"name": "k", "kind": "kuberay", "dashboard_url": "http://127.0.0.1:1"}, format="json"
+    )
+    assert resp.status_code == 400 and {"k8s_namespace", "k8s_name"} <= set(resp.json())
+
+
+def test_create_then_patch_only_serve_config(kcluster, kube):
+    client = KubeRayClient(kcluster)
+    assert client.apply(CONFIG) == "created"
+    obj = kube.objects[("ml", "serve")]
+    group = {
+        "groupName": "gpu",
+        "minReplicas": 0,
+        "maxReplicas": 4,
+        "template": {"spec": {"containers": [{"name": "ray-worker", "image": "rayproject/ray:2.60.0"}]}},
+    }
+    obj["spec"]["rayClusterConfig"]["workerGroupSpecs"] = [group]  # the cluster owner's edit
+    kube.bump("ml", "serve")
+    config2 = {"applications": [dict(CONFIG["applications"][0], route_prefix="/web2")]}
+    assert client.apply(config2) == "patched"
+    after = kube.objects[("ml", "serve")]
+    assert yaml.safe_load(after["spec"]["serveConfigV2"]) == config2
+    assert after["spec"]["rayClusterConfig"]["workerGroupSpecs"] == [group]
+
+
+def test_conflicting_writer_is_retried_with_the_fresh_resource_version(kcluster, kube):
+    client = KubeRayClient(kcluster)
+    client.apply(CONFIG)
+    bumps = []
+
+    def race(k: FakeKube, ns: str, name: str) -> None:
+        if len(bumps) < 2:  # someone else writes between our read and our patch, twice
+            bumps.append(1)
+            k.bump(ns, name, lambda o: o["metadata"].setdefault("annotations", {}).update({"other": str(len(bumps))}))
+
+    kube.before_patch = race
+    assert client.apply({"applications": []}) == "patched"
+    codes = [code for method, _, code in kube.log if method == "PATCH"]
+    assert codes == [409, 409, 200]
+    assert kube.objects[("ml", "serve")]["metadata"]["annotations"] == {"other": "2"}
+
+
+def test_push_and_status_through_the_sync_service(kcluster, kube, alice, team_a, grant):
+    grant(team_a, kcluster, "4")
+    application_create(
+        actor=alice,
+        team=team_a,
+        cluster=kcluster,
+        name="web",
+        spec={"route_prefix": "/team-a/web", "import_path": "examples.hello:app", "deployments": [{"name": "Hello"}]},
+    )
+    result = push_cluster(kcluster.pk)
+    assert result.outcome == "pushed"
+    run = SyncRun.objects.get(pk=result.runs[0])
+    assert run.state == "succeeded"
+    obj = kube.objects[("ml", "serve")]
+    assert [a["name"] for a in yaml.safe_load(obj["spec"]["serveConfigV2"])["applications"]] == ["team-a--web"]
+
+    def status(o: dict) -> None:
+        o["status"] = {
+            "conditions": [{"type": "Ready", "status": "True"}, {"type": "UpgradeInProgress", "status": "False"}],
+            "activeServiceStatus": {
+                "applicationStatuses": {
+                    "team-a--web": {"status": "RUNNING", "serveDeploymentStatuses": {"Hello": {"status": "HEALTHY"}}}
+                }
+            },
+        }
+
+    kube.bump("ml", "serve", status)
+    observe_cluster(kcluster.pk)  # status from the CR; this cluster's dashboard URL does not answer (nodes unknown)
+    from apps.applications.models import Application
+
+    app = Application.objects.get(name="web")
+    assert app.state == "running" and app.status["deployments"]["Hello"]["status"] == "HEALTHY"
+    assert Cluster.objects.get(pk=kcluster.pk).drift == []
+
+
+def test_upgrade_in_progress_reports_the_pending_status():
+    obj = {
+        "spec": {"serveConfigV2": yaml.safe_dump(CONFIG)},
+        "status": {
+            "conditions": [{"type": "UpgradeInProgress", "status": "True"}],
+            "activeServiceStatus": {"applicationStatuses": {"team-a--web": {"status": "RUNNING"}}},
+            "pendingServiceStatus": {
+                "applicationStatuses": {"team-a--web": {"status": "DEPLOYING", "message": "new cluster"}}
+            },
+        },
+    }
+    status = serve_status_from_rayservice(obj)
+    assert status["upgrade_in_progress"] and status["applications"]["team-a--web"]["status"] == "DEPLOYING"
+    assert status["applications"]["team-a--web"]["deployed_app_config"]["route_prefix"] == "/web"
+
+
+def test_unreachable_api_server_is_a_transient_sync_failure(make_cluster, alice, team_a, grant):
+    from workers.clients.ray_dashboard import RayUnavailable
+
+    dead = make_cluster(
+        name="k8s-dead",
+        kind="kuberay",
+        k8s_namespace="ml",
+        k8s_name="serve",
+        kubeconfig=FakeKube().kubeconfig().replace("127.0.0.1:", "127.0.0.1:9"),
+    )
+    grant(team_a, dead, "1")
+    application_create(
+        actor=alice,
+        team=team_a,
+        cluster=dead,
+        name="web",
+        spec={"route_prefix": "/w", "import_path": "examples.hello:app", "deployments": [{"name": "Hello"}]},
+    )
+    with pytest.raises(RayUnavailable):
+        push_cluster(dead.pk)
+    run = SyncRun.objects.filter(cluster=dead).first()
+    assert run.state == "failed" and "Kubernetes API unreachable" in run.error

@@ -1,0 +1,109 @@
+"""The only code that talks to Kubernetes: create or patch a RayService, read its status."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import yaml
+
+from apps.clusters.kuberay import GROUP, PLURAL, VERSION, render_rayservice, serve_config_yaml, validate_manifest
+
+
+class KubeError(Exception):
+    """Transient or unexpected failure talking to the API server."""
+
+
+class KubeRejected(Exception):
+    """The manifest or patch was refused (schema, 4xx other than conflicts)."""
+
+
+def api_for(cluster: Any) -> Any:
+    from kubernetes import client, config
+
+    if cluster.kubeconfig:
+        api_client = config.new_client_from_config_dict(yaml.safe_load(cluster.kubeconfig))
+    else:
+        config.load_incluster_config()
+        api_client = client.ApiClient()
+    return client.CustomObjectsApi(api_client)
+
+
+class KubeRayClient:
+    def __init__(self, cluster: Any, api: Any = None, conflict_retries: int = 5) -> None:
+        self.cluster = cluster
+        self.api = api or api_for(cluster)
+        self.retries = conflict_retries
+
+    def _call(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as exc:
+            raise exc
+        except (HTTPError, OSError) as exc:
+            raise KubeError(f"Kubernetes API unreachable: {type(exc).__name__}: {str(exc)[:300]}") from exc
+
+    def get(self) -> dict | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self._call(
+                self.api.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self.cluster.k8s_namespace,
+                PLURAL,
+                self.cluster.k8s_name,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            where = f"{self.cluster.k8s_namespace}/{self.cluster.k8s_name}"
+            raise KubeError(f"reading RayService {where}: HTTP {exc.status} {exc.reason}") from exc
+
+    def apply(self, serve_config: dict) -> str:
+        """Create the RayService, or patch only spec.serveConfigV2 with a resourceVersion precondition.
+
+        Every other field stays as the cluster owner set it. A conflict (someone else wrote in between)
+        is retried with the fresh resourceVersion. Returns "created" or "patched".
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        ns, name = self.cluster.k8s_namespace, self.cluster.k8s_name
+        for attempt in range(self.retries):
+            current = self.get()
+            try:
+                if current is None:
+                    manifest = render_rayservice(
+                        name=name,
+                        namespace=ns,
+                        serve_config=serve_config,
+                        ray_cluster=self.cluster.ray_cluster_template or None,
+                    )
+                    self._call(self.api.create_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, manifest)
+                    return "created"
+                candidate = dict(current)
+                candidate["spec"] = {**current.get("spec", {}), "serveConfigV2": serve_config_yaml(serve_config)}
+                candidate.pop("status", None)
+                validate_manifest(
+                    {k: v for k, v in candidate.items() if k in ("apiVersion", "kind", "metadata", "spec")}
+                )
+                patch = {
+                    "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+                    "spec": {"serveConfigV2": candidate["spec"]["serveConfigV2"]},
+                }
+                self._call(self.api.patch_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, name, patch)
+                return "patched"
+            except ApiException as exc:
+                if exc.status == 409 and attempt + 1 < self.retries:
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                if exc.status in (400, 403, 404, 409, 422):
+                    raise KubeRejected(
+                        f"RayService {ns}/{name}: HTTP {exc.status} {exc.reason}: {str(exc.body)[:500]}"
+                    ) from exc
+                raise KubeError(f"RayService {ns}/{name}: HTTP {exc.status} {exc.reason}") from exc
+        raise KubeRejected(f"RayService {ns}/{name}: still conflicting after {self.retries} attempts")
