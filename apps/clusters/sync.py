@@ -105,6 +105,7 @@ def _push_once(cluster: Cluster, generation: int, *, trigger: str, force: bool, 
         Cluster.objects.filter(pk=cluster.pk).update(pushed_generation=generation, last_failed_hash=merged.hash)
         return "failed"
     _finish(run, SyncRun.State.SUCCEEDED, "")
+    _observe_push(cluster, "succeeded", run)
     Cluster.objects.filter(pk=cluster.pk).update(
         pushed_generation=generation,
         last_pushed_hash=merged.hash,
@@ -142,6 +143,14 @@ def _serve_status(cluster: Cluster) -> dict:
             raise RayUnavailable(str(exc)) from exc
         return serve_status_from_rayservice(obj or {})
     return client_for(cluster).get_serve_applications()
+
+
+def _observe_push(cluster: Cluster, outcome: str, run: SyncRun) -> None:
+    from apps.core.observability import PUSH_SECONDS, PUSHES
+
+    PUSHES.labels(cluster.name, outcome).inc()
+    if run.started_at and run.finished_at:
+        PUSH_SECONDS.labels(cluster.name).observe((run.finished_at - run.started_at).total_seconds())
 
 
 def _finish(run: SyncRun, state: str, error: str) -> None:

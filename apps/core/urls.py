@@ -4,13 +4,15 @@ from apps.catalog import views as catalog_views
 from apps.compaction import views as compaction_views
 from apps.metrics import views as metrics_views
 
-from . import team_views, views
+from . import observability, team_views, views
 
 app_name = "dashboard"
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("healthz", views.healthz, name="healthz"),
+    path("healthz", observability.healthz, name="healthz"),
+    path("readyz", observability.readyz, name="readyz"),
+    path("metrics", observability.metrics, name="metrics"),
     path("charts/", metrics_views.chart, name="chart"),
     path("models/", catalog_views.models_page, name="models"),
     path("clusters/", views.cluster_list, name="cluster_list"),

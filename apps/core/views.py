@@ -9,7 +9,7 @@ from datetime import UTC
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from rest_framework.exceptions import ValidationError
@@ -48,10 +48,6 @@ BLANK_ROW = {
     "user_config": "",
     "extra": "",
 }
-
-
-def healthz(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"status": "ok"})
 
 
 def _visible_app(request: HttpRequest, pk: int) -> Application:

@@ -1,0 +1,120 @@
+"""The control plane's own health and metrics: /healthz, /readyz, /metrics (Prometheus), JSON logs."""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+REGISTRY = CollectorRegistry()
+PUSHES = Counter(
+    "controlplane_pushes_total", "Serve config pushes by outcome", ["cluster", "outcome"], registry=REGISTRY
+)
+PUSH_SECONDS = Histogram(
+    "controlplane_push_seconds",
+    "Time to build, validate and send one push",
+    ["cluster"],
+    registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+class DatabaseCollector:
+    """Numbers that live in the database, so every web process reports the same values."""
+
+    def describe(self):  # type: ignore[no-untyped-def]
+        return []  # collected lazily: the database is not ready when the module is imported
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        from apps.clusters.models import Cluster, SyncRun
+
+        runs = GaugeMetricFamily(
+            "controlplane_sync_runs", "Sync runs by cluster and state", labels=["cluster", "state"]
+        )
+        for name, state, n in _counts(SyncRun, "cluster__name", "state"):
+            runs.add_metric([name, state], n)
+        yield runs
+        lag = GaugeMetricFamily(
+            "controlplane_pending_generations", "Desired config generations not yet pushed", labels=["cluster"]
+        )
+        healthy = GaugeMetricFamily(
+            "controlplane_cluster_healthy", "1 when the last observation reached Ray", labels=["cluster"]
+        )
+        for c in Cluster.objects.only("name", "desired_generation", "pushed_generation", "health"):
+            lag.add_metric([c.name], c.desired_generation - c.pushed_generation)
+            healthy.add_metric([c.name], 1 if c.health == Cluster.Health.HEALTHY else 0)
+        yield lag
+        yield healthy
+        depth = GaugeMetricFamily("controlplane_queue_depth", "Messages waiting in the Celery broker queue")
+        queued = broker_queue_depth()
+        if queued is not None:
+            depth.add_metric([], queued)
+            yield depth
+
+
+def _counts(model, *fields):  # type: ignore[no-untyped-def]
+    from django.db.models import Count
+
+    return [(*(row[f] for f in fields), row["n"]) for row in model.objects.values(*fields).annotate(n=Count("id"))]
+
+
+REGISTRY.register(DatabaseCollector())
+Gauge("controlplane_info", "Build information", ["version"], registry=REGISTRY).labels("0.1.0").set(1)
+
+
+def broker_queue_depth() -> int | None:
+    from controlplane.celery import app
+
+    try:
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+            _, count, _ = conn.default_channel.queue_declare(queue=app.conf.task_default_queue, passive=True)
+            return int(count)
+    except Exception:  # noqa: BLE001 - a missing queue or broker is reported by /readyz, not here
+        return None
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """The process is up."""
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    """The database and the broker answer; 503 naming what does not."""
+    checks: dict[str, str] = {}
+    started = time.perf_counter()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    from controlplane.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        checks["broker"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["broker"] = f"unavailable: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    return JsonResponse(
+        {
+            "status": "ok" if ok else "unavailable",
+            "checks": checks,
+            "ms": round((time.perf_counter() - started) * 1000, 1),
+        },
+        status=200 if ok else 503,
+    )
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics of the control plane itself (pushes, failures, push latency, queue depth)."""
+    token = getattr(settings, "METRICS_TOKEN", "")
+    if token and request.headers.get("Authorization", "") != f"Bearer {token}":
+        return HttpResponse(status=401)
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,210 @@
+"""The production deployment: compose file against the Compose schema, every service's command really starts,
+the Dockerfile and Kubernetes manifests use the same entrypoints, and the health, readiness and metrics endpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+K8S = [d for d in yaml.safe_load_all((ROOT / "docs/kubernetes/controlplane.yaml").read_text()) if d]
+APP_SERVICES = ("web", "worker", "beat", "migrate")
+
+
+def test_compose_file_follows_the_compose_specification():
+    schema = json.loads((ROOT / "tests/schemas/compose-spec.json").read_text())
+    jsonschema.Draft7Validator(schema).validate(COMPOSE)
+    services = COMPOSE["services"]
+    assert {"web", "worker", "beat", "postgres", "redis", "ray-head", "ray-worker"} <= set(services)
+    for name in ("web", "worker", "postgres", "redis", "ray-head"):
+        assert "healthcheck" in services[name], name
+    assert set(COMPOSE["volumes"]) >= {"postgres-data", "redis-data"}
+    env_example = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert {"SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "DEBUG", "ALLOWED_HOSTS"} <= set(env_example)
+
+
+def test_dockerfile_and_kubernetes_use_the_compose_entrypoints():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    cmd = json.loads(next(line for line in dockerfile.splitlines() if line.startswith("CMD "))[4:])
+    assert cmd == COMPOSE["services"]["web"]["command"]
+    assert "USER app" in dockerfile and "collectstatic" in dockerfile
+    containers = {
+        c["name"]: c
+        for d in K8S
+        if d["kind"] in ("Deployment", "Job")
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    for name in ("web", "worker", "beat"):
+        assert containers[name]["command"] == COMPOSE["services"][name]["command"], name
+
+
+def test_kubernetes_manifests_deserialise_into_the_api_models():
+    from kubernetes.client import ApiClient
+
+    models = {
+        "Namespace": "V1Namespace",
+        "ServiceAccount": "V1ServiceAccount",
+        "ClusterRole": "V1ClusterRole",
+        "ClusterRoleBinding": "V1ClusterRoleBinding",
+        "ConfigMap": "V1ConfigMap",
+        "Secret": "V1Secret",
+        "Job": "V1Job",
+        "Deployment": "V1Deployment",
+        "Service": "V1Service",
+    }
+    client = ApiClient()
+    for doc in K8S:
+        obj = client.deserialize(json.dumps(doc), models[doc["kind"]], "application/json")
+        assert obj.metadata.name == doc["metadata"]["name"]
+        if doc["kind"] == "Deployment":
+            spec = obj.spec.template.spec
+            assert spec.security_context.run_as_non_root is True
+            assert obj.spec.selector.match_labels == doc["spec"]["template"]["metadata"]["labels"]
+    web = next(d for d in K8S if d["kind"] == "Deployment" and d["metadata"]["name"] == "controlplane-web")
+    probes = web["spec"]["template"]["spec"]["containers"][0]
+    assert (
+        probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        and probes["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    )
+    beat = next(d for d in K8S if d["metadata"]["name"] == "controlplane-beat")
+    assert beat["spec"]["replicas"] == 1
+
+
+def test_ray_service_commands_parse_with_rays_cli():
+    from ray.scripts.scripts import start
+
+    for name in ("ray-head", "ray-worker"):
+        cmd = COMPOSE["services"][name]["command"]
+        assert cmd[:2] == ["ray", "start"]
+        ctx = start.make_context("start", list(cmd[2:]))  # raises on an unknown option or a bad value
+        assert ctx.params["block"] is True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def prod_env(tmp_path):  # type: ignore[no-untyped-def]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_ALLOW_ASYNC_UNSAFE")
+    }
+    env.update(
+        {
+            "DEBUG": "false",
+            "SECRET_KEY": "x" * 60,
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "SECURE_SSL_REDIRECT": "false",
+            "CONTROLPLANE_VAR_DIR": str(tmp_path),
+            "DJANGO_SUPERUSER_USERNAME": "admin",
+            "DJANGO_SUPERUSER_EMAIL": "a@example.com",
+            "DJANGO_SUPERUSER_PASSWORD": "a-Long-passw0rd",
+            "PATH": os.environ["PATH"],
+        }
+    )
+    return env
+
+
+def _run(cmd: list[str], env: dict, **kw):  # type: ignore[no-untyped-def]
+    exe = str(Path(sys.executable).with_name(cmd[0])) if cmd[0] in ("gunicorn", "celery") else cmd[0]
+    if cmd[0] == "python":
+        exe = sys.executable
+    return [exe, *cmd[1:]]
+
+
+def test_every_app_service_starts_from_its_compose_command(prod_env, tmp_path):
+    services = COMPOSE["services"]
+    migrate = services["migrate"]["command"]
+    assert migrate[:2] == ["sh", "-c"]
+    done = subprocess.run(
+        ["sh", "-c", migrate[2].replace("python ", f"{sys.executable} ")],
+        cwd=ROOT,
+        env=prod_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    port = _free_port()
+    web_cmd = [f"127.0.0.1:{port}" if a == "0.0.0.0:8000" else a for a in _run(services["web"]["command"], prod_env)]
+    procs = {
+        "web": subprocess.Popen(
+            web_cmd, cwd=ROOT, env=prod_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        ),
+        "worker": subprocess.Popen(
+            _run(services["worker"]["command"], prod_env),
+            cwd=ROOT,
+            env=prod_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        ),
+        "beat": subprocess.Popen(
+            [a.replace("/var/lib/controlplane", str(tmp_path)) for a in _run(services["beat"]["command"], prod_env)],
+            cwd=ROOT,
+            env=prod_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        ),
+    }
+    try:
+        deadline = time.monotonic() + 60
+        ready = None
+        while time.monotonic() < deadline:
+            try:
+                ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                break
+            except requests.RequestException:
+                time.sleep(0.5)
+        assert ready is not None and ready.status_code == 200, ready and ready.text
+        assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+        requests.get(f"http://127.0.0.1:{port}/no-such-page", timeout=5, headers={"X-Request-ID": "req-json-1"})
+        health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert health.json() == {"status": "ok"}
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert "controlplane_pushes_total" in metrics or "controlplane_info" in metrics
+        time.sleep(8)
+        for name in ("worker", "beat"):
+            assert procs[name].poll() is None, f"{name} exited: {procs[name].stdout.read().decode()[-2000:]}"
+    finally:
+        for p in procs.values():
+            os.killpg(p.pid, signal.SIGTERM)
+        outputs = {name: p.communicate(timeout=30)[0].decode() for name, p in procs.items()}
+    assert "ready" in outputs["worker"].lower(), outputs["worker"][-2000:]
+    assert "beat: Starting" in outputs["beat"], outputs["beat"][-2000:]
+    logged = [
+        json.loads(line) for line in outputs["web"].splitlines() if line.startswith("{")
+    ]  # JSON logs in production
+    not_found = next(entry for entry in logged if "no-such-page" in entry["message"])
+    assert not_found["request_id"] == "req-json-1" and not_found["level"] == "WARNING"
+
+
+@pytest.mark.django_db
+def test_readyz_reports_what_is_down(client, settings, monkeypatch):
+    from controlplane.celery import app
+
+    monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:9/0")
+    resp = client.get("/readyz")
+    assert resp.status_code == 503 and resp.json()["checks"]["broker"].startswith("unavailable")
+    assert resp.json()["checks"]["database"] == "ok"
