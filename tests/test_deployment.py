@@ -204,6 +204,7 @@ def test_every_app_service_starts_from_its_compose_command(prod_env, tmp_path):
 def test_readyz_reports_what_is_down(client, settings, monkeypatch):
     from controlplane.celery import app
 
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:9/0")  # Celery prefers the environment variable
     monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:9/0")
     resp = client.get("/readyz")
     assert resp.status_code == 503 and resp.json()["checks"]["broker"].startswith("unavailable")

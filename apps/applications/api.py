@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.clusters.models import Cluster
+from apps.core.ids import parse_id
 from apps.teams.models import Role, Team
 from apps.teams.selectors import can, teams_for
 
@@ -144,7 +145,7 @@ class ApplicationViewSet(viewsets.ModelViewSet):
             qs = qs.filter(team__slug=team)
         cluster = self.request.query_params.get("cluster")
         if cluster:
-            qs = qs.filter(cluster_id=int(cluster)) if cluster.isdigit() else qs.none()
+            qs = qs.filter(cluster_id=parse_id(cluster)) if parse_id(cluster) else qs.none()
         return qs.order_by("team__slug", "name", "id")
 
     def _respond(self, app: Application, code: int = status.HTTP_200_OK) -> Response:
@@ -172,11 +173,7 @@ class ApplicationViewSet(viewsets.ModelViewSet):
         if team is None:
             errors["team"] = ["Required: the slug of a team you belong to."]
         cluster_id = body.get("cluster")
-        cluster = (
-            Cluster.objects.filter(pk=cluster_id).first()
-            if isinstance(cluster_id, int) and not isinstance(cluster_id, bool)
-            else None
-        )
+        cluster = Cluster.objects.filter(pk=parse_id(cluster_id) or 0).first() if isinstance(cluster_id, int) else None
         if cluster is None:
             errors["cluster"] = ["Required: the id of a registered cluster."]
         unknown = sorted(set(body) - {"team", "cluster", "name", "version", *SPEC_KEYS})

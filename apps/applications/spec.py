@@ -136,6 +136,11 @@ def _check_runtime_env(errors: dict, runtime_env: dict) -> None:
         value = runtime_env.get(key)
         if isinstance(value, str) and (".." in value.split("/") or value.startswith("/")):
             errors[f"runtime_env.{key}"] = ["Must be a remote URI, not a path on the cluster's disk."]
+    env_vars = runtime_env.get("env_vars")
+    if env_vars is not None and not (
+        isinstance(env_vars, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items())
+    ):
+        errors["runtime_env.env_vars"] = ["Must map variable names to string values."]
     modules = runtime_env.get("py_modules")
     if isinstance(modules, list) and any(isinstance(m, str) and (".." in m or m.startswith("/")) for m in modules):
         errors["runtime_env.py_modules"] = ["Must be remote URIs, not paths on the cluster's disk."]

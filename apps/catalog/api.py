@@ -6,6 +6,7 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from apps.applications.models import Application
+from apps.core.ids import parse_id
 from apps.metrics.selectors import residency
 from apps.teams.models import Role
 from apps.teams.selectors import can, teams_for
@@ -46,7 +47,7 @@ class ModelEntryViewSet(viewsets.ModelViewSet):
         )
         app = self.request.query_params.get("application")
         if app:
-            qs = qs.filter(application_id=int(app)) if app.isdigit() else qs.none()
+            qs = qs.filter(application_id=parse_id(app)) if parse_id(app) else qs.none()
         return qs.order_by("application_id", "deployment", "model_id")
 
     def _writable(self, app: Application) -> None:
@@ -100,7 +101,7 @@ class ModelEntryViewSet(viewsets.ModelViewSet):
         """Which replicas hold which models now (from ray_serve_registered_multiplexed_model_id)."""
         app_id = request.query_params.get("application", "")
         app = (
-            Application.objects.filter(pk=int(app_id) if app_id.isdigit() else 0, team__in=teams_for(request.user))
+            Application.objects.filter(pk=parse_id(app_id) or 0, team__in=teams_for(request.user))
             .select_related("team", "cluster")
             .first()
         )

@@ -9,6 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.permissions import BasePermission, IsAdminUser
 from rest_framework.response import Response
 
+from apps.core.ids import parse_id
 from apps.teams.selectors import teams_for
 
 from . import services
@@ -172,9 +173,9 @@ class SyncRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             qs = qs.filter(Q(cluster__applications__team__in=teams) | Q(cluster__quotas__team__in=teams)).distinct()
         cluster = self.request.query_params.get("cluster")
         if cluster:
-            if not cluster.isdigit():
+            if not parse_id(cluster):
                 return qs.none()
-            qs = qs.filter(cluster_id=int(cluster))
+            qs = qs.filter(cluster_id=parse_id(cluster))
         state = self.request.query_params.get("state")
         if state:
             qs = qs.filter(state=state)

@@ -8,6 +8,7 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 
 from apps.clusters.models import Cluster
+from apps.core.ids import parse_id
 
 from . import services
 from .models import CompactionPlan, CompactionStep
@@ -54,7 +55,7 @@ class CompactionPlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vi
         qs = CompactionPlan.objects.prefetch_related("steps").order_by("-created_at", "-id")
         cluster = self.request.query_params.get("cluster")
         if cluster:
-            qs = qs.filter(cluster_id=int(cluster)) if cluster.isdigit() else qs.none()
+            qs = qs.filter(cluster_id=parse_id(cluster)) if parse_id(cluster) else qs.none()
         return qs
 
     @extend_schema(
@@ -62,7 +63,7 @@ class CompactionPlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vi
     )
     def create(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
         cluster_id = request.data.get("cluster") if isinstance(request.data, dict) else None
-        cluster = Cluster.objects.filter(pk=cluster_id).first() if isinstance(cluster_id, int) else None
+        cluster = Cluster.objects.filter(pk=parse_id(cluster_id) or 0).first() if isinstance(cluster_id, int) else None
         if cluster is None:
             raise ValidationError({"cluster": ["Required: the id of a registered cluster."]})
         plan = services.plan_create(actor=request.user, cluster=cluster)

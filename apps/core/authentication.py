@@ -4,10 +4,27 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.core.cache import cache
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from apps.teams.models import TOKEN_PREFIX_LEN, ApiToken, hash_secret
+
+BAD_TOKENS_ALLOWED = 30
+BAD_TOKEN_WINDOW_S = 300
+
+
+def _count_bad_token(request) -> None:  # type: ignore[no-untyped-def]
+    """Guessing tokens is throttled per client address: after 30 wrong ones in 5 minutes, 429."""
+    key = f"bad-token:{request.META.get('REMOTE_ADDR', '?')}"
+    cache.add(key, 0, BAD_TOKEN_WINDOW_S)
+    try:
+        count = cache.incr(key)
+    except ValueError:
+        cache.set(key, 1, BAD_TOKEN_WINDOW_S)
+        count = 1
+    if count > BAD_TOKENS_ALLOWED:
+        raise exceptions.Throttled(wait=BAD_TOKEN_WINDOW_S, detail="Too many invalid tokens from this address.")
 
 
 class TokenAuthentication(authentication.BaseAuthentication):
@@ -30,6 +47,7 @@ class TokenAuthentication(authentication.BaseAuthentication):
         )
         now = timezone.now()
         if token is None or not token.user.is_active:
+            _count_bad_token(request)
             raise exceptions.AuthenticationFailed("Invalid token.")
         if token.revoked_at is not None:
             raise exceptions.AuthenticationFailed("Token has been revoked.")

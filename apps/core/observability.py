@@ -96,7 +96,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
     from controlplane.celery import app
 
     try:
-        with app.connection_for_write() as conn:
+        with app.connection(app.conf.broker_url, transport_options=app.conf.broker_transport_options) as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
         checks["broker"] = "ok"
     except Exception as exc:  # noqa: BLE001

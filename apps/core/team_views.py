@@ -17,6 +17,7 @@ from apps.applications.models import Application
 from apps.applications.spec import demand
 from apps.audit.api import audit_events_for, filter_events
 from apps.clusters.models import Cluster
+from apps.core.ids import parse_id
 from apps.quotas.models import Quota, QuotaRequest
 from apps.quotas.services import fmt, quota_request_create, quota_request_decide, team_pool_usage
 from apps.teams import services as team_services
@@ -171,7 +172,7 @@ def quota(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         if not is_admin:
             raise Http404
-        cluster = Cluster.objects.filter(pk=values["cluster"]).first() if values["cluster"].isdigit() else None
+        cluster = Cluster.objects.filter(pk=parse_id(values["cluster"]) or 0).first()
         try:
             if cluster is None:
                 raise ValidationError({"cluster": ["Choose a cluster."]})

@@ -20,6 +20,7 @@ from apps.applications.spec import normalize_spec
 from apps.clusters.models import Cluster, SyncRun
 from apps.clusters.selectors import cluster_state
 from apps.core.exceptions import Conflict
+from apps.core.ids import parse_id
 from apps.teams.models import Role, Team
 from apps.teams.selectors import can, role_in, teams_for
 
@@ -336,7 +337,7 @@ def app_form(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         try:
             if app is None:
                 team = teams_for(request.user).filter(slug=values["team"]).first()
-                cluster = Cluster.objects.filter(pk=values["cluster"]).first() if values["cluster"].isdigit() else None
+                cluster = Cluster.objects.filter(pk=parse_id(values["cluster"]) or 0).first()
                 if team is None or not can(request.user, team, Role.MEMBER):
                     raise ValidationError({"team": ["Choose a team in which you may deploy."]})
                 if cluster is None:

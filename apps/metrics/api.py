@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from apps.applications.models import Application
 from apps.clusters.models import Cluster
+from apps.core.ids import parse_id
 from apps.teams.selectors import teams_for
 
 from .selectors import SERIES, query
@@ -64,9 +65,7 @@ class MetricsView(APIView):
         cluster = None
         if p.get("application"):
             app = (
-                Application.objects.filter(
-                    pk=p["application"] if p["application"].isdigit() else 0, team__in=teams_for(request.user)
-                )
+                Application.objects.filter(pk=parse_id(p["application"]) or 0, team__in=teams_for(request.user))
                 .select_related("team", "cluster")
                 .first()
             )
@@ -80,7 +79,7 @@ class MetricsView(APIView):
             raise ValidationError({"team": ["Required for team_gpus_allocated."]})
         if cluster is None:
             cluster_id = p.get("cluster", "")
-            cluster = Cluster.objects.filter(pk=int(cluster_id)).first() if cluster_id.isdigit() else None
+            cluster = Cluster.objects.filter(pk=parse_id(cluster_id) or 0).first()
             if cluster is None:
                 raise ValidationError({"cluster": ["Required (or application): the id of a registered cluster."]})
         data = query(

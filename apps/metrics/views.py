@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from apps.applications.models import Application
 from apps.clusters.models import Cluster
+from apps.core.ids import parse_id
 from apps.quotas.models import Quota
 from apps.teams.selectors import teams_for
 
@@ -44,7 +45,7 @@ def chart(request: HttpRequest) -> HttpResponse:
     if request.GET.get("application"):
         app = (
             Application.objects.filter(
-                pk=request.GET["application"] if request.GET["application"].isdigit() else 0,
+                pk=parse_id(request.GET["application"]) or 0,
                 team__in=teams_for(request.user),
             )
             .select_related("team", "cluster")
@@ -55,7 +56,7 @@ def chart(request: HttpRequest) -> HttpResponse:
         cluster, application = app.cluster, app.serve_name
     else:
         cluster_id = request.GET.get("cluster", "")
-        cluster = Cluster.objects.filter(pk=int(cluster_id)).first() if cluster_id.isdigit() else None
+        cluster = Cluster.objects.filter(pk=parse_id(cluster_id) or 0).first()
         if cluster is None:
             raise Http404
     if name == "team_gpus_allocated":
