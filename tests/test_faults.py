@@ -1,0 +1,139 @@
+"""Faults without Ray as the subject: a dashboard that is slow or answers garbage, the broker down while
+writes arrive, a worker that died holding the cluster's lock. Nothing stored is lost in any of them."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.utils import timezone
+
+from apps.applications.models import Application
+from apps.clusters.models import Cluster, SyncRun
+from apps.clusters.services import acquire_lock
+from apps.clusters.sync import push_cluster
+from tests.conftest import app_body
+from workers.clients.ray_dashboard import RayUnavailable
+
+
+class BadDashboard:
+    """Answers PUT/GET /api/serve/applications/ slowly, with garbage, or with a 500, as told."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # type: ignore[no-untyped-def]
+                pass
+
+            def _reply(self) -> None:
+                if outer.mode == "slow":
+                    time.sleep(3)
+                code, body = {
+                    "garbage": (200, b"<html>not json"),
+                    "error": (503, b"upstream down"),
+                    "slow": (200, b"{}"),
+                    "weird": (200, b'{"applications": [1, 2]}'),
+                }[outer.mode]
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_PUT = _reply  # noqa: N815
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def app_on(make_cluster, alice, team_a, grant):  # type: ignore[no-untyped-def]
+    def make(url: str) -> Cluster:
+        from apps.applications.services import application_create
+
+        cluster = make_cluster(name=f"c{abs(hash(url)) % 10000}", dashboard_url=url)
+        grant(team_a, cluster, "4")
+        application_create(
+            actor=alice,
+            team=team_a,
+            cluster=cluster,
+            name="web",
+            spec={"route_prefix": "/web", "import_path": "examples.hello:app", "deployments": [{"name": "Hello"}]},
+        )
+        return cluster
+
+    return make
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("mode", "expected"), [("slow", "did not answer within 1 s"), ("error", "HTTP 503"), ("garbage", "not JSON")]
+)
+def test_bad_dashboards_give_clear_sync_errors(app_on, settings, mode, expected):
+    settings.RAY_HTTP_TIMEOUT_S = 1
+    dashboard = BadDashboard(mode)
+    try:
+        cluster = app_on(dashboard.url)
+        with pytest.raises(RayUnavailable):
+            push_cluster(cluster.pk)
+        run = SyncRun.objects.get(cluster=cluster)
+        assert run.state == "failed" and expected in run.error
+        assert Cluster.objects.get(pk=cluster.pk).health == "unreachable"
+        assert Application.objects.filter(cluster=cluster).count() == 1  # nothing the team stored is lost
+    finally:
+        dashboard.stop()
+
+
+@pytest.mark.django_db
+def test_unexpected_status_document_is_an_error_not_a_crash(app_on):
+    dashboard = BadDashboard("weird")
+    try:
+        cluster = app_on(dashboard.url)
+        from apps.clusters.sync import observe_cluster
+
+        with pytest.raises(RayUnavailable, match="not an object"):
+            observe_cluster(cluster.pk)
+    finally:
+        dashboard.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_writes_are_saved_while_the_broker_is_down(cluster, grant, team_a, api, alice, monkeypatch, caplog):
+    from controlplane.celery import app
+
+    grant(team_a, cluster, "4")
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:9/0")
+    monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:9/0")
+    started = time.monotonic()
+    resp = api(alice).post("/api/v1/applications/", app_body("team-a", cluster.pk, "saved"), format="json")
+    took = time.monotonic() - started
+    assert resp.status_code == 201, resp.content
+    assert Application.objects.filter(name="saved").exists()
+    c = Cluster.objects.get(pk=cluster.pk)
+    assert c.desired_generation > c.pushed_generation  # the reconcile pushes it once the broker is back
+    assert took < 30
+    assert "could not enqueue push" in caplog.text  # the broker really was down, and the write still landed
+
+
+@pytest.mark.django_db
+def test_a_dead_workers_lock_expires_and_the_work_is_done_once(cluster, settings):
+    Cluster.objects.filter(pk=cluster.pk).update(
+        lock_owner="dead-worker", lock_expires_at=timezone.now() + timedelta(seconds=60)
+    )
+    assert acquire_lock(cluster_id=cluster.pk) is None  # still leased: nobody else pushes meanwhile
+    assert push_cluster(cluster.pk).outcome == "locked"
+    Cluster.objects.filter(pk=cluster.pk).update(lock_expires_at=timezone.now() - timedelta(seconds=1))
+    owner = acquire_lock(cluster_id=cluster.pk)
+    assert owner is not None and acquire_lock(cluster_id=cluster.pk) is None
+    assert json.dumps(Cluster.objects.filter(pk=cluster.pk).values_list("lock_owner", flat=True)[0]) == json.dumps(
+        owner
+    )
