@@ -224,11 +224,19 @@ def test_team_allocation_and_gpu_hours_showback(cluster, fake, alice, team_a, gr
         "deployments": {
             "Hello": {
                 "required_resources": {"GPU": 0.5},
-                "replicas": [{"state": "RUNNING"}, {"state": "RUNNING"}, {"state": "STARTING"}],
+                "replicas": [
+                    {"state": "RUNNING", "node_id": "node-aaaaaaaaaaaa"},
+                    {"state": "RUNNING", "node_id": "node-bbbbbbbbbbbb"},
+                    {"state": "STARTING"},
+                ],
             }
         }
     }
     app.save()
+    cluster.nodes = [
+        {"node_id": n, "state": "ALIVE"} for n in ("node-aaaaaaaaaaaa", "node-bbbbbbbbbbbb", "node-cccccccc")
+    ]
+    cluster.save()
     settings.SCRAPE_INTERVAL_S = 60
     t0 = timezone.now().replace(hour=1, minute=0, second=0, microsecond=0)
     for i in range(60):  # one hour of scrapes, one a minute
@@ -254,3 +262,10 @@ def test_team_allocation_and_gpu_hours_showback(cluster, fake, alice, team_a, gr
     )
     assert hours[0]["labels"]["application"] == app.serve_name
     assert hours[0]["points"][0][1] == pytest.approx(1.0)  # 1 GPU for one hour
+    end = t0 + timedelta(hours=1)
+    per_node = query("gpu_allocated", cluster=cluster, start=t0, end=end, step=3600, now=end)
+    assert {s["labels"]["node"]: s["points"][0][1] for s in per_node} == {
+        "node-aaaaaaa": 0.5,
+        "node-bbbbbbb": 0.5,
+        "node-ccccccc": 0.0,
+    }

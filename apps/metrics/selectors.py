@@ -135,6 +135,10 @@ def query(
             ("ip", "GpuIndex"),
         )
     if name == "gpu_allocated":
+        # Placement-based allocation per node; Ray's ray_resources (keyed by node IP) where that is missing.
+        pts = _points(cluster, "cp_node_gpus_allocated", {}, start, end, resolution)
+        if len(pts) > 1:
+            return emit(_sum_by(pts, ("node",), start, step, "avg"), ("node",))
         pts = _points(cluster, "ray_resources", {"Name": "GPU", "State": "USED"}, start, end, resolution)
         return emit(_sum_by(pts, ("NodeAddress",), start, step, "avg"), ("node",))
     if name == "team_gpus_allocated":

@@ -112,6 +112,17 @@ def _team_allocation(cluster: Cluster) -> dict[tuple[str, str], tuple[str, dict[
     for team, gpus in per_team.items():
         labels = {"team": team}
         out[("cp_team_gpus_allocated", series_key("cp_team_gpus_allocated", labels))] = ("gauge", labels, gpus)
+    # Per node, from placement: distinct even where several nodes share an IP (as on one machine).
+    per_node: dict[str, float] = {n["node_id"]: 0.0 for n in cluster.nodes or [] if n.get("state") == "ALIVE"}
+    for app in apps:
+        for dep in (app.status.get("deployments") or {}).values():
+            gpus = float((dep.get("required_resources") or {}).get("GPU", 0) or 0)
+            for r in dep.get("replicas") or []:
+                if r.get("state") == "RUNNING" and r.get("node_id"):
+                    per_node[r["node_id"]] = per_node.get(r["node_id"], 0.0) + gpus
+    for node_id, gpus in per_node.items():
+        labels = {"node": node_id[:12]}
+        out[("cp_node_gpus_allocated", series_key("cp_node_gpus_allocated", labels))] = ("gauge", labels, gpus)
     return out
 
 
