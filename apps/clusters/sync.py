@@ -48,6 +48,12 @@ def push_cluster(cluster_id: int, *, trigger: str = "write", force: bool = False
         owner = acquire_lock(cluster_id=cluster_id, owner=uuid.uuid4().hex)
         if owner is None:
             return PushResult(outcome, runs)
+        # Holding the lock, no other push runs: a run still marked running was left by a worker that died.
+        SyncRun.objects.filter(cluster_id=cluster_id, state=SyncRun.State.RUNNING).update(
+            state=SyncRun.State.FAILED,
+            finished_at=timezone.now(),
+            error="abandoned: the worker running this push stopped before it finished; its lock expired",
+        )
         try:
             while True:
                 cluster = Cluster.objects.get(pk=cluster_id)

@@ -59,3 +59,33 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+
+class DatabaseUnavailableMiddleware:
+    """A database that is down or restarting answers 503 with Retry-After, never a 500 page with a traceback."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        from django.db import InterfaceError, OperationalError
+
+        if not isinstance(exception, (OperationalError, InterfaceError)):
+            return None
+        logging.getLogger(__name__).warning("database unavailable: %s", type(exception).__name__)
+        from django.db import connections
+
+        for conn in connections.all():
+            conn.close_if_unusable_or_obsolete()
+        if request.path.startswith("/api/"):
+            body = json.dumps({"detail": "The database is unavailable; try again shortly."})
+            response = HttpResponse(body, status=503, content_type="application/json")
+        else:
+            response = HttpResponse(
+                "<h1>Service unavailable</h1><p>The database is restarting; try again in a few seconds.</p>", status=503
+            )
+        response["Retry-After"] = "5"
+        return response
