@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.clusters.models import Cluster
-from apps.core.ids import parse_id
+from apps.core.ids import json_object, parse_id
 from apps.teams.models import Role, Team
 from apps.teams.selectors import can, teams_for
 
@@ -126,9 +126,7 @@ def _expected_version(request: Request) -> int | None:
 
 
 def _body(request: Request) -> dict:
-    if not isinstance(request.data, dict):
-        raise ValidationError({"non_field_errors": ["The body must be a JSON object."]})
-    return request.data
+    return json_object(request)
 
 
 class ApplicationViewSet(viewsets.ModelViewSet):

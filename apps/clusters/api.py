@@ -29,6 +29,9 @@ class ClusterSerializer(serializers.ModelSerializer):
     pools = PoolSerializer(many=True, required=False)
     auth_token = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=500)
     has_auth_token = serializers.SerializerMethodField()
+    runtime_env_policy = serializers.DictField(required=False)
+    ray_cluster_template = serializers.DictField(required=False)
+    kubeconfig = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=100_000)
     last_sync = serializers.SerializerMethodField()
 
     class Meta:
@@ -48,6 +51,8 @@ class ClusterSerializer(serializers.ModelSerializer):
             "compaction_policy",
             "compaction_threshold",
             "compaction_window",
+            "kubeconfig",
+            "ray_cluster_template",
             "k8s_namespace",
             "k8s_name",
             "pools",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import InterfaceError, OperationalError
+from django.db import IntegrityError, InterfaceError, OperationalError
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -31,6 +31,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(exc.detail, status=status.HTTP_412_PRECONDITION_FAILED)
     if isinstance(exc, Conflict):
         return Response(exc.detail, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, IntegrityError):  # a constraint the validation missed: refuse, never a 500
+        import logging
+
+        logging.getLogger(__name__).error("integrity error escaped validation: %s", exc)
+        return Response(
+            {"non_field_errors": ["The change conflicts with existing data."]}, status=status.HTTP_409_CONFLICT
+        )
     if isinstance(exc, (OperationalError, InterfaceError)):  # the database is down or restarting
         return Response(
             {"detail": "The database is unavailable; try again shortly."},

@@ -7,6 +7,8 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
+from apps.core.ids import json_object
+
 from . import services
 from .models import ApiToken, Membership, Role, Team
 from .selectors import can, role_in, teams_for
@@ -64,14 +66,16 @@ class TeamViewSet(viewsets.ModelViewSet):
     def create(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
         if getattr(request.user, "_token_team_id", None) is not None:
             raise PermissionDenied("A team-scoped token cannot create teams.")
-        team = services.team_create(actor=request.user, slug=request.data.get("slug"), name=request.data.get("name"))
+        team = services.team_create(
+            actor=request.user, slug=json_object(request).get("slug"), name=json_object(request).get("name")
+        )
         return Response(TeamSerializer(team, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=TeamWriteSerializer, responses=TeamSerializer)
     def partial_update(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
         team = self.get_object()
         require(request.user, team, Role.ADMIN, "change the team")
-        services.team_update(actor=request.user, team=team, name=request.data.get("name", team.name))
+        services.team_update(actor=request.user, team=team, name=json_object(request).get("name", team.name))
         return Response(TeamSerializer(team, context={"request": request}).data)
 
     def destroy(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -89,8 +93,8 @@ class TeamViewSet(viewsets.ModelViewSet):
             m = services.membership_add(
                 actor=request.user,
                 team=team,
-                username=request.data.get("username"),
-                role=request.data.get("role", Role.MEMBER),
+                username=json_object(request).get("username"),
+                role=json_object(request).get("role", Role.MEMBER),
             )
             return Response(MemberSerializer(m).data, status=status.HTTP_201_CREATED)
         qs = team.memberships.select_related("user").order_by("user__username")
@@ -106,7 +110,7 @@ class TeamViewSet(viewsets.ModelViewSet):
         if request.method == "DELETE":
             services.membership_remove(actor=request.user, membership=m)
             return Response(status=status.HTTP_204_NO_CONTENT)
-        services.membership_change(actor=request.user, membership=m, role=request.data.get("role"))
+        services.membership_change(actor=request.user, membership=m, role=json_object(request).get("role"))
         return Response(MemberSerializer(m).data)
 
 
