@@ -157,3 +157,35 @@ def test_plan_page_shows_before_and_after(cluster, alice, team_a, grant, staff):
     assert page.count("← moved") == 2 and "Execute: drain 2 nodes" in page
     c.force_login(alice)
     assert c.get(resp["Location"]).status_code == 404
+
+
+def test_replica_moves_without_a_config_change_are_shown(cluster, alice, team_a, grant, staff):
+    from django.utils import timezone
+
+    from apps.clusters.models import Cluster
+    from apps.clusters.sync import _record_replica_moves, _replica_moves
+
+    grant(team_a, cluster, "8")
+    app = observed(cluster, alice, team_a)
+    new = {
+        "deployments": {
+            "Hello": {
+                "replicas": [
+                    {"replica_id": "r0", "node_id": "w0", "state": "RUNNING"},
+                    {"replica_id": "r1", "node_id": "w1", "state": "RUNNING"},
+                    {"replica_id": "r9", "node_id": "w1", "state": "RUNNING"},
+                ]
+            }
+        }
+    }
+    moves = _replica_moves(app, app.status, new, timezone.now())
+    assert moves == [
+        {**moves[0], "app": app.serve_name, "deployment": "Hello", "from": ["w2"], "to": ["w1"], "replicas": 1}
+    ]
+    _record_replica_moves(cluster, moves)
+    recorded = Cluster.objects.get(pk=cluster.pk).replica_moves
+    assert recorded[0]["by"] == "Serve (or Ray) on its own"
+    assert _replica_moves(app, app.status, app.status, timezone.now()) == []
+    c = Client()
+    c.force_login(staff)
+    assert "Replica moves seen without a config change (1)" in c.get(f"/clusters/{cluster.pk}/").content.decode()

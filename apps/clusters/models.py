@@ -69,6 +69,9 @@ class Cluster(models.Model):
     drift = models.JSONField(default=list, blank=True, help_text="Differences found by the last reconcile.")
     unmanaged_apps = models.JSONField(default=list, blank=True)
     nodes = models.JSONField(default=list, blank=True, help_text="Ray's node list at the last observation.")
+    replica_moves = models.JSONField(
+        default=list, blank=True, help_text="Replicas seen moving between nodes with no config change (last 50)."
+    )
 
     # The push: every write bumps desired_generation; a push records what it sent.
     desired_generation = models.PositiveBigIntegerField(default=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -220,6 +221,7 @@ def observe_cluster(cluster_id: int) -> bool:
     merged = build_serve_config(cluster)
     now = timezone.now()
     settled = True
+    moves: list[dict] = []
     apps = list(Application.objects.filter(cluster=cluster, deleted_at__isnull=True).select_related("team"))
     for app in apps:
         seen = ray_apps.get(app.serve_name)
@@ -237,10 +239,15 @@ def observe_cluster(cluster_id: int) -> bool:
                 app.state = Application.State.DEPLOYING  # Ray still runs the previous config
             if app.state not in Application.SETTLED:
                 settled = False
-        app.status = _status_doc(seen)
+        new_status = _status_doc(seen)
+        if app.state == Application.State.RUNNING and app.current_revision_id == app.deployed_revision_id:
+            moves.extend(_replica_moves(app, app.status, new_status, now))
+        app.status = new_status
         app.status_message = (seen or {}).get("message", "") or ""
         app.observed_at = now
     Application.objects.bulk_update(apps, ["state", "status", "status_message", "observed_at"], batch_size=500)
+    if moves:
+        _record_replica_moves(cluster, moves)
 
     drift = []
     for name, desired in merged.app_configs.items():
@@ -261,6 +268,43 @@ def observe_cluster(cluster_id: int) -> bool:
         nodes=nodes,
     )
     return settled
+
+
+def _replica_moves(app: Application, old: dict, new: dict, now: Any) -> list[dict]:
+    """Replicas that left one node and appeared on another while the app's config stayed the same.
+
+    With RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY=1, Serve compacts on its own after a quiet period; showing
+    those moves next to the control plane's plans keeps the two from working against each other.
+    """
+    out = []
+    for name, dep in (new.get("deployments") or {}).items():
+        before = (old.get("deployments") or {}).get(name) or {}
+        old_ids = {r["replica_id"]: r.get("node_id", "") for r in before.get("replicas") or []}
+        new_ids = {r["replica_id"]: r.get("node_id", "") for r in dep.get("replicas") or []}
+        gone = {rid: node for rid, node in old_ids.items() if rid not in new_ids}
+        born = {rid: node for rid, node in new_ids.items() if rid not in old_ids}
+        if gone and born and len(old_ids) == len(new_ids) and set(gone.values()) != set(born.values()):
+            out.append(
+                {
+                    "at": now.isoformat(),
+                    "app": app.serve_name,
+                    "deployment": name,
+                    "from": sorted({n[:12] for n in gone.values()}),
+                    "to": sorted({n[:12] for n in born.values()}),
+                    "replicas": len(born),
+                }
+            )
+    return out
+
+
+def _record_replica_moves(cluster: Cluster, moves: list[dict]) -> None:
+    from apps.compaction.models import CompactionPlan
+
+    ours = CompactionPlan.objects.filter(cluster=cluster, state=CompactionPlan.State.EXECUTING).exists()
+    for move in moves:
+        move["by"] = "control plane compaction" if ours else "Serve (or Ray) on its own"
+    current = Cluster.objects.filter(pk=cluster.pk).values_list("replica_moves", flat=True).first() or []
+    Cluster.objects.filter(pk=cluster.pk).update(replica_moves=(current + moves)[-50:])
 
 
 def _status_doc(seen: dict | None) -> dict:
