@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError, InterfaceError, OperationalError
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -31,6 +31,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(exc.detail, status=status.HTTP_412_PRECONDITION_FAILED)
     if isinstance(exc, Conflict):
         return Response(exc.detail, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, DataError):  # a value the database cannot store (NUL bytes, out-of-range numbers)
+        return Response(
+            {"non_field_errors": ["A value in the request cannot be stored."]}, status=status.HTTP_400_BAD_REQUEST
+        )
     if isinstance(exc, IntegrityError):  # a constraint the validation missed: refuse, never a 500
         import logging
 

@@ -61,6 +61,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class RejectNulBytesMiddleware:
+    """NUL bytes in a URL or query string are never meaningful here, and PostgreSQL refuses them in text."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if (
+            "\x00" in request.path
+            or "\x00" in request.META.get("QUERY_STRING", "")
+            or any("\x00" in v for values in request.GET.lists() for v in values[1])
+        ):
+            return HttpResponse(
+                '{"detail": "NUL bytes are not allowed in URLs."}', status=400, content_type="application/json"
+            )
+        return self.get_response(request)
+
+
 class DatabaseUnavailableMiddleware:
     """A database that is down or restarting answers 503 with Retry-After, never a 500 page with a traceback."""
 
