@@ -182,3 +182,24 @@ def test_models_page_adds_and_removes_catalog_entries(alice, bob, team_a, cluste
     assert logged_in(bob).post("/models/", {"op": "delete", "entry": ModelEntry.objects.get().pk}).status_code == 404
     c.post("/models/", {"op": "delete", "entry": ModelEntry.objects.get().pk})
     assert not ModelEntry.objects.exists()
+
+
+def test_password_reset_by_email(alice, settings):
+    import re
+
+    from django.core import mail
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    c = Client()
+    assert c.post("/accounts/password_reset/", {"email": "alice@example.com"}).status_code == 302
+    assert len(mail.outbox) == 1 and "alice" in mail.outbox[0].body
+    link = re.search(r"http://[^/]+(/accounts/reset/\S+/)", mail.outbox[0].body).group(1)
+    form = c.get(link, follow=True)
+    assert form.status_code == 200 and "Choose a new password" in form.content.decode()
+    done = c.post(
+        form.redirect_chain[-1][0], {"new_password1": "Another-l0ng-passw0rd", "new_password2": "Another-l0ng-passw0rd"}
+    )
+    assert done.status_code == 302
+    assert Client().login(username="alice", password="Another-l0ng-passw0rd")
+    assert c.post("/accounts/password_reset/", {"email": "nobody@example.com"}).status_code == 302  # no leak
+    assert len(mail.outbox) == 1
