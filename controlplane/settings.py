@@ -215,6 +215,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Keep reconnecting when the broker goes away instead of giving up; desired state is in the database anyway.
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 
 # How often beat reconciles every cluster and refreshes observed status (seconds).
 RECONCILE_INTERVAL_S = envint("RECONCILE_INTERVAL_S", 20)

@@ -113,7 +113,9 @@ def test_writes_are_saved_while_the_broker_is_down(cluster, grant, team_a, api, 
     grant(team_a, cluster, "4")
     monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:9/0")
     monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:9/0")
-    monkeypatch.setattr(app, "_pool", None)  # earlier tests may have opened producers on the real broker
+    # Earlier tests may have opened connections and producers on the real broker: start from fresh pools.
+    monkeypatch.setattr(app, "_pool", None)
+    monkeypatch.setattr(app.amqp, "_producer_pool", None)
     started = time.monotonic()
     resp = api(alice).post("/api/v1/applications/", app_body("team-a", cluster.pk, "saved"), format="json")
     took = time.monotonic() - started

@@ -275,3 +275,144 @@ def test_worker_killed_mid_push_the_lock_expires_and_the_work_is_done_once(tmp_p
             os.killpg(worker.pid, signal.SIGTERM)
             worker.communicate(timeout=30)
         dashboard.server.shutdown()
+
+
+def test_redis_stopped_while_writes_arrive_then_the_reconcile_pushes(tmp_path):
+    """A private Redis as the broker for a real worker and beat: stopped while a write arrives, started again."""
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed on this machine")
+    port = _free_port()
+
+    def redis(action: str) -> None:
+        if action == "start":
+            subprocess.run(
+                [
+                    "redis-server",
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "yes",
+                    "--dir",
+                    str(tmp_path),
+                    "--pidfile",
+                    str(tmp_path / "redis.pid"),
+                ],
+                check=True,
+            )
+            for _ in range(50):
+                if (
+                    subprocess.run(
+                        ["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True
+                    ).stdout.strip()
+                    == "PONG"
+                ):
+                    return
+                time.sleep(0.1)
+            raise AssertionError("redis did not start")
+        subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+        time.sleep(0.5)
+
+    dashboard = SlowDashboard(delay=0)
+    env = _env(tmp_path, f"sqlite:///{tmp_path / 'cp.sqlite3'}")
+    env.update({"CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/0", "RECONCILE_INTERVAL_S": "2"})
+    manage = [sys.executable, "manage.py"]
+    assert (
+        subprocess.run(
+            [*manage, "migrate", "--noinput"], cwd=ROOT, env=env, capture_output=True, timeout=180
+        ).returncode
+        == 0
+    )
+
+    def shell(code: str) -> str:
+        out = subprocess.run(
+            [*manage, "shell", "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+
+    redis("start")
+    celery = str(Path(sys.executable).with_name("celery"))
+    logs = {name: open(tmp_path / f"{name}.log", "wb") for name in ("worker", "beat")}  # noqa: SIM115
+    procs = [
+        subprocess.Popen(
+            [celery, "-A", "controlplane", *args, "-l", "INFO"],
+            cwd=ROOT,
+            env=env,
+            stdout=logs[name],
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for name, args in (
+            ("worker", ["worker", "-P", "threads", "-c", "2"]),
+            ("beat", ["beat", "--schedule", str(tmp_path / "beat")]),
+        )
+    ]
+    write = (
+        "from django.contrib.auth.models import User; from apps.clusters.models import Cluster; "
+        "from apps.teams.models import Team; from apps.applications.services import application_create; "
+        "u = User.objects.get(); application_create(actor=u, team=Team.objects.get(), cluster=Cluster.objects.get(), "
+        "name='{name}', spec={{'route_prefix': '/{name}', 'import_path': 'examples.hello:app', "
+        "'deployments': [{{'name': 'Hello'}}]}}); print('saved')"
+    )
+    try:
+        shell(
+            "from django.contrib.auth.models import User; from apps.clusters.services import cluster_create; "
+            "from apps.teams.services import team_create; from apps.quotas.services import quota_set; "
+            "u = User.objects.create_user('ops', is_staff=True); "
+            f"c = cluster_create(actor=u, data={{'name': 'c', 'dashboard_url': '{dashboard.url}'}}, "
+            "pools=[{'name': 'a100', 'resource': 'GPU', 'capacity': 8}]); "
+            "t = team_create(actor=u, slug='t', name='T'); "
+            "quota_set(actor=u, team=t, cluster=c, pool_name='a100', gpus=1)"
+        )
+        assert shell(write.format(name="before")) == "saved"
+        deadline = time.monotonic() + 60
+        while not dashboard.puts and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert dashboard.puts, "the worker never pushed"
+        pushed_before = len(dashboard.puts)
+
+        redis("stop")
+        assert shell(write.format(name="during")) == "saved"  # the write lands although the broker is down
+        time.sleep(3)
+        assert len(dashboard.puts) == pushed_before
+        redis("start")  # beat's next reconcile finds the pending generation and pushes it
+        time.sleep(1)
+        if procs[0].poll() is not None:
+            # Celery 5.7's worker exits when its Redis broker disappears; Docker's restart policy and Kubernetes
+            # restart it (and so does `make run`), which is what happens here.
+            procs[0] = subprocess.Popen(
+                [celery, "-A", "controlplane", "worker", "-P", "threads", "-c", "2", "-l", "INFO"],
+                cwd=ROOT,
+                env=env,
+                stdout=logs["worker"],
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 90
+        state = ""
+        while time.monotonic() < deadline:
+            state = shell(
+                "from apps.clusters.models import Cluster; c = Cluster.objects.get(); "
+                "print(c.pushed_generation == c.desired_generation)"
+            )
+            if state == "True":
+                break
+            time.sleep(1)
+        alive = [p.poll() is None for p in procs]
+        assert state == "True", f"never converged after Redis came back (worker, beat alive: {alive}): " + " | ".join(
+            (tmp_path / f"{n}.log").read_text()[-1500:] for n in ("worker", "beat")
+        )
+        assert len(dashboard.puts) > pushed_before
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=30)
+        redis("stop")
+        dashboard.server.shutdown()

@@ -94,8 +94,11 @@ class Command(BaseCommand):
         }
         if not options["no_traffic"]:
             procs["traffic"] = [python, "manage.py", "traffic", "--rate", "4"]
+        self.env = env
+        self.specs = []
         for name, cmd in procs.items():
             log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child's lifetime
+            self.specs.append((name, cmd, log))
             self.children.append(
                 subprocess.Popen(
                     cmd, cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -112,11 +115,26 @@ class Command(BaseCommand):
         )
 
     def _watch(self) -> None:
+        """Restart a process that exits (as a container's restart policy would); give up if it keeps failing."""
+        restarts: list[float] = []
         while True:
-            for child in self.children:
-                if child.poll() is not None:
-                    self._say(f"a process exited (pid {child.pid}, code {child.returncode}); see var/logs/. Stopping.")
+            for i, child in enumerate(self.children):
+                if child.poll() is None:
+                    continue
+                name, cmd, log = self.specs[i]
+                restarts = [t for t in restarts if time.monotonic() - t < 60] + [time.monotonic()]
+                if len(restarts) > 5:
+                    self._say(f"{name} keeps exiting (code {child.returncode}); see var/logs/{name}.log. Stopping.")
                     return
+                self._say(f"{name} exited (code {child.returncode}); restarting it. Log: var/logs/{name}.log")
+                self.children[i] = subprocess.Popen(
+                    cmd,
+                    cwd=settings.BASE_DIR,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             time.sleep(1)
 
     def _shutdown(self) -> None:
