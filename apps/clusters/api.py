@@ -6,10 +6,10 @@ from django.db.models import Q
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import BasePermission, IsAdminUser
+from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 
-from apps.core.ids import parse_id
+from apps.core.ids import StaffWritesOnly, parse_id
 from apps.teams.selectors import teams_for
 
 from . import services
@@ -124,11 +124,6 @@ class SyncRunSerializer(serializers.ModelSerializer):
 class SyncRunDetailSerializer(SyncRunSerializer):
     class Meta(SyncRunSerializer.Meta):
         fields = [*SyncRunSerializer.Meta.fields, "config_snapshot"]
-
-
-class StaffWritesOnly(BasePermission):
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
-        return request.method in ("GET", "HEAD", "OPTIONS") or bool(request.user and request.user.is_staff)
 
 
 class ClusterViewSet(viewsets.ModelViewSet):

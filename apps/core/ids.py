@@ -24,3 +24,13 @@ def json_object(request: Any) -> dict:
     if not isinstance(request.data, dict):
         raise ValidationError({"non_field_errors": ["The body must be a JSON object."]})
     return request.data
+
+
+class StaffWritesOnly:
+    """Any authenticated user reads; only staff (platform admins) write."""
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return request.method in ("GET", "HEAD", "OPTIONS") or bool(request.user and request.user.is_staff)
+
+    def has_object_permission(self, request: Any, view: Any, obj: Any) -> bool:
+        return self.has_permission(request, view)

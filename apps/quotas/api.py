@@ -6,11 +6,10 @@ from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
-from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
 from apps.clusters.models import Cluster
-from apps.core.ids import parse_id
+from apps.core.ids import StaffWritesOnly, parse_id
 from apps.teams.models import Role, Team
 from apps.teams.selectors import teams_for
 
@@ -60,11 +59,6 @@ class QuotaSerializer(serializers.ModelSerializer):
             gpus=validated.get("gpus", quota.gpus),
             cpus=validated.get("cpus", quota.cpus),
         )
-
-
-class StaffWritesOnly(BasePermission):
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
-        return request.method in ("GET", "HEAD", "OPTIONS") or bool(request.user and request.user.is_staff)
 
 
 class QuotaViewSet(
