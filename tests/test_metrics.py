@@ -269,3 +269,11 @@ def test_team_allocation_and_gpu_hours_showback(cluster, fake, alice, team_a, gr
         "node-bbbbbbb": 0.5,
         "node-ccccccc": 0.0,
     }
+
+
+def test_a_configured_target_list_replaces_discovery(cluster, fake):
+    fake["10.0.0.9:8080"] = exposition(1, 1)
+    cluster.metrics_targets = ["10.0.0.9:8080"]
+    cluster.save()
+    run = services.scrape_cluster(cluster.pk)
+    assert run.targets == 1 and run.targets_failed == 0 and not run.errors

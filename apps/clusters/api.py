@@ -30,6 +30,9 @@ class ClusterSerializer(serializers.ModelSerializer):
     auth_token = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=500)
     has_auth_token = serializers.SerializerMethodField()
     runtime_env_policy = serializers.DictField(required=False)
+    metrics_targets = serializers.ListField(
+        child=serializers.CharField(max_length=300), required=False, max_length=1000
+    )
     ray_cluster_template = serializers.DictField(required=False)
     kubeconfig = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=100_000)
     last_sync = serializers.SerializerMethodField()
@@ -47,6 +50,7 @@ class ClusterSerializer(serializers.ModelSerializer):
             "has_auth_token",
             "drift_policy",
             "runtime_env_policy",
+            "metrics_targets",
             "gcs_address",
             "compaction_policy",
             "compaction_threshold",

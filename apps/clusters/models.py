@@ -30,6 +30,11 @@ class Cluster(models.Model):
     serve_url = models.URLField(blank=True, help_text="Where Serve's HTTP proxy answers, e.g. http://127.0.0.1:8000")
     http_port = models.PositiveIntegerField(default=8000, help_text="Port of Serve's HTTP proxies (http_options).")
     drift_policy = models.CharField(max_length=10, choices=DriftPolicy.choices, default=DriftPolicy.REPAIR)
+    metrics_targets = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="host:port of each metrics endpoint; empty: discovered from the dashboard (/api/prometheus/sd).",
+    )
     runtime_env_policy = models.JSONField(
         default=dict,
         blank=True,

@@ -70,6 +70,8 @@ def scrape_cluster(cluster_id: int, targets: list[str] | None = None, now: datet
     now = now or timezone.now()
     run = ScrapeRun.objects.create(cluster=cluster, started_at=now)
     errors: list[str] = []
+    if targets is None and cluster.metrics_targets:
+        targets = [str(t) for t in cluster.metrics_targets]
     if targets is None:
         try:
             targets = discover_targets(cluster.dashboard_url, token=cluster.auth_token)
