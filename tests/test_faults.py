@@ -108,23 +108,23 @@ def test_unexpected_status_document_is_an_error_not_a_crash(app_on):
 
 @pytest.mark.django_db(transaction=True)
 def test_writes_are_saved_while_the_broker_is_down(cluster, grant, team_a, api, alice, monkeypatch, caplog):
-    from controlplane.celery import app
+    """The publish fails as kombu fails when Redis is gone (the real outage is in test_faults_processes.py)."""
+    from kombu.exceptions import OperationalError
+
+    from workers.tasks.sync import sync_cluster
 
     grant(team_a, cluster, "4")
-    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:9/0")
-    monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:9/0")
-    # Earlier tests may have opened connections and producers on the real broker: start from fresh pools.
-    monkeypatch.setattr(app, "_pool", None)
-    monkeypatch.setattr(app.amqp, "_producer_pool", None)
-    started = time.monotonic()
+
+    def broker_down(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(sync_cluster, "delay", broker_down)
     resp = api(alice).post("/api/v1/applications/", app_body("team-a", cluster.pk, "saved"), format="json")
-    took = time.monotonic() - started
     assert resp.status_code == 201, resp.content
     assert Application.objects.filter(name="saved").exists()
     c = Cluster.objects.get(pk=cluster.pk)
     assert c.desired_generation > c.pushed_generation  # the reconcile pushes it once the broker is back
-    assert took < 30
-    assert "could not enqueue push" in caplog.text  # the broker really was down, and the write still landed
+    assert "could not enqueue push" in caplog.text
 
 
 @pytest.mark.django_db
