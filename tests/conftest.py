@@ -208,5 +208,11 @@ def _close_thread_connections(django_db_setup, django_db_blocker) -> Iterator[No
 
 
 def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
-    """Tests that drain nodes of the shared test Ray cluster run last: a drained node takes no new replicas."""
-    items.sort(key=lambda item: item.get_closest_marker("drains_nodes") is not None)
+    """Tests that drain nodes of the shared test Ray cluster run last (a drained node takes no new replicas),
+    and the one that kills its head runs after them."""
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("drains_nodes") is not None,
+            item.get_closest_marker("stops_ray") is not None,
+        )
+    )
