@@ -31,6 +31,13 @@ TITLES = {
 }
 
 
+EMPTY = {
+    "gpu_utilization": "Ray reports GPU utilisation only for real GPUs; logical GPUs (the demo cluster's) have none.",
+    "gpu_allocated": "Allocation is sampled with every metrics scrape once the cluster has been observed.",
+    "team_gpus_allocated": "Allocation is sampled with every metrics scrape once the team's apps run.",
+}
+
+
 @login_required
 def chart(request: HttpRequest) -> HttpResponse:
     name = request.GET.get("series", "")
@@ -66,6 +73,7 @@ def chart(request: HttpRequest) -> HttpResponse:
         quota = sum(float(q.gpus) for q in Quota.objects.filter(team__slug=team, cluster=cluster))
     series = query(name, cluster=cluster, start=start, end=now, step=step, now=now, application=application, team=team)
     title, unit = TITLES[name]
+    empty = EMPTY.get(name, "Metrics are scraped every few seconds once the application serves traffic.")
     datasets = []
     for s in series:
         label = " ".join(f"{v}" for k, v in s["labels"].items() if v) or title
@@ -87,6 +95,7 @@ def chart(request: HttpRequest) -> HttpResponse:
         request,
         "metrics/_chart.html",
         {
+            "empty": empty,
             "chart_id": chart_id,
             "data_id": f"{chart_id}-data",
             "title": title,
