@@ -202,10 +202,12 @@ def test_every_app_service_starts_from_its_compose_command(prod_env, tmp_path):
 
 @pytest.mark.django_db
 def test_readyz_reports_what_is_down(client, settings, monkeypatch):
+    from kombu import Connection
+
     from controlplane.celery import app
 
-    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:9/0")  # Celery prefers the environment variable
-    monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:9/0")
+    # A broker that refuses connections, without touching the app's configuration that other tests use.
+    monkeypatch.setattr(app, "connection", lambda *args, **kwargs: Connection("redis://127.0.0.1:9/0"))
     resp = client.get("/readyz")
     assert resp.status_code == 503 and resp.json()["checks"]["broker"].startswith("unavailable")
     assert resp.json()["checks"]["database"] == "ok"
