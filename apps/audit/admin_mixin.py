@@ -19,62 +19,36 @@ def _team_of(obj: Any) -> Any:
     return obj if isinstance(obj, Team) else getattr(obj, "team", None)
 
 
+def _audit(request: Any, obj: Any, verb: str) -> None:
+    """One admin change: after-values for create/update, before-values for delete."""
+    state = {"before": _plain(obj)} if verb == "delete" else {"after": _plain(obj)}
+    team = None if verb == "delete" and _team_of(obj) is obj else _team_of(obj)
+    audit_record(
+        actor=request.user, team=team, action=f"{obj._meta.model_name}.{verb}", obj=obj, source="admin", **state
+    )
+
+
 class AuditedAdminMixin:
     def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
         super().save_model(request, obj, form, change)  # type: ignore[misc]
-        audit_record(
-            actor=request.user,
-            team=_team_of(obj),
-            action=f"{obj._meta.model_name}.{'update' if change else 'create'}",
-            obj=obj,
-            after=_plain(obj),
-            source="admin",
-        )
+        _audit(request, obj, "update" if change else "create")
 
     def delete_model(self, request, obj):  # type: ignore[no-untyped-def]
-        audit_record(
-            actor=request.user,
-            team=None,
-            action=f"{obj._meta.model_name}.delete",
-            obj=obj,
-            before=_plain(obj),
-            source="admin",
-        )
+        _audit(request, obj, "delete")
         super().delete_model(request, obj)  # type: ignore[misc]
 
     def delete_queryset(self, request, queryset):  # type: ignore[no-untyped-def]
         for obj in queryset:
-            audit_record(
-                actor=request.user,
-                team=None,
-                action=f"{obj._meta.model_name}.delete",
-                obj=obj,
-                before=_plain(obj),
-                source="admin",
-            )
+            _audit(request, obj, "delete")
         super().delete_queryset(request, queryset)  # type: ignore[misc]
 
     def save_formset(self, request, form, formset, change):  # type: ignore[no-untyped-def]
         instances = formset.save(commit=False)
         for obj in formset.deleted_objects:
-            audit_record(
-                actor=request.user,
-                team=_team_of(obj),
-                action=f"{obj._meta.model_name}.delete",
-                obj=obj,
-                before=_plain(obj),
-                source="admin",
-            )
+            _audit(request, obj, "delete")
             obj.delete()
         for obj in instances:
             created = obj.pk is None
             obj.save()
-            audit_record(
-                actor=request.user,
-                team=_team_of(obj),
-                action=f"{obj._meta.model_name}.{'create' if created else 'update'}",
-                obj=obj,
-                after=_plain(obj),
-                source="admin",
-            )
+            _audit(request, obj, "create" if created else "update")
         formset.save_m2m()
