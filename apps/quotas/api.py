@@ -37,8 +37,12 @@ class QuotaSerializer(serializers.ModelSerializer):
         return data
 
     def get_in_use(self, quota: Quota) -> str:
-        usage = team_pool_usage(team=quota.team, cluster=quota.cluster, spec=None, exclude_app_id=None)
-        return next((str(u.in_use) for u in usage if u.pool == quota.pool.name), "0")
+        # One usage computation per (team, cluster) on a page, not one per quota row.
+        cache = self.context.setdefault("_usage", {})
+        key = (quota.team_id, quota.cluster_id)
+        if key not in cache:
+            cache[key] = team_pool_usage(team=quota.team, cluster=quota.cluster, spec=None, exclude_app_id=None)
+        return next((str(u.in_use) for u in cache[key] if u.pool == quota.pool.name), "0")
 
     def create(self, validated: dict) -> Quota:
         return quota_set(
