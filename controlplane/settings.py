@@ -223,6 +223,8 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 RECONCILE_INTERVAL_S = envint("RECONCILE_INTERVAL_S", 20)
 # How often beat scrapes every cluster's metrics endpoints (seconds).
 SCRAPE_INTERVAL_S = envint("SCRAPE_INTERVAL_S", 15)
+SCRAPE_DEADLINE_S = envint("SCRAPE_DEADLINE_S", 10)  # every target of a scrape answers within this, or counts failed
+SCRAPE_LEASE_S = envint("SCRAPE_LEASE_S", 60)
 # How often beat applies each cluster's compaction policy (seconds).
 COMPACTION_INTERVAL_S = envint("COMPACTION_INTERVAL_S", 300)
 # HTTP timeout for calls to a Ray dashboard (seconds).

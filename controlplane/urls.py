@@ -3,7 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from apps.applications.api import ApplicationViewSet
+from apps.applications.api import ApplicationViewSet, ServeConfigFileView
 from apps.audit.api import AuditEventViewSet
 from apps.catalog.api import ModelEntryViewSet
 from apps.clusters.api import ClusterViewSet, SyncRunViewSet
@@ -29,6 +29,7 @@ router.register("models", ModelEntryViewSet, basename="modelentry")
 urlpatterns = [
     path("api/v1/auth/token/", ObtainTokenView.as_view(), name="api-token"),
     path("api/v1/metrics/", MetricsView.as_view(), name="metrics"),
+    path("api/v1/teams/<slug:slug>/serve-config/", ServeConfigFileView.as_view(), name="team-serve-config"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

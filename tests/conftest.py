@@ -13,7 +13,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import requests
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from apps.clusters.models import Cluster
@@ -90,12 +92,25 @@ def team_b(make_team, bob):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def make_cluster(db, staff) -> Callable[..., Cluster]:  # type: ignore[no-untyped-def]
-    def make(name: str = "prod-1", dashboard_url: str = "http://127.0.0.1:1", gpus: str = "8", **extra: Any) -> Cluster:
-        return cluster_create(
+    """Register a cluster. ``inventoried=True`` (the default) stands for a cluster whose pre-existing apps were
+    already recorded (none), as after its first observation; tests of registration itself pass False."""
+
+    def make(
+        name: str = "prod-1",
+        dashboard_url: str = "http://127.0.0.1:1",
+        gpus: str = "8",
+        inventoried: bool = True,
+        **extra: Any,
+    ) -> Cluster:
+        cluster = cluster_create(
             actor=staff,
             data={"name": name, "kind": "ray", "dashboard_url": dashboard_url, **extra},
             pools=[{"name": "a100", "resource": "GPU", "capacity": Decimal(gpus)}],
         )
+        if inventoried:
+            Cluster.objects.filter(pk=cluster.pk).update(inventory_taken_at=timezone.now())
+            cluster.refresh_from_db()
+        return cluster
 
     return make
 
@@ -169,9 +184,18 @@ def celery_worker(transactional_db) -> Iterator[Any]:  # type: ignore[no-untyped
         yield worker
 
 
+def reset_serve(ray_cluster: Any) -> None:
+    """Remove every app an earlier test left on the shared test cluster, and wait until Serve has let go of them."""
+    url = f"{ray_cluster.dashboard_url}/api/serve/applications/"
+    requests.put(url, json={"applications": []}, timeout=30).raise_for_status()
+    wait_for(lambda: not (requests.get(url, timeout=10).json().get("applications") or {}), what="Serve emptied")
+
+
 @pytest.fixture
 def ray_env(ray_cluster, celery_worker, make_cluster):  # type: ignore[no-untyped-def]
-    """A cluster row for the test Ray cluster, with a worker running."""
+    """The test Ray cluster, emptied, registered as a new cluster would be (its inventory taken by the control
+    plane), with a worker running."""
+    reset_serve(ray_cluster)
     return make_cluster(
         name="local-test",
         dashboard_url=ray_cluster.dashboard_url,
@@ -179,6 +203,7 @@ def ray_env(ray_cluster, celery_worker, make_cluster):  # type: ignore[no-untype
         http_port=ray_cluster.serve_port,
         gcs_address=ray_cluster.gcs_address,
         gpus="12",
+        inventoried=False,
     )
 
 

@@ -36,7 +36,6 @@ NAMES = [
     "🙂",
     "../../etc",
     "a/b",
-    "A",
     "-a",
     "a-",
     "x" * 200,
@@ -181,3 +180,12 @@ def test_wrong_content_types_and_methods(setup, api, alice):
     assert client.post("/api/v1/applications/", data=b"\xff\xfe", content_type="application/json").status_code == 400
     assert client.put("/api/v1/teams/team-a/", {"slug": "x"}, format="json").status_code == 405
     assert client.generic("TRACE", "/api/v1/teams/").status_code == 405
+
+
+@pytest.mark.parametrize("name", ["fruit_app", "MyApp", "app1", "text-ml", "my.app", "default"])
+def test_application_names_that_real_serve_configs_use_are_accepted(setup, api, alice, name):
+    """Names from Ray's and KubeRay's published configs (fruit_app, MyApp, app1, ...) must deploy as they are."""
+    body = app_body("team-a", setup.pk, name)
+    resp = api(alice).post("/api/v1/applications/", body, format="json")
+    assert resp.status_code == 201, resp.content
+    assert resp.json()["serve_name"] == f"team-a--{name}"

@@ -111,3 +111,160 @@ def test_merged_config_validation_catches_dropped_keys():
     bad = {"applications": [{"name": "a--b", "route_prefix": "/a", "import_path": "examples.hello:app", "bogus": 1}]}
     with pytest.raises(ValueError, match="bogus"):
         validate_deploy_config(bad)
+
+
+# ---- quota at the most replicas Ray may run -----------------------------------------------------------------
+
+
+def _gpu_demand(dep: dict) -> Decimal:
+    return demand(normalize_spec({**BASE, "deployments": [{"name": "A", **dep}]}), "GPU")
+
+
+def test_num_replicas_auto_is_admitted_at_rays_default_maximum():
+    """``num_replicas: "auto"`` takes ``AutoscalingConfig.default()`` (ray/serve/_private/config.py,
+    ``handle_num_replicas_auto``): read from Ray's code, not copied, so a new Ray default moves the quota with it."""
+    from ray.serve.config import AutoscalingConfig
+
+    ray_max = AutoscalingConfig.default().max_replicas
+    assert ray_max == 100  # Ray 2.60's default (ray/serve/config.py, AutoscalingConfig.default)
+    assert _gpu_demand({"num_replicas": "auto", "ray_actor_options": {"num_gpus": 0.5}}) == Decimal(ray_max) / 2
+
+
+def test_auto_with_an_autoscaling_config_takes_its_max_and_rays_defaults_for_the_rest():
+    auto = {"num_replicas": "auto", "ray_actor_options": {"num_gpus": 1}}
+    assert _gpu_demand({**auto, "autoscaling_config": {"max_replicas": 7}}) == 7
+    # Only min_replicas given: max stays at the "auto" default of 100, not AutoscalingConfig's field default 1.
+    assert _gpu_demand({**auto, "autoscaling_config": {"min_replicas": 2}}) == 100
+
+
+def test_autoscaling_config_without_max_replicas_uses_the_field_default():
+    """Without "auto", an autoscaling_config is an ``AutoscalingConfig`` whose ``max_replicas`` defaults to 1."""
+    from ray.serve.config import AutoscalingConfig
+
+    field_default = AutoscalingConfig.model_fields["max_replicas"].default
+    assert field_default == 1
+    assert _gpu_demand({"autoscaling_config": {"min_replicas": 0}, "ray_actor_options": {"num_gpus": 2}}) == 2
+
+
+def test_placement_group_bundles_count_every_bundle():
+    spec = {"num_replicas": 2, "placement_group_bundles": [{"GPU": 1, "CPU": 1}, {"GPU": 1}]}
+    assert _gpu_demand(spec) == 4
+
+
+def test_integer_resources_are_numbers_like_floats():
+    assert _gpu_demand({"num_replicas": 3, "ray_actor_options": {"num_gpus": 1}}) == 3
+    assert _gpu_demand({"num_replicas": 3, "ray_actor_options": {"num_gpus": 0}}) == 0
+
+
+# ---- every field Ray accepts ---------------------------------------------------------------------------------
+
+
+def test_spec_keys_are_every_field_of_rays_application_schema():
+    from apps.applications.ray_schema import app_fields
+    from apps.applications.spec import RUNTIME_ENV_KEYS, SPEC_KEYS
+
+    assert set(SPEC_KEYS) == set(app_fields())
+    from ray.runtime_env import RuntimeEnv
+
+    assert set(RuntimeEnv.known_fields) == RUNTIME_ENV_KEYS
+
+
+def test_application_level_fields_are_kept():
+    spec = normalize_spec(
+        {
+            **BASE,
+            "logging_config": {"log_level": "DEBUG", "encoding": "JSON"},
+            "autoscaling_policy": {"policy_function": "team.policies:coordinated"},
+            "external_scaler_enabled": False,
+            "deployments": [
+                {
+                    "name": "A",
+                    "health_check_period_s": 3,
+                    "graceful_shutdown_timeout_s": 5,
+                    "max_queued_requests": 10,
+                    "logging_config": {"enable_access_log": False},
+                }
+            ],
+        }
+    )
+    assert spec["logging_config"]["log_level"] == "DEBUG"
+    assert spec["autoscaling_policy"]["policy_function"] == "team.policies:coordinated"
+    assert spec["deployments"][0]["max_queued_requests"] == 10
+
+
+def test_nested_unknown_and_renamed_keys():
+    warnings: list[str] = []
+    spec = normalize_spec(
+        {
+            **BASE,
+            "deployments": [
+                {
+                    "name": "A",
+                    "max_concurrent_queries": 4,
+                    "autoscaling_config": {"target_num_ongoing_requests_per_replica": 1, "max_replicas": 3},
+                }
+            ],
+        },
+        warnings=warnings,
+    )
+    dep = spec["deployments"][0]
+    assert dep["max_ongoing_requests"] == 4 and dep["autoscaling_config"]["target_ongoing_requests"] == 1
+    assert len(warnings) == 2
+    errors = errors_of({**BASE, "deployments": [{"name": "A", "logging_config": {"log_levl": "INFO"}}]})
+    assert "deployments[0].logging_config.log_levl" in errors
+    both = errors_of({**BASE, "deployments": [{"name": "A", "max_concurrent_queries": 1, "max_ongoing_requests": 2}]})
+    assert "give only" in both["deployments[0].max_concurrent_queries"][0]
+
+
+def test_route_prefix_default_null_and_rays_own_rules():
+    from apps.applications.spec import effective_route
+
+    assert effective_route(normalize_spec({"import_path": "a.b:c"})) == "/"
+    assert effective_route(normalize_spec({"import_path": "a.b:c", "route_prefix": None})) is None
+    assert "route_prefix" in errors_of({"import_path": "a.b:c", "route_prefix": "/trailing/"})
+
+
+def test_deployment_runtime_envs_obey_the_cluster_policy():
+    from apps.applications.spec import check_runtime_env_policy
+
+    spec = normalize_spec(
+        {
+            **BASE,
+            "deployments": [{"name": "A", "ray_actor_options": {"runtime_env": {"pip": ["torch"]}}}],
+        }
+    )
+    with pytest.raises(ValidationError) as exc:
+        check_runtime_env_policy({"allow_pip": False}, "prod", spec)
+    assert "deployments[0].ray_actor_options.runtime_env.pip" in exc.value.detail
+
+
+# ---- meaning, not text -----------------------------------------------------------------------------------------
+
+
+def test_configs_are_compared_by_meaning():
+    from apps.applications.ray_schema import diff_app, same_app
+
+    desired = {
+        "route_prefix": "/a",
+        "import_path": "examples.hello:app",
+        "args": {},
+        "runtime_env": {},
+        "deployments": [
+            {"name": "B", "num_replicas": 1},
+            {"name": "A", "num_replicas": 2, "ray_actor_options": {"num_cpus": 1, "num_gpus": 0}},
+        ],
+    }
+    # What Ray 2.60 echoes in deployed_app_config: floats, its own key order, empty defaults left out.
+    echoed = {
+        "name": "t--x",
+        "route_prefix": "/a",
+        "import_path": "examples.hello:app",
+        "deployments": [
+            {"name": "A", "num_replicas": 2, "ray_actor_options": {"num_cpus": 1.0, "num_gpus": 0.0}},
+            {"name": "B", "num_replicas": 1},
+        ],
+    }
+    assert same_app(desired, echoed) and diff_app(desired, echoed) == []
+    changed = {**echoed, "deployments": [{"name": "A", "num_replicas": 3}, {"name": "B", "num_replicas": 1}]}
+    fields = {d["field"] for d in diff_app(desired, changed)}
+    assert fields == {"deployments[A].num_replicas", "deployments[A].ray_actor_options"}

@@ -7,16 +7,18 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from apps.clusters.models import Cluster
 from apps.core.ids import json_object, parse_id
 from apps.teams.models import Role, Team
 from apps.teams.selectors import can, teams_for
 
-from . import services
+from . import serve_files, services
 from .models import Application, Revision
 from .spec import SPEC_KEYS
 
@@ -24,10 +26,10 @@ DRY_RUN = OpenApiParameter("dry_run", OpenApiTypes.BOOL, description="Validate a
 
 
 class DeploymentSchemaSerializer(serializers.Serializer):
-    """Documentation only: deployments take Ray Serve's own field names."""
+    """Documentation only: deployments take Ray Serve's own field names (every DeploymentSchema field)."""
 
     name = serializers.CharField()
-    num_replicas = serializers.IntegerField(required=False)
+    num_replicas = serializers.JSONField(required=False, help_text='A whole number, or "auto"')
     autoscaling_config = serializers.DictField(required=False)
     ray_actor_options = serializers.DictField(required=False)
     max_ongoing_requests = serializers.IntegerField(required=False)
@@ -38,11 +40,14 @@ class ApplicationWriteSerializer(serializers.Serializer):
     team = serializers.CharField(help_text="Team slug")
     cluster = serializers.IntegerField()
     name = serializers.CharField()
-    route_prefix = serializers.CharField()
+    route_prefix = serializers.CharField(required=False, allow_null=True, help_text='Default "/"; null: no HTTP route')
     import_path = serializers.CharField()
     args = serializers.DictField(required=False)
     runtime_env = serializers.DictField(required=False)
-    deployments = DeploymentSchemaSerializer(many=True)
+    deployments = DeploymentSchemaSerializer(many=True, required=False)
+    logging_config = serializers.DictField(required=False, allow_null=True)
+    autoscaling_policy = serializers.DictField(required=False, allow_null=True)
+    external_scaler_enabled = serializers.BooleanField(required=False)
     version = serializers.IntegerField(required=False, help_text="For updates: the version you read")
 
 
@@ -51,10 +56,14 @@ class ApplicationSerializer(serializers.ModelSerializer):
     revision = serializers.IntegerField(source="current_revision.number", allow_null=True)
     deployed_revision = serializers.IntegerField(source="deployed_revision.number", allow_null=True)
     serve_name = serializers.CharField()
+    route_prefix = serializers.SerializerMethodField()
     import_path = serializers.SerializerMethodField()
     args = serializers.SerializerMethodField()
     runtime_env = serializers.SerializerMethodField()
     deployments = serializers.SerializerMethodField()
+    logging_config = serializers.SerializerMethodField()
+    autoscaling_policy = serializers.SerializerMethodField()
+    external_scaler_enabled = serializers.SerializerMethodField()
 
     class Meta:
         model = Application
@@ -69,12 +78,16 @@ class ApplicationSerializer(serializers.ModelSerializer):
             "args",
             "runtime_env",
             "deployments",
+            "logging_config",
+            "autoscaling_policy",
+            "external_scaler_enabled",
             "revision",
             "deployed_revision",
             "version",
             "state",
             "status",
             "status_message",
+            "config_diff",
             "observed_at",
             "created_at",
             "updated_at",
@@ -82,6 +95,9 @@ class ApplicationSerializer(serializers.ModelSerializer):
 
     def _spec(self, app: Application) -> dict:
         return app.current_revision.spec if app.current_revision else {}
+
+    def get_route_prefix(self, app: Application) -> str | None:
+        return app.route_prefix or None
 
     def get_import_path(self, app: Application) -> str:
         return self._spec(app).get("import_path", "")
@@ -94,6 +110,15 @@ class ApplicationSerializer(serializers.ModelSerializer):
 
     def get_deployments(self, app: Application) -> list:
         return self._spec(app).get("deployments", [])
+
+    def get_logging_config(self, app: Application) -> dict | None:
+        return self._spec(app).get("logging_config")
+
+    def get_autoscaling_policy(self, app: Application) -> dict | None:
+        return self._spec(app).get("autoscaling_policy")
+
+    def get_external_scaler_enabled(self, app: Application) -> bool:
+        return bool(self._spec(app).get("external_scaler_enabled", False))
 
 
 class RevisionSerializer(serializers.ModelSerializer):
@@ -146,9 +171,12 @@ class ApplicationViewSet(viewsets.ModelViewSet):
             qs = qs.filter(cluster_id=parse_id(cluster)) if parse_id(cluster) else qs.none()
         return qs.order_by("team__slug", "name", "id")
 
-    def _respond(self, app: Application, code: int = status.HTTP_200_OK) -> Response:
+    def _respond(self, app: Application, code: int = status.HTTP_200_OK, warnings: list[str] | None = None) -> Response:
         app = self.get_queryset().get(pk=app.pk)
-        return Response(ApplicationSerializer(app).data, status=code, headers={"ETag": f'"{app.version}"'})
+        data = dict(ApplicationSerializer(app).data)
+        if warnings:
+            data["warnings"] = warnings  # renamed keys that were translated
+        return Response(data, status=code, headers={"ETag": f'"{app.version}"'})
 
     def retrieve(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
         app = self.get_object()
@@ -182,6 +210,7 @@ class ApplicationViewSet(viewsets.ModelViewSet):
         if not can(request.user, team, Role.MEMBER):
             raise PermissionDenied(f"You need the member role in team {team.slug} to deploy applications.")
         spec = {k: body[k] for k in SPEC_KEYS if k in body}
+        warnings: list[str] = []
         try:
             app = services.application_create(
                 actor=request.user,
@@ -190,10 +219,11 @@ class ApplicationViewSet(viewsets.ModelViewSet):
                 name=body.get("name"),
                 spec=spec,
                 dry_run=_dry_run(request),
+                warnings=warnings,
             )
         except services.DryRun as dry:
             return Response({"dry_run": True, **dry.result})
-        return self._respond(app, status.HTTP_201_CREATED)
+        return self._respond(app, status.HTTP_201_CREATED, warnings)
 
     def _update(self, request: Request, partial: bool) -> Response:
         app = self.get_object()
@@ -209,6 +239,7 @@ class ApplicationViewSet(viewsets.ModelViewSet):
             raise ValidationError(errors)
         spec = dict(app.current_revision.spec) if partial and app.current_revision else {}
         spec.update({k: body[k] for k in SPEC_KEYS if k in body})
+        warnings: list[str] = []
         try:
             app = services.application_update(
                 actor=request.user,
@@ -216,10 +247,11 @@ class ApplicationViewSet(viewsets.ModelViewSet):
                 spec=spec,
                 expected_version=_expected_version(request),
                 dry_run=_dry_run(request),
+                warnings=warnings,
             )
         except services.DryRun as dry:
             return Response({"dry_run": True, **dry.result})
-        return self._respond(app)
+        return self._respond(app, warnings=warnings)
 
     @extend_schema(request=ApplicationWriteSerializer, parameters=[DRY_RUN], responses=ApplicationSerializer)
     def update(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -264,3 +296,63 @@ class ApplicationViewSet(viewsets.ModelViewSet):
         except services.DryRun as dry:
             return Response({"dry_run": True, **dry.result})
         return self._respond(app)
+
+
+FILE_QUERY = [
+    OpenApiParameter("cluster", OpenApiTypes.INT, required=True, description="The cluster the file describes."),
+    OpenApiParameter("dry_run", OpenApiTypes.BOOL, description="Plan only: per-app create/update/unchanged/delete."),
+    OpenApiParameter("prune", OpenApiTypes.BOOL, description="Delete the team's apps on the cluster missing from it."),
+    OpenApiParameter("format", OpenApiTypes.STR, description='GET: "yaml" for YAML (or Accept: application/yaml).'),
+]
+
+
+class YAMLRenderer(BaseRenderer):
+    media_type = "application/yaml"
+    format = "yaml"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        return serve_files.dump_yaml(data).encode() if data is not None else b""
+
+
+class ServeConfigFileView(APIView):
+    """A team's apps on one cluster as a standard Serve config file: POST applies one, GET exports one."""
+
+    renderer_classes = [JSONRenderer, YAMLRenderer]
+
+    def _team_and_cluster(self, request: Request, slug: str) -> tuple[Team, Cluster]:
+        team = teams_for(request.user).filter(slug=slug).first()
+        if team is None:
+            raise NotFound("No such team.")
+        cluster_id = parse_id(request.query_params.get("cluster"))
+        cluster = Cluster.objects.filter(pk=cluster_id).first() if cluster_id else None
+        if cluster is None:
+            raise ValidationError({"cluster": ["Required query parameter: the id of a registered cluster."]})
+        return team, cluster
+
+    @extend_schema(parameters=FILE_QUERY, responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, slug: str) -> Response:
+        team, cluster = self._team_and_cluster(request, slug)
+        return Response(serve_files.export_file(team=team, cluster=cluster))
+
+    @extend_schema(
+        parameters=FILE_QUERY,
+        request={"application/json": OpenApiTypes.OBJECT, "application/yaml": OpenApiTypes.STR},
+        responses={200: OpenApiTypes.OBJECT},
+        description="Body: a Serve config file (JSON, or YAML with a YAML content type), as `serve build` writes it.",
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        team, cluster = self._team_and_cluster(request, slug)
+        if not can(request.user, team, Role.MEMBER):
+            raise PermissionDenied(f"You need the member role in team {team.slug} to deploy applications.")
+        document = serve_files.parse_document(request.body, request.content_type or "")
+        flag = lambda name: request.query_params.get(name, "").lower() in ("1", "true", "yes")  # noqa: E731
+        result = serve_files.apply_file(
+            actor=request.user,
+            team=team,
+            cluster=cluster,
+            document=document,
+            dry_run=flag("dry_run"),
+            prune=flag("prune"),
+        )
+        return Response(result)

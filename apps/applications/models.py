@@ -6,7 +6,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.clusters.models import Cluster
-from apps.teams.models import Team, slug_validator
+from apps.teams.models import Team
 
 
 def serve_app_name(team_slug: str, name: str) -> str:
@@ -27,8 +27,15 @@ class Application(models.Model):
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="applications")
     cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="applications")
-    name = models.CharField(max_length=40, validators=[slug_validator])
-    route_prefix = models.CharField(max_length=100)
+    name = models.CharField(max_length=60, help_text="Letters, digits, '_', '.' and '-', as Serve config files use.")
+    route_prefix = models.CharField(
+        max_length=100, blank=True, help_text="The route the app answers on; empty when it has no HTTP route."
+    )
+    adopted_serve_name = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="For an app adopted from a cluster: the Serve name it kept, so its route never stopped answering.",
+    )
     current_revision = models.ForeignKey("Revision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     deployed_revision = models.ForeignKey(
         "Revision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -37,6 +44,9 @@ class Application(models.Model):
     state = models.CharField(max_length=15, choices=State.choices, default=State.PENDING)
     status = models.JSONField(default=dict, blank=True, help_text="What Ray last reported for this app.")
     status_message = models.TextField(blank=True)
+    config_diff = models.JSONField(
+        default=list, blank=True, help_text="Fields where what Ray runs differs in meaning from the current revision."
+    )
     observed_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -49,7 +59,9 @@ class Application(models.Model):
                 fields=["team", "cluster", "name"], condition=Q(deleted_at__isnull=True), name="app_unique_name"
             ),
             models.UniqueConstraint(
-                fields=["cluster", "route_prefix"], condition=Q(deleted_at__isnull=True), name="app_unique_route"
+                fields=["cluster", "route_prefix"],
+                condition=Q(deleted_at__isnull=True) & ~Q(route_prefix=""),
+                name="app_unique_route",
             ),
         ]
         indexes = [models.Index(fields=["cluster", "deleted_at"])]
@@ -59,7 +71,7 @@ class Application(models.Model):
 
     @property
     def serve_name(self) -> str:
-        return serve_app_name(self.team.slug, self.name)
+        return self.adopted_serve_name or serve_app_name(self.team.slug, self.name)
 
     @property
     def settled(self) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 
 from apps.audit.services import audit_record
 from apps.clusters.models import Cluster
@@ -16,8 +16,9 @@ from apps.core.exceptions import Conflict, PreconditionFailed
 from apps.quotas.services import check_admission
 from apps.teams.models import Team
 
-from .models import Application, Revision
-from .spec import NAME_RE, check_runtime_env_policy, normalize_spec, spec_hash
+from .models import Application, Revision, serve_app_name
+from .ray_schema import same_app
+from .spec import NAME_RE, check_runtime_env_policy, effective_route, normalize_spec, spec_hash
 
 
 class DryRun(Exception):
@@ -34,24 +35,52 @@ def _lock_cluster(cluster: Cluster) -> Cluster:
 
 
 def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > 40:
+    if not isinstance(name, str) or not NAME_RE.match(name) or "--" in name:
         raise ValidationError(
-            {"name": ["Required: lowercase letters, digits and single hyphens, at most 40 characters."]}
+            {
+                "name": [
+                    "Required: letters, digits, '_', '.' and single '-', starting with a letter, digit or '_'; "
+                    "at most 60 ('--' separates the team in the app's name on the cluster)."
+                ]
+            }
         )
     return name
 
 
-def _check_unique(*, cluster: Cluster, team: Team, name: str, route_prefix: str, exclude_id: int | None) -> None:
+def _check_unique(
+    *,
+    cluster: Cluster,
+    team: Team,
+    name: str,
+    route_prefix: str | None,
+    exclude_id: int | None,
+    serve_name: str | None = None,
+    adopting: str | None = None,
+) -> None:
+    """The name is free in the team, the route on the cluster, the Serve name on the cluster (apps the control
+    plane manages and apps that ran before it, which it carries)."""
     live = Application.objects.filter(cluster=cluster, deleted_at__isnull=True).exclude(pk=exclude_id)
     errors: dict[str, list[str]] = {}
     if live.filter(team=team, name=name).exists():
         errors["name"] = [f"Team {team.slug} already has an application named {name!r} on {cluster.name}."]
-    clash = live.filter(route_prefix=route_prefix).select_related("team").first()
-    if clash is not None:
-        owner = "your team" if clash.team_id == team.pk else "another team"
-        errors["route_prefix"] = [
-            f"Route prefix {route_prefix!r} is already used by {owner}'s application on {cluster.name}."
-        ]
+    serve_name = serve_name or serve_app_name(team.slug, name)
+    carried = {n: p for n, p in (cluster.preexisting_apps or {}).items() if n != adopting}
+    if serve_name in carried or live.filter(adopted_serve_name=serve_name).exists():
+        errors.setdefault("name", []).append(
+            f"An app named {serve_name!r} already runs on {cluster.name} (not created here); "
+            "a platform admin can adopt it into your team."
+        )
+    if route_prefix:
+        clash = live.filter(route_prefix=route_prefix).select_related("team").first()
+        if clash is not None:
+            owner = "your team" if clash.team_id == team.pk else "another team"
+            errors["route_prefix"] = [
+                f"Route prefix {route_prefix!r} is already used by {owner}'s application on {cluster.name}."
+            ]
+        elif any(isinstance(p, dict) and p.get("route_prefix") == route_prefix for p in carried.values()):
+            errors["route_prefix"] = [
+                f"Route prefix {route_prefix!r} is used by an app that ran on {cluster.name} before it was registered."
+            ]
     if errors:
         raise ValidationError(errors)
 
@@ -88,19 +117,33 @@ def _new_revision(app: Application, spec: dict, actor: Any, message: str) -> Rev
 
 
 def application_create(
-    *, actor: Any, team: Team, cluster: Cluster, name: Any, spec: dict, dry_run: bool = False, source: str = "api"
+    *,
+    actor: Any,
+    team: Team,
+    cluster: Cluster,
+    name: Any,
+    spec: dict,
+    dry_run: bool = False,
+    source: str = "api",
+    warnings: list[str] | None = None,
 ) -> Application:
+    """Create an application and its first revision; the next push deploys it. ``warnings`` collects renamed
+    keys that were translated."""
     name = _check_name(name)
-    clean = normalize_spec(spec)
+    warnings = warnings if warnings is not None else []
+    clean = normalize_spec(spec, warnings=warnings)
+    route = effective_route(clean)
     try:
         with transaction.atomic():
             cluster = _lock_cluster(cluster)
             check_runtime_env_policy(cluster.runtime_env_policy, cluster.name, clean)
-            _check_unique(cluster=cluster, team=team, name=name, route_prefix=clean["route_prefix"], exclude_id=None)
+            _check_unique(cluster=cluster, team=team, name=name, route_prefix=route, exclude_id=None)
             usage = check_admission(team=team, cluster=cluster, spec=clean)
             if dry_run:
-                raise DryRun({"valid": True, "name": name, "spec": clean, "quota": _usage_json(usage)})
-            app = Application.objects.create(team=team, cluster=cluster, name=name, route_prefix=clean["route_prefix"])
+                raise DryRun(
+                    {"valid": True, "name": name, "spec": clean, "quota": _usage_json(usage), "warnings": warnings}
+                )
+            app = Application.objects.create(team=team, cluster=cluster, name=name, route_prefix=route or "")
             _new_revision(app, clean, actor, "created")
             app.save(update_fields=["current_revision"])
             audit_record(
@@ -121,8 +164,11 @@ def application_update(
     dry_run: bool = False,
     message: str = "updated",
     source: str = "api",
+    warnings: list[str] | None = None,
 ) -> Application:
-    clean = normalize_spec(spec)
+    warnings = warnings if warnings is not None else []
+    clean = normalize_spec(spec, warnings=warnings)
+    route = effective_route(clean)
     with transaction.atomic():
         cluster = _lock_cluster(application.cluster)
         app = (
@@ -135,16 +181,25 @@ def application_update(
         _check_version(app, expected_version)
         check_runtime_env_policy(cluster.runtime_env_policy, cluster.name, clean)
         _check_unique(
-            cluster=cluster, team=app.team, name=app.name, route_prefix=clean["route_prefix"], exclude_id=app.pk
+            cluster=cluster,
+            team=app.team,
+            name=app.name,
+            route_prefix=route,
+            exclude_id=app.pk,
+            serve_name=app.serve_name,
         )
         usage = check_admission(team=app.team, cluster=cluster, spec=clean, exclude_app_id=app.pk)
         if dry_run:
-            raise DryRun({"valid": True, "name": app.name, "spec": clean, "quota": _usage_json(usage)})
+            raise DryRun(
+                {"valid": True, "name": app.name, "spec": clean, "quota": _usage_json(usage), "warnings": warnings}
+            )
         before = _summary(app, app.current_revision.spec if app.current_revision else None)
-        if app.current_revision and app.current_revision.spec_hash == spec_hash(clean):
-            return app  # nothing changed: no new revision, no push
+        if app.current_revision and (
+            app.current_revision.spec_hash == spec_hash(clean) or same_app(app.current_revision.spec, clean)
+        ):
+            return app  # nothing changed in meaning: no new revision, no push
         _new_revision(app, clean, actor, message)
-        app.route_prefix = clean["route_prefix"]
+        app.route_prefix = route or ""
         app.version = F("version") + 1
         app.state = Application.State.PENDING
         app.updated_at = timezone.now()
@@ -214,3 +269,82 @@ def _usage_json(usage: list) -> list[dict]:
     from apps.quotas.services import usage_json
 
     return [usage_json(u) for u in usage]
+
+
+def application_adopt(
+    *,
+    actor: Any,
+    cluster: Cluster,
+    serve_name: str,
+    team: Team,
+    name: Any = None,
+    source: str = "api",
+    warnings: list[str] | None = None,
+) -> Application:
+    """Make an app that runs on the cluster without the control plane (it ran before registration, or appeared
+    later) one of ``team``'s applications.
+
+    Its first revision is the config Ray runs; it keeps its Serve name, so the next push changes nothing on the
+    cluster and its route never stops answering. Admitted against the team's quota like any write.
+    """
+    from apps.clusters.selectors import unmanaged_app
+
+    warnings = warnings if warnings is not None else []
+    with transaction.atomic():
+        cluster = _lock_cluster(cluster)
+        entry = unmanaged_app(cluster, serve_name)
+        if entry is None:
+            raise NotFound(f"No app named {serve_name!r} runs on {cluster.name} outside the control plane.")
+        if not entry.get("config"):
+            raise Conflict(
+                {"detail": f"{serve_name!r} was deployed with serve.run: Ray keeps no config for it to adopt."}
+            )
+        name = _check_name(name if name else default_app_name(serve_name))
+        config = {k: v for k, v in entry["config"].items() if k not in ("name", "host", "port")}
+        clean = normalize_spec(config, warnings=warnings)
+        route = effective_route(clean)
+        _check_unique(
+            cluster=cluster,
+            team=team,
+            name=name,
+            route_prefix=route,
+            exclude_id=None,
+            serve_name=serve_name,
+            adopting=serve_name,
+        )
+        check_admission(team=team, cluster=cluster, spec=clean)
+        app = Application.objects.create(
+            team=team,
+            cluster=cluster,
+            name=name,
+            route_prefix=route or "",
+            adopted_serve_name=serve_name,
+            state=Application.State.RUNNING if entry.get("status") == "RUNNING" else Application.State.DEPLOYING,
+        )
+        rev = _new_revision(app, clean, actor, f"adopted from {cluster.name} (ran there as {serve_name})")
+        app.deployed_revision = rev
+        app.save(update_fields=["current_revision", "deployed_revision"])
+        preexisting = dict(cluster.preexisting_apps or {})
+        preexisting.pop(serve_name, None)
+        Cluster.objects.filter(pk=cluster.pk).update(preexisting_apps=preexisting)
+        audit_record(
+            actor=actor,
+            team=team,
+            action="application.adopt",
+            obj=app,
+            before={"serve_name": serve_name, "kind": entry.get("kind"), "cluster": cluster.name},
+            after=_summary(app, clean),
+            source=source,
+        )
+        request_sync(cluster_id=cluster.pk)
+    return app
+
+
+def default_app_name(serve_name: str) -> str:
+    """The control-plane name an adopted app gets unless one is given: its Serve name where that is a valid name."""
+    import re
+
+    if NAME_RE.match(serve_name) and "--" not in serve_name:
+        return serve_name
+    cleaned = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9_.\-]", "-", serve_name)).strip("-.")[:60].strip("-.")
+    return cleaned or "adopted"

@@ -1,41 +1,65 @@
 """Validation of application specs: field shapes first, then Ray's own ``ServeApplicationSchema``.
 
-Ray's pydantic models silently drop keys they do not know, so a typo such as ``nm_replicas`` would vanish
-and the user would get one replica without a word. Every key is therefore checked against Ray's schema
-before Ray validates the values, and errors name the field by its path (``deployments[0].num_replicas``).
+A spec is a Ray ``ServeApplicationSchema`` without its name (and without host and port, which are the cluster's):
+every field Ray 2.60 accepts can be set. Ray's pydantic models silently drop keys they do not know, so a typo such
+as ``nm_replicas`` would vanish and the user would get one replica without a word: every key is checked against
+Ray's schema (nested models too), keys Ray renamed are translated with a warning, and errors name the field by its
+path (``deployments[0].autoscaling_config.max_replicas``). Nothing here imports user code.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
 from typing import Any
 
 from rest_framework.exceptions import ValidationError
 
-NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+from . import ray_schema
+
+# An app's name in the control plane: what real Serve config files use ("fruit_app", "MyApp", "text-ml", "app1").
+NAME_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.\-]{0,58}[A-Za-z0-9_])?$")
 ROUTE_RE = re.compile(r"^/[A-Za-z0-9._~\-/]*$")
-IMPORT_PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 DEPLOYMENT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,99}$")
 MAX_DEPLOYMENTS = 50
 MAX_JSON_DEPTH = 20
 MAX_JSON_BYTES = 64 * 1024
-SPEC_KEYS = ("route_prefix", "import_path", "args", "runtime_env", "deployments")
-RUNTIME_ENV_KEYS = {"env_vars", "pip", "uv", "conda", "working_dir", "py_modules", "config", "excludes"}
-
-
-@lru_cache(maxsize=1)
-def _ray_schemas() -> tuple[type, type, type]:
-    from ray.serve.schema import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
-
-    return ServeApplicationSchema, DeploymentSchema, ServeDeploySchema
-
-
-def deployment_fields() -> set[str]:
-    return set(_ray_schemas()[1].model_fields)
+# Every field of Ray 2.60's ServeApplicationSchema but name, host and port (a test checks this against Ray).
+SPEC_KEYS = (
+    "route_prefix",
+    "import_path",
+    "runtime_env",
+    "deployments",
+    "autoscaling_policy",
+    "args",
+    "logging_config",
+    "external_scaler_enabled",
+)
+# Ray's RuntimeEnv.known_fields (a test checks this against Ray): anything else would be taken for a plugin name.
+RUNTIME_ENV_KEYS = {
+    "_inject_current_ray",
+    "_nsight",
+    "_ray_commit",
+    "_ray_release",
+    "_rocprof_sys",
+    "conda",
+    "config",
+    "container",
+    "env_vars",
+    "excludes",
+    "image_uri",
+    "java_jars",
+    "pip",
+    "py_executable",
+    "py_modules",
+    "uv",
+    "worker_process_setup_hook",
+    "working_dir",
+}
+DEFAULT_ROUTE_PREFIX = "/"  # Ray's default when an app gives none
 
 
 def canonical_json(value: Any) -> str:
@@ -44,6 +68,11 @@ def canonical_json(value: Any) -> str:
 
 def spec_hash(spec: dict) -> str:
     return hashlib.sha256(canonical_json(spec).encode()).hexdigest()
+
+
+def effective_route(spec: dict) -> str | None:
+    """The route the app answers on: Ray's default "/" when the spec gives none, None for no HTTP route."""
+    return spec.get("route_prefix", DEFAULT_ROUTE_PREFIX)
 
 
 def _depth(value: Any, limit: int) -> int:
@@ -80,17 +109,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) < 1e9
 
 
-def _check_deployment(errors: dict, path: str, dep: Any, known: set[str]) -> None:
-    if not isinstance(dep, dict):
-        errors[path] = ["Must be a JSON object describing one deployment."]
-        return
-    for key in dep:
-        if key not in known:
-            errors[f"{path}.{key}"] = [f"Unknown deployment field {key!r}; Ray would silently ignore it."]
+def _check_deployment(errors: dict, path: str, dep: dict) -> None:
+    """Bounds Ray does not set (a hostile 10**9 replicas) and shapes that must hold before Ray's schema runs."""
     name = dep.get("name")
     if not isinstance(name, str) or not DEPLOYMENT_NAME_RE.match(name):
         errors[f"{path}.name"] = ["Required: letters, digits, '_' or '-', starting with a letter or '_'."]
-    if "num_replicas" in dep:
+    if "num_replicas" in dep and dep["num_replicas"] is not None:
         n = dep["num_replicas"]
         if not (_is_int(n) and 1 <= n <= 1000) and n != "auto":
             errors[f"{path}.num_replicas"] = ['Must be a whole number from 1 to 1000 (or "auto").']
@@ -106,84 +130,101 @@ def _check_deployment(errors: dict, path: str, dep: Any, known: set[str]) -> Non
             for key in ("min_replicas", "max_replicas", "initial_replicas"):
                 if key in auto and auto[key] is not None and not (_is_int(auto[key]) and 0 <= auto[key] <= 1000):
                     errors[f"{path}.autoscaling_config.{key}"] = ["Must be a whole number from 0 to 1000."]
-            lo, hi = auto.get("min_replicas", 1), auto.get("max_replicas", 1)
-            if _is_int(lo) and _is_int(hi) and hi < lo:
-                errors[f"{path}.autoscaling_config.max_replicas"] = ["Must be at least min_replicas."]
-            if "num_replicas" in dep and dep["num_replicas"] != "auto":
-                errors[f"{path}.num_replicas"] = ["Give num_replicas or autoscaling_config, not both."]
     opts = dep.get("ray_actor_options")
     if opts is not None:
         if not isinstance(opts, dict):
             errors[f"{path}.ray_actor_options"] = ["Must be a JSON object."]
         else:
             for key in ("num_cpus", "num_gpus", "memory"):
-                if key in opts and not (_is_number(opts[key]) and opts[key] >= 0):
+                if key in opts and opts[key] is not None and not (_is_number(opts[key]) and opts[key] >= 0):
                     errors[f"{path}.ray_actor_options.{key}"] = ["Must be a number, zero or more."]
             resources = opts.get("resources", {})
             if not isinstance(resources, dict) or not all(
                 isinstance(k, str) and _is_number(v) and v >= 0 for k, v in resources.items()
             ):
                 errors[f"{path}.ray_actor_options.resources"] = ["Must map resource names to numbers, zero or more."]
-    if "user_config" in dep and dep["user_config"] is not None:
-        _check_json_blob(errors, f"{path}.user_config", dep["user_config"])
+            if opts.get("runtime_env") is not None:
+                _check_json_blob(errors, f"{path}.ray_actor_options.runtime_env", opts["runtime_env"])
+                if isinstance(opts["runtime_env"], dict):
+                    _check_runtime_env(errors, f"{path}.ray_actor_options.runtime_env", opts["runtime_env"])
+    bundles = dep.get("placement_group_bundles")
+    if bundles is not None and not (
+        isinstance(bundles, list)
+        and all(
+            isinstance(b, dict) and all(isinstance(k, str) and _is_number(v) and v >= 0 for k, v in b.items())
+            for b in bundles
+        )
+    ):
+        errors[f"{path}.placement_group_bundles"] = ["Must be a list of {resource: amount} objects."]
+    for key in ("user_config",):
+        if dep.get(key) is not None:
+            _check_json_blob(errors, f"{path}.{key}", dep[key])
 
 
-def _check_runtime_env(errors: dict, runtime_env: dict) -> None:
+def _check_runtime_env(errors: dict, path: str, runtime_env: dict) -> None:
     for key in runtime_env:
         if key not in RUNTIME_ENV_KEYS:
-            errors[f"runtime_env.{key}"] = [f"Unknown runtime_env field {key!r}."]
-    for key in ("working_dir",):
-        value = runtime_env.get(key)
-        if isinstance(value, str) and (".." in value.split("/") or value.startswith("/")):
-            errors[f"runtime_env.{key}"] = ["Must be a remote URI, not a path on the cluster's disk."]
+            errors[f"{path}.{key}"] = [f"Unknown runtime_env field {key!r}; Ray would take it for a plugin name."]
+    value = runtime_env.get("working_dir")
+    if isinstance(value, str) and (".." in value.split("/") or value.startswith("/")):
+        errors[f"{path}.working_dir"] = ["Must be a remote URI, not a path on the cluster's disk."]
     env_vars = runtime_env.get("env_vars")
     if env_vars is not None and not (
         isinstance(env_vars, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items())
     ):
-        errors["runtime_env.env_vars"] = ["Must map variable names to string values."]
+        errors[f"{path}.env_vars"] = ["Must map variable names to string values."]
     modules = runtime_env.get("py_modules")
     if isinstance(modules, list) and any(isinstance(m, str) and (".." in m or m.startswith("/")) for m in modules):
-        errors["runtime_env.py_modules"] = ["Must be remote URIs, not paths on the cluster's disk."]
+        errors[f"{path}.py_modules"] = ["Must be remote URIs, not paths on the cluster's disk."]
 
 
-def _pydantic_errors(exc: Exception) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for err in exc.errors():  # type: ignore[attr-defined]
-        parts: list[str] = []
-        for part in err.get("loc", ()):
-            if isinstance(part, int):
-                parts[-1:] = [f"{parts[-1]}[{part}]"] if parts else [f"[{part}]"]
-            elif "-" in str(part) or str(part) in ("str", "int", "float", "function-after"):
-                continue  # pydantic's union branch names, not fields
-            else:
-                parts.append(str(part))
-        key = ".".join(parts) or "non_field_errors"
-        msg = err.get("msg", "invalid")
-        if msg not in out.setdefault(key, []):
-            out[key].append(msg)
-    return out
-
-
-def normalize_spec(data: dict[str, Any]) -> dict[str, Any]:
-    """Check a spec (route_prefix, import_path, args, runtime_env, deployments) and return it cleaned.
-
-    Raises DRF's ValidationError with one entry per offending field path.
-    """
-    errors: dict[str, list[str]] = {}
-    route = data.get("route_prefix")
+def _check_route(errors: dict, data: dict) -> None:
+    if "route_prefix" not in data:
+        return  # Ray's default, "/"
+    route = data["route_prefix"]
+    if route is None:
+        return  # no HTTP route: the app is reached through handles only
     if not isinstance(route, str) or not ROUTE_RE.match(route) or len(route) > 100:
-        errors["route_prefix"] = ["Required: starts with '/', letters, digits and . _ ~ - / only, at most 100."]
+        errors["route_prefix"] = ["Starts with '/', letters, digits and . _ ~ - / only, at most 100 characters."]
     elif "//" in route or "/../" in f"{route}/" or "/./" in f"{route}/":
         errors["route_prefix"] = ["Must not contain '//', '.' or '..' segments."]
-    import_path = data.get("import_path")
-    if not isinstance(import_path, str) or len(import_path) > 200 or not IMPORT_PATH_RE.match(import_path):
-        errors["import_path"] = ['Required, of the form "package.module:attribute".']
-    args = data.get("args") or {}
-    _check_json_blob(errors, "args", args)
-    runtime_env = data.get("runtime_env") or {}
-    _check_json_blob(errors, "runtime_env", runtime_env)
-    if "runtime_env" not in errors:
-        _check_runtime_env(errors, runtime_env)
+    elif route != "/" and route.endswith("/"):
+        errors["route_prefix"] = ["Must not end with '/' (unless it is '/'): Ray refuses it."]
+
+
+def _check_import_path(errors: dict, data: dict) -> None:
+    path = data.get("import_path")
+    if not isinstance(path, str) or len(path) > 200 or not ray_schema.IMPORT_PATH_RE.match(path) or path.count(":") > 1:
+        errors["import_path"] = ['Required, of the form "package.module:app" (or "package.module.app").']
+
+
+def normalize_spec(data: dict[str, Any], *, warnings: list[str] | None = None) -> dict[str, Any]:
+    """Check a spec (every ServeApplicationSchema field but name, host and port) and return it cleaned.
+
+    Keys Ray renamed are translated (and a sentence added to ``warnings``). Raises DRF's ValidationError with one
+    entry per offending field path; never imports the user's code.
+    """
+    warnings = warnings if warnings is not None else []
+    errors: dict[str, list[str]] = {}
+    if not isinstance(data, dict):
+        raise ValidationError({"non_field_errors": ["An application spec must be a JSON object."]})
+    for key in data:
+        if key not in SPEC_KEYS:
+            errors[key] = [f"Unknown field {key!r}; Ray would silently ignore it."]
+    _check_route(errors, data)
+    _check_import_path(errors, data)
+    for key in ("args", "runtime_env"):
+        if data.get(key):
+            _check_json_blob(errors, key, data[key])
+        elif data.get(key) not in (None, {}):
+            errors[key] = ["Must be a JSON object."]
+    if "runtime_env" not in errors and isinstance(data.get("runtime_env"), dict):
+        _check_runtime_env(errors, "runtime_env", data["runtime_env"])
+    for key in ("logging_config", "autoscaling_policy"):
+        if data.get(key) is not None:
+            _check_json_blob(errors, key, data[key])
+    if "external_scaler_enabled" in data and not isinstance(data["external_scaler_enabled"], bool):
+        errors["external_scaler_enabled"] = ["Must be true or false."]
     deployments = data.get("deployments") or []
     if not isinstance(deployments, list):
         errors["deployments"] = ["Must be a list of deployments."]
@@ -191,29 +232,35 @@ def normalize_spec(data: dict[str, Any]) -> dict[str, Any]:
     elif len(deployments) > MAX_DEPLOYMENTS:
         errors["deployments"] = [f"At most {MAX_DEPLOYMENTS} deployments."]
         deployments = []
-    known = deployment_fields()
     names: set[str] = set()
     for i, dep in enumerate(deployments):
-        _check_deployment(errors, f"deployments[{i}]", dep, known)
-        if isinstance(dep, dict) and isinstance(dep.get("name"), str):
+        if not isinstance(dep, dict):
+            errors[f"deployments[{i}]"] = ["Must be a JSON object describing one deployment."]
+            continue
+        _check_deployment(errors, f"deployments[{i}]", dep)
+        if isinstance(dep.get("name"), str):
             if dep["name"] in names:
                 errors[f"deployments[{i}].name"] = [f"Deployment {dep['name']!r} is listed twice."]
             names.add(dep["name"])
     if errors:
         raise ValidationError(errors)
 
-    spec: dict[str, Any] = {"route_prefix": route, "import_path": import_path, "deployments": deployments}
-    if args:
-        spec["args"] = args
-    if runtime_env:
-        spec["runtime_env"] = runtime_env
-    app_schema = _ray_schemas()[0]
+    schemas = ray_schema.schemas()
+    spec = {k: data[k] for k in SPEC_KEYS if k in data and k not in ("args", "runtime_env")}
+    for key in ("args", "runtime_env"):
+        if data.get(key):
+            spec[key] = data[key]
+    spec["deployments"] = list(deployments)
+    spec = ray_schema.check_keys(spec, schemas.application, "", errors, warnings)
+    if errors:
+        raise ValidationError(errors)
     try:
-        app_schema.model_validate({"name": "check", **spec})
-    except Exception as exc:  # pydantic.ValidationError; Ray's schema is the authority on values
-        if hasattr(exc, "errors"):
-            raise ValidationError(_pydantic_errors(exc)) from exc
-        raise ValidationError({"non_field_errors": [str(exc)]}) from exc
+        schemas.application.model_validate(copy.deepcopy({"name": "check", **spec}))  # Ray's validators mutate
+    except Exception as exc:  # pydantic.ValidationError or a ValueError: Ray's schema is the authority on values
+        raise ValidationError(ray_schema.pydantic_errors(exc)) from exc
+    errors = ray_schema.validate_dict_models(spec, schemas.application, "")
+    if errors:
+        raise ValidationError(errors)
     return spec
 
 
@@ -225,19 +272,41 @@ def to_decimal(value: Any) -> Decimal:
 
 
 def max_replicas(dep: dict) -> int:
+    """The most replicas Ray may run for a deployment, read through Ray's own code.
+
+    - ``num_replicas: "auto"``: ``handle_num_replicas_auto`` (ray/serve/_private/config.py) starts from
+      ``AutoscalingConfig.default()`` (max_replicas 100) and overrides it with the fields given;
+    - ``autoscaling_config`` alone: an ``AutoscalingConfig`` (max_replicas defaults to 1);
+    - ``num_replicas: n``: n; nothing: the code's setting, which the config cannot see (Ray's default is 1).
+    """
+    from ray.serve._private.config import handle_num_replicas_auto
+    from ray.serve._private.utils import DEFAULT
+
+    ray_schema.schemas()  # user code named in a policy is never imported
     auto = dep.get("autoscaling_config")
-    if isinstance(auto, dict):
-        return int(auto.get("max_replicas", 1) or 0)
-    n = dep.get("num_replicas", 1)
+    n = dep.get("num_replicas")
+    try:
+        if n == "auto":
+            _, cfg = handle_num_replicas_auto(DEFAULT.VALUE, auto if isinstance(auto, dict) else DEFAULT.VALUE)
+            return int(cfg.max_replicas)
+        if isinstance(auto, dict):
+            return int(ray_schema.schemas().autoscaling_config(**auto).max_replicas)
+    except Exception:  # an invalid stored spec: fall back to what the numbers say
+        return int(auto.get("max_replicas", 1) or 1) if isinstance(auto, dict) else 1
     return n if _is_int(n) else 1
 
 
 def resource_per_replica(dep: dict, resource: str) -> Decimal:
+    """What one replica holds. With placement-group bundles the replica reserves every bundle."""
+    bundles = dep.get("placement_group_bundles")
+    if isinstance(bundles, list) and bundles:
+        return sum((to_decimal((b or {}).get(resource, 0)) for b in bundles if isinstance(b, dict)), Decimal(0))
     opts = dep.get("ray_actor_options") or {}
     if resource == "GPU":
-        return to_decimal(opts.get("num_gpus", 0))
+        return to_decimal(opts.get("num_gpus") or 0)
     if resource == "CPU":
-        return to_decimal(opts.get("num_cpus", 1))
+        cpus = opts.get("num_cpus")
+        return to_decimal(1 if cpus is None else cpus)  # Serve reserves one CPU per replica unless told
     return to_decimal((opts.get("resources") or {}).get(resource, 0))
 
 
@@ -252,43 +321,49 @@ def serve_app_config(serve_name: str, spec: dict) -> dict:
 
 def validate_deploy_config(config: dict) -> None:
     """Validate a whole-cluster config with Ray's ServeDeploySchema and refuse any key Ray would drop."""
-    deploy_schema = _ray_schemas()[2]
-    parsed = deploy_schema.model_validate(config)
-    dumped = parsed.model_dump(exclude_unset=True)
-    lost = _dropped_keys(config, dumped, "")
-    if lost:
-        raise ValueError("Ray would silently drop these keys: " + ", ".join(lost[:10]))
+    schemas = ray_schema.schemas()
+    errors: dict[str, list[str]] = {}
+    ray_schema.check_keys(config, schemas.deploy, "", errors, [])
+    if errors:
+        raise ValueError("Ray would silently drop these keys: " + ", ".join(list(errors)[:10]))
+    schemas.deploy.model_validate(copy.deepcopy(config))
 
 
-def _dropped_keys(original: Any, dumped: Any, path: str) -> list[str]:
-    lost: list[str] = []
-    if isinstance(original, dict) and isinstance(dumped, dict):
-        for key, value in original.items():
-            here = f"{path}.{key}" if path else key
-            if key not in dumped:
-                lost.append(here)
-            elif key not in ("args", "user_config", "runtime_env", "resources", "env_vars"):
-                lost.extend(_dropped_keys(value, dumped[key], here))
-    elif isinstance(original, list) and isinstance(dumped, list):
-        for i, (a, b) in enumerate(zip(original, dumped, strict=False)):
-            lost.extend(_dropped_keys(a, b, f"{path}[{i}]"))
-    return lost
+def all_runtime_envs(spec: dict) -> list[tuple[str, dict]]:
+    """The app's runtime_env and every deployment's, with their field paths."""
+    out = []
+    if isinstance(spec.get("runtime_env"), dict):
+        out.append(("runtime_env", spec["runtime_env"]))
+    for i, dep in enumerate(spec.get("deployments") or []):
+        env = ((dep or {}).get("ray_actor_options") or {}).get("runtime_env")
+        if isinstance(env, dict) and env:
+            out.append((f"deployments[{i}].ray_actor_options.runtime_env", env))
+    return out
 
 
 def check_runtime_env_policy(policy: dict, cluster_name: str, spec: dict) -> None:
-    """Enforce a cluster's runtime_env policy; the refusal names the field and what the cluster allows."""
-    runtime_env = spec.get("runtime_env") or {}
-    if not runtime_env or not policy:
+    """Enforce a cluster's runtime_env policy on the app's runtime_env and on every deployment's.
+
+    The refusal names the field and what the cluster allows.
+    """
+    if not policy:
         return
     errors: dict[str, list[str]] = {}
+    for path, runtime_env in all_runtime_envs(spec):
+        _check_policy(errors, policy, cluster_name, path, runtime_env)
+    if errors:
+        raise ValidationError(errors)
+
+
+def _check_policy(errors: dict, policy: dict, cluster_name: str, path: str, runtime_env: dict) -> None:
     prefixes = policy.get("allowed_uri_prefixes")
     if prefixes is not None:
         uris: list[tuple[str, str]] = []
         if isinstance(runtime_env.get("working_dir"), str):
-            uris.append(("runtime_env.working_dir", runtime_env["working_dir"]))
+            uris.append((f"{path}.working_dir", runtime_env["working_dir"]))
         for module in runtime_env.get("py_modules") or []:
             if isinstance(module, str):
-                uris.append(("runtime_env.py_modules", module))
+                uris.append((f"{path}.py_modules", module))
         for field, uri in uris:
             if not any(uri.startswith(p) for p in prefixes):
                 allowed = ", ".join(prefixes) or "nothing"
@@ -302,7 +377,7 @@ def check_runtime_env_policy(policy: dict, cluster_name: str, spec: dict) -> Non
         ("env_vars", "allow_env_vars", "env_vars"),
     ):
         if key in runtime_env and policy.get(flag) is False:
-            errors[f"runtime_env.{key}"] = [f"Cluster {cluster_name} does not allow {label} in runtime_env."]
+            errors[f"{path}.{key}"] = [f"Cluster {cluster_name} does not allow {label} in runtime_env."]
     allowed_pip = policy.get("allowed_pip_packages")
     pip = runtime_env.get("pip")
     if allowed_pip is not None and isinstance(pip, list):
@@ -310,8 +385,6 @@ def check_runtime_env_policy(policy: dict, cluster_name: str, spec: dict) -> Non
         bad = [n for n in names if n not in {a.lower() for a in allowed_pip}]
         if bad:
             allowed = ", ".join(allowed_pip)
-            errors["runtime_env.pip"] = [
+            errors[f"{path}.pip"] = [
                 f"Cluster {cluster_name} allows only these pip packages: {allowed} (not {', '.join(bad)})."
             ]
-    if errors:
-        raise ValidationError(errors)

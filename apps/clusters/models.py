@@ -77,12 +77,30 @@ class Cluster(models.Model):
     replica_moves = models.JSONField(
         default=list, blank=True, help_text="Replicas seen moving between nodes with no config change (last 50)."
     )
+    # Apps that ran on the cluster before it was registered: carried unchanged in every push until staff adopt
+    # them into a team or remove them. name -> {"config", "route_prefix", "status", "seen_at"}.
+    inventory_taken_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the apps already on the cluster were recorded (before any push)."
+    )
+    preexisting_apps = models.JSONField(default=dict, blank=True)
+
+    # Background work holds leases, so each cluster has at most one status poller and one scrape at a time.
+    poll_token = models.CharField(max_length=32, blank=True)
+    poll_lease_until = models.DateTimeField(null=True, blank=True)
+    poll_requests = models.PositiveBigIntegerField(default=0, help_text="Bumped by each push the poller must follow.")
+    scrape_owner = models.CharField(max_length=32, blank=True)
+    scrape_lease_until = models.DateTimeField(null=True, blank=True)
+    scrape_targets_ok = models.JSONField(
+        default=dict, blank=True, help_text="target -> when it was last scraped whole (new counters count from zero)."
+    )
 
     # The push: every write bumps desired_generation; a push records what it sent.
     desired_generation = models.PositiveBigIntegerField(default=0)
     pushed_generation = models.PositiveBigIntegerField(default=0)
     last_pushed_hash = models.CharField(max_length=64, blank=True)
     last_failed_hash = models.CharField(max_length=64, blank=True, help_text="A config Ray refused: not retried.")
+    drift_repair_hash = models.CharField(max_length=64, blank=True)
+    drift_repairs = models.PositiveIntegerField(default=0, help_text="Repair pushes of drift_repair_hash so far.")
     lock_owner = models.CharField(max_length=64, blank=True)
     lock_expires_at = models.DateTimeField(null=True, blank=True)
 

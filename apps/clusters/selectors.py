@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from apps.applications.models import Application
-from apps.applications.spec import canonical_json, serve_app_config, spec_hash
+from apps.applications.spec import serve_app_config, spec_hash
 
 from .models import Cluster
 
@@ -17,6 +17,8 @@ class MergedConfig:
     # app id -> revision id of what this config carries, to mark as deployed once Ray has it.
     revisions: dict[int, int] = field(default_factory=dict)
     app_configs: dict[str, dict] = field(default_factory=dict)
+    # Apps that ran before the cluster was registered, carried unchanged until adopted or removed.
+    carried: list[str] = field(default_factory=list)
 
 
 def build_serve_config(cluster: Cluster) -> MergedConfig:
@@ -24,7 +26,7 @@ def build_serve_config(cluster: Cluster) -> MergedConfig:
     apps = (
         Application.objects.filter(cluster=cluster, deleted_at__isnull=True, current_revision__isnull=False)
         .select_related("team", "current_revision")
-        .only("id", "name", "team__slug", "current_revision__id", "current_revision__spec")
+        .only("id", "name", "adopted_serve_name", "team__slug", "current_revision__id", "current_revision__spec")
         .order_by("team__slug", "name")
     )
     app_configs: dict[str, dict] = {}
@@ -35,11 +37,18 @@ def build_serve_config(cluster: Cluster) -> MergedConfig:
         cfg = serve_app_config(app.serve_name, _with_catalog(app.current_revision.spec, catalog.get(app.pk, {})))
         app_configs[app.serve_name] = cfg
         revisions[app.pk] = app.current_revision.pk
+    carried = []
+    for name, pre in sorted((cluster.preexisting_apps or {}).items()):
+        if isinstance(pre, dict) and isinstance(pre.get("config"), dict) and name not in app_configs:
+            app_configs[name] = {**pre["config"], "name": name}
+            carried.append(name)
     config = {
         "http_options": {"host": "0.0.0.0", "port": cluster.http_port},
         "applications": list(app_configs.values()),
     }
-    return MergedConfig(config=config, hash=spec_hash(config), revisions=revisions, app_configs=app_configs)
+    return MergedConfig(
+        config=config, hash=spec_hash(config), revisions=revisions, app_configs=app_configs, carried=carried
+    )
 
 
 def _catalog(app_ids) -> dict[int, dict[str, dict[str, str]]]:  # type: ignore[no-untyped-def]
@@ -74,10 +83,6 @@ def _with_catalog(spec: dict, models: dict[str, dict[str, str]]) -> dict:
         deployments.append(dep)
     spec["deployments"] = deployments
     return spec
-
-
-def same_app_config(a: dict | None, b: dict | None) -> bool:
-    return a is not None and b is not None and canonical_json(a) == canonical_json(b)
 
 
 def cluster_state(cluster: Cluster) -> dict:
@@ -150,3 +155,51 @@ def cluster_state(cluster: Cluster) -> dict:
         "nodes": sorted(nodes.values(), key=lambda n: (not n["is_head"], n["ip"], n["id"])),
         "total_gpus": str(sum((to_decimal(n["capacity"].get("GPU", 0)) for n in nodes.values()), Decimal(0))),
     }
+
+
+def unmanaged_apps(cluster: Cluster) -> list[dict]:
+    """Apps on the cluster the control plane did not create, as last observed.
+
+    ``preexisting``: ran before registration; carried unchanged in every push until adopted or removed.
+    ``unexpected``: appeared later, behind the control plane's back; the drift policy applies (repair removes it).
+    ``imperative``: deployed with ``serve.run``; Ray's declarative PUT leaves it alone, nothing here can change it.
+    """
+    observed = {u["name"]: u for u in cluster.unmanaged_apps or [] if isinstance(u, dict) and u.get("name")}
+    out = []
+    for name, pre in sorted((cluster.preexisting_apps or {}).items()):
+        if not isinstance(pre, dict):
+            continue
+        seen = observed.pop(name, None)
+        config = pre.get("config")
+        out.append(
+            {
+                "name": name,
+                "kind": "preexisting" if config else "imperative",
+                "carried": bool(config),
+                "status": (seen or {}).get("status") or ("MISSING" if cluster.last_seen_at else "UNKNOWN"),
+                "route_prefix": pre.get("route_prefix"),
+                "config": config,
+                "since": pre.get("seen_at"),
+                "can_adopt": bool(config),
+                "can_remove": bool(config),
+            }
+        )
+    for name, seen in sorted(observed.items()):
+        out.append(
+            {
+                "name": name,
+                "kind": seen.get("kind", "unexpected"),
+                "carried": False,
+                "status": seen.get("status", ""),
+                "route_prefix": seen.get("route_prefix"),
+                "config": seen.get("config"),
+                "since": None,
+                "can_adopt": bool(seen.get("config")),
+                "can_remove": seen.get("kind") != "imperative",
+            }
+        )
+    return out
+
+
+def unmanaged_app(cluster: Cluster, name: str) -> dict | None:
+    return next((u for u in unmanaged_apps(cluster) if u["name"] == name), None)

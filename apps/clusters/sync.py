@@ -11,14 +11,18 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.applications.models import Application
+from apps.applications.ray_schema import diff_app
 from apps.audit.services import audit_record
-from workers.clients.ray_dashboard import RayRejected, RayUnavailable, client_for
+from workers.clients.ray_dashboard import RayRejected, RayUnavailable
 
 from .models import Cluster, SyncRun
-from .selectors import build_serve_config, same_app_config
+from .selectors import build_serve_config
 from .services import acquire_lock, release_lock
+from .transport import transport_for
 
 log = logging.getLogger(__name__)
+
+MAX_DRIFT_REPAIRS = 3
 
 RAY_TO_STATE = {
     "RUNNING": Application.State.RUNNING,
@@ -71,6 +75,25 @@ def push_cluster(cluster_id: int, *, trigger: str = "write", force: bool = False
 
 
 def _push_once(cluster: Cluster, generation: int, *, trigger: str, force: bool, attempt: int, runs: list[int]) -> str:
+    if cluster.inventory_taken_at is None:
+        # Never push to a cluster before recording what already runs on it: the first PUT would delete it all.
+        try:
+            take_inventory(cluster)
+        except RayUnavailable as exc:
+            now = timezone.now()
+            run = SyncRun.objects.create(
+                cluster=cluster,
+                trigger=trigger,
+                state=SyncRun.State.FAILED,
+                generation=generation,
+                attempt=attempt,
+                error=f"Not pushed: the apps already on the cluster could not be read first ({exc})",
+                started_at=now,
+                finished_at=now,
+            )
+            runs.append(run.pk)
+            raise
+        cluster.refresh_from_db()
     merged = build_serve_config(cluster)
     now = timezone.now()
     run = SyncRun.objects.create(
@@ -99,10 +122,7 @@ def _push_once(cluster: Cluster, generation: int, *, trigger: str, force: bool, 
         _after_push(cluster, merged.revisions)
         return "skipped"
     try:
-        if cluster.kind == Cluster.Kind.KUBERAY:
-            _apply_kuberay(cluster, merged.config)
-        else:
-            client_for(cluster).put_serve_config(merged.config)
+        transport_for(cluster).put_config(merged.config)
     except RayUnavailable as exc:
         _finish(run, SyncRun.State.FAILED, str(exc))
         Cluster.objects.filter(pk=cluster.pk).update(health=Cluster.Health.UNREACHABLE, health_message=str(exc)[:2000])
@@ -126,30 +146,48 @@ def _push_once(cluster: Cluster, generation: int, *, trigger: str, force: bool, 
     return "pushed"
 
 
-def _apply_kuberay(cluster: Cluster, config: dict) -> None:
-    """KubeRay: the same merged config goes into the RayService's spec.serveConfigV2."""
-    from apps.clusters.kuberay import ManifestInvalid
-    from workers.clients.kuberay import KubeError, KubeRayClient, KubeRejected
+def take_inventory(cluster: Cluster) -> dict:
+    """Record the apps that run on the cluster before the control plane's first push.
 
+    Declarative apps are carried unchanged in every push until a staff user adopts or removes them; apps deployed
+    with ``serve.run`` (imperative) are listed only: Ray's declarative PUT leaves them alone. Raises
+    RayUnavailable when the cluster cannot be read (then nothing is pushed).
+    """
     try:
-        KubeRayClient(cluster).apply(config)
-    except KubeError as exc:
+        data = transport_for(cluster).serve_status()
+    except RayRejected as exc:
         raise RayUnavailable(str(exc)) from exc
-    except (KubeRejected, ManifestInvalid) as exc:
-        raise RayRejected(422, str(exc)) from exc
-
-
-def _serve_status(cluster: Cluster) -> dict:
-    if cluster.kind == Cluster.Kind.KUBERAY:
-        from apps.clusters.kuberay import serve_status_from_rayservice
-        from workers.clients.kuberay import KubeError, KubeRayClient
-
-        try:
-            obj = KubeRayClient(cluster).get()
-        except KubeError as exc:
-            raise RayUnavailable(str(exc)) from exc
-        return serve_status_from_rayservice(obj or {})
-    return client_for(cluster).get_serve_applications()
+    now = timezone.now()
+    found: dict[str, dict] = {}
+    for name, seen in (data.get("applications") or {}).items():
+        if not isinstance(seen, dict) or seen.get("status") == "DELETING":
+            continue
+        config = seen.get("deployed_app_config")
+        found[name] = {
+            "config": config if isinstance(config, dict) else None,
+            "source": seen.get("source") or ("declarative" if isinstance(config, dict) else "imperative"),
+            "route_prefix": seen.get("route_prefix", (config or {}).get("route_prefix")),
+            "status": seen.get("status", ""),
+            "seen_at": now.isoformat(),
+        }
+    with transaction.atomic():
+        taken = Cluster.objects.filter(pk=cluster.pk, inventory_taken_at__isnull=True).update(
+            inventory_taken_at=now, preexisting_apps=found
+        )
+        if taken:
+            audit_record(
+                actor="system (registration)",
+                action="cluster.inventory",
+                obj=cluster,
+                source="task",
+                after={
+                    "preexisting_apps": sorted(found),
+                    "carried": sorted(n for n, a in found.items() if a["config"]),
+                },
+            )
+    if found and taken:
+        log.info("cluster %s already runs %d apps; they are carried until adopted or removed", cluster.name, len(found))
+    return found
 
 
 def _observe_push(cluster: Cluster, outcome: str, run: SyncRun) -> None:
@@ -198,8 +236,12 @@ def observe_cluster(cluster_id: int) -> bool:
     Raises RayUnavailable when the dashboard cannot be read (and records the cluster as unreachable).
     """
     cluster = Cluster.objects.get(pk=cluster_id)
+    transport = transport_for(cluster)
     try:
-        data = _serve_status(cluster)
+        if cluster.inventory_taken_at is None:
+            take_inventory(cluster)
+            cluster.refresh_from_db()
+        data = transport.serve_status()
     except RayUnavailable as exc:
         Cluster.objects.filter(pk=cluster_id).update(health=Cluster.Health.UNREACHABLE, health_message=str(exc)[:2000])
         raise
@@ -208,12 +250,13 @@ def observe_cluster(cluster_id: int) -> bool:
         raise RayUnavailable(str(exc)) from exc
     ray_apps: dict = data.get("applications") or {}
     try:
+        listed = transport.nodes()
         nodes = (
             [
                 {k: n.get(k) for k in ("node_id", "node_ip", "state", "is_head_node", "resources_total", "labels")}
-                for n in client_for(cluster).list_nodes()
+                for n in listed
             ]
-            if cluster.dashboard_url
+            if listed is not None
             else cluster.nodes
         )
     except (RayUnavailable, RayRejected):
@@ -226,6 +269,9 @@ def observe_cluster(cluster_id: int) -> bool:
     for app in apps:
         seen = ray_apps.get(app.serve_name)
         desired = merged.app_configs.get(app.serve_name)
+        observed_config = (seen or {}).get("deployed_app_config")
+        # Compared by meaning (Ray's schema, defaults, numbers by value), never by text.
+        app.config_diff = diff_app(desired, observed_config) if desired and isinstance(observed_config, dict) else []
         if app.current_revision_id != app.deployed_revision_id or seen is None:
             app.state = (
                 Application.State.PENDING
@@ -235,8 +281,8 @@ def observe_cluster(cluster_id: int) -> bool:
             settled = False
         else:
             app.state = RAY_TO_STATE.get(seen.get("status", ""), Application.State.DEPLOYING)
-            if not same_app_config(seen.get("deployed_app_config"), desired) and app.state == Application.State.RUNNING:
-                app.state = Application.State.DEPLOYING  # Ray still runs the previous config
+            if app.config_diff and app.state == Application.State.RUNNING:
+                app.state = Application.State.DEPLOYING  # Ray runs something else than what we asked
             if app.state not in Application.SETTLED:
                 settled = False
         new_status = _status_doc(seen)
@@ -245,7 +291,9 @@ def observe_cluster(cluster_id: int) -> bool:
         app.status = new_status
         app.status_message = (seen or {}).get("message", "") or ""
         app.observed_at = now
-    Application.objects.bulk_update(apps, ["state", "status", "status_message", "observed_at"], batch_size=500)
+    Application.objects.bulk_update(
+        apps, ["state", "status", "status_message", "observed_at", "config_diff"], batch_size=500
+    )
     if moves:
         _record_replica_moves(cluster, moves)
 
@@ -254,11 +302,45 @@ def observe_cluster(cluster_id: int) -> bool:
         seen = ray_apps.get(name)
         if seen is None or seen.get("status") == "DELETING":
             drift.append({"app": name, "kind": "missing", "detail": "on the desired config but not on the cluster"})
-        elif not same_app_config(seen.get("deployed_app_config"), desired):
-            drift.append({"app": name, "kind": "changed", "detail": "the cluster runs a different config"})
-    unmanaged = sorted(n for n, a in ray_apps.items() if n not in merged.app_configs and a.get("status") != "DELETING")
-    for name in unmanaged:
-        drift.append({"app": name, "kind": "unexpected", "detail": "on the cluster but not in the control plane"})
+            continue
+        observed_config = seen.get("deployed_app_config")
+        diff = diff_app(desired, observed_config) if isinstance(observed_config, dict) else []
+        if diff:
+            fields = ", ".join(d["field"] for d in diff[:5])
+            drift.append(
+                {
+                    "app": name,
+                    "kind": "changed",
+                    "detail": f"the cluster runs a different config ({fields})",
+                    "diff": diff,
+                }
+            )
+    managed = {app.serve_name for app in apps} | {
+        a.serve_name
+        for a in Application.objects.filter(cluster=cluster, deleted_at__isnull=False).select_related("team")
+    }
+    preexisting = cluster.preexisting_apps or {}
+    unmanaged = []
+    for name, seen in sorted(ray_apps.items()):
+        if name in managed or seen.get("status") == "DELETING":
+            continue
+        config = seen.get("deployed_app_config")
+        if name in preexisting and (preexisting[name] or {}).get("config"):
+            kind = "preexisting"
+        elif seen.get("source") == "imperative" or not isinstance(config, dict):
+            kind = "imperative"  # deployed with serve.run: Ray's declarative PUT leaves it alone
+        else:
+            kind = "unexpected"
+            drift.append({"app": name, "kind": "unexpected", "detail": "on the cluster but not in the control plane"})
+        unmanaged.append(
+            {
+                "name": name,
+                "kind": kind,
+                "status": seen.get("status", ""),
+                "route_prefix": seen.get("route_prefix", (config or {}).get("route_prefix")),
+                "config": config if isinstance(config, dict) else None,
+            }
+        )
     Cluster.objects.filter(pk=cluster_id).update(
         health=Cluster.Health.HEALTHY,
         health_message="",
@@ -352,7 +434,15 @@ def reconcile_cluster(cluster_id: int) -> str:
         merged = build_serve_config(cluster)
         if merged.hash == cluster.last_failed_hash:
             return "drift-not-repairable"
-        log.warning("cluster %s drifted: %s; repairing", cluster.name, cluster.drift)
+        # A difference that a push of the same config does not remove is not drift the push can repair (Ray
+        # rewrites something the comparison does not know): after a few tries, flag it and stop pushing.
+        repairs = cluster.drift_repairs if cluster.drift_repair_hash == merged.hash else 0
+        if repairs >= MAX_DRIFT_REPAIRS:
+            return "drift-not-repairable"
+        Cluster.objects.filter(pk=cluster_id).update(drift_repair_hash=merged.hash, drift_repairs=repairs + 1)
+        log.warning("cluster %s drifted: %s; repairing", cluster.name, [(d["app"], d["kind"]) for d in cluster.drift])
         push_cluster(cluster_id, trigger=SyncRun.Trigger.DRIFT, force=True)
         return "repaired"
+    if not cluster.drift and cluster.drift_repairs:
+        Cluster.objects.filter(pk=cluster_id).update(drift_repair_hash="", drift_repairs=0)
     return "in-sync" if not cluster.drift else "drift-flagged"

@@ -9,6 +9,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Avg, Count, Sum
 from django.db.models.functions import Trunc
@@ -62,9 +63,25 @@ def _normalise(samples: list[Any]) -> dict[tuple[str, str], tuple[str, dict[str,
     return out
 
 
-def scrape_cluster(cluster_id: int, targets: list[str] | None = None, now: datetime | None = None) -> ScrapeRun:
-    """One scrape of every target. Failures are recorded on the run and never raise."""
-    from workers.clients.prometheus import ScrapeError, discover_targets, fetch, parse
+def scrape_cluster(cluster_id: int, targets: list[str] | None = None, now: datetime | None = None) -> ScrapeRun | None:
+    """One scrape of every target, fetched concurrently under one deadline. Failures are recorded, never raised.
+
+    Returns None when another scrape of the cluster holds its lease: one scrape per cluster at a time, so an
+    increase is never counted twice.
+    """
+    from apps.clusters.services import scrape_claim, scrape_release
+
+    owner = scrape_claim(cluster_id=cluster_id, lease_s=settings.SCRAPE_LEASE_S)
+    if owner is None:
+        return None
+    try:
+        return _scrape(cluster_id, owner, targets, now)
+    finally:
+        scrape_release(cluster_id=cluster_id, owner=owner)
+
+
+def _scrape(cluster_id: int, owner: str, targets: list[str] | None, now: datetime | None) -> ScrapeRun:
+    from workers.clients.prometheus import ScrapeError, discover_targets
 
     cluster = Cluster.objects.get(pk=cluster_id)
     now = now or timezone.now()
@@ -78,23 +95,82 @@ def scrape_cluster(cluster_id: int, targets: list[str] | None = None, now: datet
         except ScrapeError as exc:
             errors.append(str(exc))
             targets = []
-    previous = ScrapeRun.objects.filter(cluster=cluster).exclude(pk=run.pk).order_by("-started_at").first()
-    samples = []
-    failed = 0
+    pages = fetch_all(targets, deadline_s=settings.SCRAPE_DEADLINE_S)
+    known_ok = dict(cluster.scrape_targets_ok or {})
+    values: dict = {}
+    fresh: set[str] = set()  # series keys that may count from zero: their target was read whole before
+    samples = failed = 0
+    ok_now = []
     for target in targets:
-        try:
-            samples.extend(parse(fetch(target), set(FAMILIES)))
-        except ScrapeError as exc:
+        page = pages.get(target)
+        if isinstance(page, Exception) or page is None:
             failed += 1
-            errors.append(str(exc))
-    values = _normalise(samples)
+            errors.append(str(page) if page is not None else f"{target}: no answer")
+            continue
+        parsed = page
+        samples += len(parsed)
+        ok_now.append(target)
+        for key, (kind, labels, value) in _normalise(parsed).items():
+            if key in values:
+                prev = values[key]
+                values[key] = (kind, labels, prev[2] + value)
+                if target not in known_ok:
+                    fresh.discard(key[1])
+            else:
+                values[key] = (kind, labels, value)
+                if target in known_ok:
+                    fresh.add(key[1])
     values.update(_team_allocation(cluster))
-    written, resets = _store(cluster, values, now, new_counters_count=bool(previous and previous.finished_at))
+    with transaction.atomic():
+        # Still ours? A scrape that outlived its lease must not write over the one that took it.
+        if not Cluster.objects.select_for_update().filter(pk=cluster_id, scrape_owner=owner).exists():
+            run.finished_at = timezone.now()
+            run.errors = [*errors, "abandoned: the scrape outlived its lease; nothing was stored"][:50]
+            run.targets, run.targets_failed, run.samples = len(targets), failed, samples
+            run.save()
+            return run
+        written, resets = _store(cluster, values, now, fresh=fresh)
+        for target in ok_now:
+            known_ok[target] = now.isoformat()
+        Cluster.objects.filter(pk=cluster_id).update(
+            scrape_targets_ok={t: known_ok[t] for t in targets if t in known_ok}
+        )
     run.finished_at = timezone.now()
-    run.targets, run.targets_failed, run.samples = len(targets), failed, len(samples)
+    run.targets, run.targets_failed, run.samples = len(targets), failed, samples
     run.points_written, run.counter_resets, run.errors = written, resets, errors[:50]
     run.save()
     return run
+
+
+def fetch_all(targets: list[str], *, deadline_s: float) -> dict[str, list[Any] | Exception]:
+    """Fetch and parse every target at once; whatever has not answered by the deadline is a failure."""
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    from workers.clients import prometheus
+
+    def one(target: str) -> list[Any]:
+        return list(prometheus.parse(prometheus.fetch(target, timeout=deadline_s), set(FAMILIES)))
+
+    if not targets:
+        return {}
+    out: dict[str, list[Any] | Exception] = {}
+    pool = ThreadPoolExecutor(max_workers=min(16, len(targets)), thread_name_prefix="scrape")
+    try:
+        futures = {pool.submit(one, t): t for t in targets}
+        done, _ = wait(futures, timeout=deadline_s)
+        for future, target in futures.items():
+            if future not in done:
+                out[target] = prometheus.ScrapeError(f"{target}: no answer within {deadline_s:g} s")
+                continue
+            try:
+                out[target] = future.result()
+            except prometheus.ScrapeError as exc:
+                out[target] = exc
+            except Exception as exc:  # anything else one target does must not stop the others
+                out[target] = prometheus.ScrapeError(f"{target}: {type(exc).__name__}: {str(exc)[:200]}")
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return out
 
 
 def _team_allocation(cluster: Cluster) -> dict[tuple[str, str], tuple[str, dict[str, str], float]]:
@@ -129,8 +205,12 @@ def _team_allocation(cluster: Cluster) -> dict[tuple[str, str], tuple[str, dict[
 
 
 @transaction.atomic
-def _store(cluster: Cluster, values: dict, now: datetime, new_counters_count: bool) -> tuple[int, int]:
-    """Gauges are stored as they are; counters as the increase since the last scrape (a drop is a restart)."""
+def _store(cluster: Cluster, values: dict, now: datetime, fresh: set[str]) -> tuple[int, int]:
+    """Gauges are stored as they are; counters as the increase since the last scrape (a drop is a restart).
+
+    A counter seen for the first time counts from zero when its target was read whole before (``fresh``): it was
+    born since. Otherwise (the target's first scrape) its value is history, not an increase.
+    """
     existing = {s.key: s for s in Series.objects.filter(cluster=cluster, key__in=[k for _, k in values])}
     missing = [
         Series(cluster=cluster, name=name, labels=labels, key=key, kind=kind)
@@ -146,8 +226,7 @@ def _store(cluster: Cluster, values: dict, now: datetime, new_counters_count: bo
         if kind == "counter":
             last = series.last_raw
             if last is None:
-                # A counter born since the last scrape started at zero; on our very first scrape it is history.
-                delta = value if new_counters_count else None
+                delta = value if key in fresh else None
             elif value < last:
                 delta, resets = value, resets + 1  # restarted replica: the counter began again at zero
             else:

@@ -13,6 +13,8 @@ def scrape_cluster(cluster_id: int) -> dict:
     from apps.metrics.services import scrape_cluster as scrape
 
     run = scrape(cluster_id)
+    if run is None:
+        return {"skipped": "another scrape of this cluster is running"}
     return {"targets": run.targets, "failed": run.targets_failed, "points": run.points_written}
 
 

@@ -1,3 +1,10 @@
+"""The push, the status poller and the reconcile. Thin tasks: ids in, services do the work.
+
+Background work is bounded: a burst of writes coalesces into few pushes (the cluster's push lock), a cluster
+has at most one status poller (the poll lease), the poller stops when every app has settled and backs off
+when something never settles, and an idle cluster costs one reconcile per interval.
+"""
+
 from __future__ import annotations
 
 import logging
@@ -9,12 +16,32 @@ from workers.clients.ray_dashboard import RayUnavailable
 log = logging.getLogger(__name__)
 
 MAX_PUSH_RETRIES = 6
-STATUS_POLL_INTERVAL_S = 1.0
-STATUS_POLL_MAX = 180  # about three minutes of polling after a push
+FAST_POLLS = 20  # one a second while a deploy is young
+MAX_POLL_DELAY_S = 30.0
+STATUS_POLL_MAX = 60  # ~20 fast polls, then backing off to 30 s: about fifteen minutes, then the reconcile watches
+POLL_LEASE_MARGIN_S = 60.0
 
 
 def backoff(retries: int) -> float:
     return float(min(2**retries, 30))
+
+
+def poll_delay(n: int) -> float:
+    """Seconds before poll n+1: 1 s for the first polls, then doubling up to 30 s."""
+    if n < FAST_POLLS:
+        return 1.0
+    return min(MAX_POLL_DELAY_S, 2.0 ** ((n - FAST_POLLS) / 2 + 1))
+
+
+def follow_status(cluster_id: int) -> bool:
+    """Start the cluster's status poller unless one runs (it then follows this push too). True if started."""
+    from apps.clusters.services import poll_claim
+
+    token = poll_claim(cluster_id=cluster_id, lease_s=POLL_LEASE_MARGIN_S)
+    if token is None:
+        return False
+    poll_status.apply_async((cluster_id, token, 0, None), countdown=0.5)
+    return True
 
 
 @shared_task(bind=True, max_retries=MAX_PUSH_RETRIES, acks_late=True)
@@ -33,27 +60,47 @@ def sync_cluster(self, cluster_id: int, trigger: str = "write", force: bool = Fa
             )
             return "gave-up"
         raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
-    if result.outcome in ("pushed", "skipped"):
-        poll_status.apply_async((cluster_id, 0), countdown=0.5)
+    if result.outcome == "pushed":
+        follow_status(cluster_id)
     return result.outcome
 
 
 @shared_task
-def poll_status(cluster_id: int, n: int = 0) -> str:
-    """Follow a push until every app has settled (RUNNING / DEPLOY_FAILED / UNHEALTHY)."""
+def poll_status(cluster_id: int, token: str = "", n: int = 0, requests_seen: int | None = None) -> str:
+    """Follow the cluster's pushes until every app settles (RUNNING / DEPLOY_FAILED / UNHEALTHY).
+
+    Only the holder of the cluster's poll lease polls; a push that arrives meanwhile makes it start again fast.
+    """
+    from apps.clusters.services import poll_extend, poll_release
     from apps.clusters.sync import observe_cluster
 
+    requests_now = poll_extend(cluster_id=cluster_id, token=token, lease_s=POLL_LEASE_MARGIN_S + poll_delay(n))
+    if requests_now is None:
+        return "superseded"
+    newer_push = requests_seen is not None and requests_now != requests_seen
+    if newer_push:
+        n = 0  # a newer push: follow it from the start, and observe it once more before calling it settled
     try:
         settled = observe_cluster(cluster_id)
     except RayUnavailable:
         settled = False
     except Exception:  # the row may be gone; never let polling crash the worker
         log.exception("status poll of cluster %s failed", cluster_id)
+        poll_release(cluster_id=cluster_id, token=token, requests_seen=requests_now)
         return "error"
-    if not settled and n < STATUS_POLL_MAX:
-        poll_status.apply_async((cluster_id, n + 1), countdown=STATUS_POLL_INTERVAL_S)
-        return "polling"
-    return "settled" if settled else "gave-up"
+    if settled and not newer_push and poll_release(cluster_id=cluster_id, token=token, requests_seen=requests_now):
+        return "settled"
+    if (
+        not settled
+        and n >= STATUS_POLL_MAX
+        and poll_release(cluster_id=cluster_id, token=token, requests_seen=requests_now)
+    ):
+        log.info("cluster %s has apps that did not settle; the reconcile keeps watching", cluster_id)
+        return "gave-up"
+    delay = poll_delay(n) if not settled else 0.5
+    poll_extend(cluster_id=cluster_id, token=token, lease_s=POLL_LEASE_MARGIN_S + delay)
+    poll_status.apply_async((cluster_id, token, n + 1, requests_now), countdown=delay)
+    return "polling"
 
 
 @shared_task
@@ -65,7 +112,7 @@ def reconcile_cluster(cluster_id: int) -> str:
     except RayUnavailable as exc:
         return f"unreachable: {exc}"
     if outcome in ("pushed-pending", "repaired"):
-        poll_status.apply_async((cluster_id, 0), countdown=0.5)
+        follow_status(cluster_id)
     return outcome
 
 

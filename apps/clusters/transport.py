@@ -1,0 +1,83 @@
+"""One transport per cluster kind, chosen in one place: how a merged config reaches the cluster and how its
+Serve status and nodes are read back. Plain Ray talks to the dashboard's REST API; KubeRay writes the
+RayService's ``spec.serveConfigV2`` and reads its status."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from workers.clients.ray_dashboard import RayRejected, RayUnavailable, client_for
+
+from .models import Cluster
+
+
+class Transport(Protocol):
+    def put_config(self, config: dict) -> None:
+        """Send the whole merged config. Raises RayUnavailable (transient) or RayRejected (permanent)."""
+
+    def serve_status(self) -> dict:
+        """Serve's status document (``applications`` by name, each with ``deployed_app_config``)."""
+
+    def nodes(self) -> list[dict] | None:
+        """Ray's nodes, or None where this transport cannot list them."""
+
+
+class RayDashboardTransport:
+    def __init__(self, cluster: Cluster) -> None:
+        self.client = client_for(cluster)
+
+    def put_config(self, config: dict) -> None:
+        self.client.put_serve_config(config)
+
+    def serve_status(self) -> dict:
+        return self.client.get_serve_applications()
+
+    def nodes(self) -> list[dict] | None:
+        return self.client.list_nodes()
+
+
+class KubeRayTransport:
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    def _client(self) -> Any:
+        from workers.clients.kuberay import KubeRayClient
+
+        try:
+            return KubeRayClient(self.cluster)
+        except Exception as exc:  # a kubeconfig that does not load: say so without echoing its contents
+            raise RayUnavailable(f"Cannot build a Kubernetes API client: {type(exc).__name__}") from exc
+
+    def put_config(self, config: dict) -> None:
+        from workers.clients.kuberay import KubeError, KubeRejected
+
+        from .kuberay import ManifestInvalid
+
+        try:
+            self._client().apply(config)
+        except KubeError as exc:
+            raise RayUnavailable(str(exc)) from exc
+        except (KubeRejected, ManifestInvalid) as exc:
+            raise RayRejected(422, str(exc)) from exc
+
+    def serve_status(self) -> dict:
+        from workers.clients.kuberay import KubeError
+
+        from .kuberay import serve_status_from_rayservice
+
+        try:
+            obj = self._client().get()
+        except KubeError as exc:
+            raise RayUnavailable(str(exc)) from exc
+        return serve_status_from_rayservice(obj or {})
+
+    def nodes(self) -> list[dict] | None:
+        if not self.cluster.dashboard_url:
+            return None
+        return client_for(self.cluster).list_nodes()
+
+
+def transport_for(cluster: Cluster) -> Transport:
+    if cluster.kind == Cluster.Kind.KUBERAY:
+        return KubeRayTransport(cluster)
+    return RayDashboardTransport(cluster)
