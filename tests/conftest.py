@@ -187,7 +187,8 @@ def celery_worker(transactional_db) -> Iterator[Any]:  # type: ignore[no-untyped
 def reset_serve(ray_cluster: Any) -> None:
     """Remove every app an earlier test left on the shared test cluster, and wait until Serve has let go of them."""
     url = f"{ray_cluster.dashboard_url}/api/serve/applications/"
-    requests.put(url, json={"applications": []}, timeout=30).raise_for_status()
+    empty = {"http_options": {"host": "0.0.0.0", "port": ray_cluster.serve_port}, "applications": []}
+    requests.put(url, json=empty, timeout=30).raise_for_status()
     wait_for(lambda: not (requests.get(url, timeout=10).json().get("applications") or {}), what="Serve emptied")
 
 

@@ -203,3 +203,77 @@ def test_password_reset_by_email(alice, settings):
     assert Client().login(username="alice", password="Another-l0ng-passw0rd")
     assert c.post("/accounts/password_reset/", {"email": "nobody@example.com"}).status_code == 302  # no leak
     assert len(mail.outbox) == 1
+
+
+FILE_TEXT = """
+applications:
+  - name: fruit_app
+    route_prefix: /fruit
+    import_path: fruit.deployment_graph
+    deployments:
+      - name: MangoStand
+        num_replicas: 2
+        max_concurrent_queries: 4
+"""
+
+
+def test_a_team_applies_a_serve_config_file_after_seeing_the_plan(alice, team_a, cluster, grant):
+    from apps.applications.models import Application
+
+    grant(team_a, cluster, "2")
+    c = logged_in(alice)
+    page = c.get("/teams/team-a/serve-config/").content.decode()
+    assert "Show the plan" in page and "/api/v1/teams/team-a/serve-config/" in page
+    plan = c.post(
+        "/teams/team-a/serve-config/", {"cluster": cluster.pk, "text": FILE_TEXT, "action": "plan"}
+    ).content.decode()
+    assert 'data-action="create"' in plan and "fruit_app" in plan and "max_ongoing_requests" in plan
+    assert not Application.objects.exists()
+    resp = c.post("/teams/team-a/serve-config/", {"cluster": cluster.pk, "text": FILE_TEXT, "action": "apply"})
+    assert resp.status_code == 302 and Application.objects.get().name == "fruit_app"
+    bad = c.post(
+        "/teams/team-a/serve-config/",
+        {"cluster": cluster.pk, "text": "applications:\n  - name: x\n    import_path: a.b:c\n    colour: blue\n"},
+    )
+    assert bad.status_code == 400 and "applications[0].colour" in bad.content.decode()
+
+
+def test_staff_see_adopt_and_remove_the_apps_a_cluster_ran_before(staff, alice, team_a, make_cluster, grant):
+    from apps.applications.models import Application
+    from apps.audit.models import AuditEvent
+    from apps.clusters.models import Cluster
+
+    cluster = make_cluster(name="brown")
+    legacy = {"name": "legacy", "route_prefix": "/legacy", "import_path": "examples.hello:app"}
+    Cluster.objects.filter(pk=cluster.pk).update(
+        preexisting_apps={
+            "legacy": {"config": legacy, "route_prefix": "/legacy", "status": "RUNNING"},
+            "old": {"config": {**legacy, "name": "old", "route_prefix": "/old"}, "route_prefix": "/old"},
+        }
+    )
+    grant(team_a, cluster, "2")
+    assert 'id="unmanaged"' not in logged_in(alice).get(f"/clusters/{cluster.pk}/").content.decode()
+    c = logged_in(staff)
+    page = c.get(f"/clusters/{cluster.pk}/").content.decode()
+    assert 'data-app="legacy"' in page and "carried" in page
+    resp = c.post(f"/clusters/{cluster.pk}/adopt/", {"app": "legacy", "team": "team-a", "name": ""})
+    app = Application.objects.get(adopted_serve_name="legacy")
+    assert resp.status_code == 302 and app.team == team_a and app.name == "legacy"
+    c.post(f"/clusters/{cluster.pk}/unmanaged/remove/", {"app": "old", "confirm": "wrong"})
+    assert "old" in Cluster.objects.get(pk=cluster.pk).preexisting_apps
+    c.post(f"/clusters/{cluster.pk}/unmanaged/remove/", {"app": "old", "confirm": "old"})
+    assert Cluster.objects.get(pk=cluster.pk).preexisting_apps == {}
+    assert AuditEvent.objects.filter(action="cluster.unmanaged_app_remove", source="ui").exists()
+
+
+def test_the_app_page_shows_what_differs_field_by_field(alice, team_a, cluster, grant, api):
+    from apps.applications.models import Application
+    from tests.conftest import app_body
+
+    grant(team_a, cluster, "2")
+    app_id = api(alice).post("/api/v1/applications/", app_body("team-a", cluster.pk, "web"), format="json").json()["id"]
+    Application.objects.filter(pk=app_id).update(
+        config_diff=[{"field": "deployments[Hello].num_replicas", "desired": 1, "observed": 5}]
+    )
+    page = logged_in(alice).get(f"/apps/{app_id}/").content.decode()
+    assert "Ray runs a different config" in page and "deployments[Hello].num_replicas" in page

@@ -99,10 +99,14 @@ def spec_from_post(post: QueryDict) -> tuple[dict, dict[str, list[str]]]:
         "route_prefix": post.get("route_prefix", "").strip(),
         "import_path": post.get("import_path", "").strip(),
     }
-    for key in ("args", "runtime_env"):
+    if not spec["route_prefix"]:
+        del spec["route_prefix"]  # Ray's default, "/"
+    for key in ("args", "runtime_env", "logging_config", "autoscaling_policy"):
         value = _json(post.get(key, ""), errors, key)
         if value:
             spec[key] = value
+    if post.get("external_scaler_enabled") == "on":
+        spec["external_scaler_enabled"] = True
     deployments = []
     for _i, row in enumerate(rows_from_post(post)):
         if not any(str(v).strip() for k, v in row.items() if k != "autoscale"):
@@ -171,9 +175,12 @@ def split_errors(errors: dict[str, Any]) -> tuple[dict[str, list[str]], dict[int
             "import_path",
             "args",
             "runtime_env",
+            "logging_config",
+            "autoscaling_policy",
+            "external_scaler_enabled",
             "deployments",
             "version",
-        ):
+        ) or key.split(".")[0] in ("runtime_env", "logging_config", "autoscaling_policy", "args"):
             fields.setdefault(key, []).extend(msgs)
         else:
             other.extend(msgs if key in ("quota", "non_field_errors", "detail") else [f"{key}: {m}" for m in msgs])

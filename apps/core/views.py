@@ -98,11 +98,18 @@ def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
     from apps.compaction.services import drained_node_ids
 
     plans = CompactionPlan.objects.filter(cluster=cluster).exclude(state=CompactionPlan.State.SUPERSEDED)[:5]
+    from django.conf import settings
+
+    from apps.clusters.selectors import unmanaged_apps
+
     return render(
         request,
         "dashboard/cluster_detail.html",
         {
             "cluster": cluster,
+            "unmanaged": unmanaged_apps(cluster) if request.user.is_staff else [],
+            "all_teams": Team.objects.order_by("slug") if request.user.is_staff else [],
+            "reconcile_interval": settings.RECONCILE_INTERVAL_S,
             "runs": runs,
             "state": state,
             "visible_teams": visible,
@@ -125,6 +132,123 @@ def cluster_sync(request: HttpRequest, pk: int) -> HttpResponse:
     sync_cluster.delay(cluster.pk, SyncRun.Trigger.MANUAL, True)
     messages.success(request, f"Push to {cluster.name} queued.")
     return redirect("dashboard:cluster_detail", pk=pk)
+
+
+def _messages_of(exc: Exception) -> str:
+    detail = getattr(exc, "detail", None)
+    if isinstance(detail, dict):
+        return "; ".join(
+            f"{k}: {m}" if k not in ("detail", "non_field_errors", "quota") else str(m)
+            for k, v in detail.items()
+            if k != "quota_detail"
+            for m in (v if isinstance(v, list) else [v])
+        )
+    return str(detail if detail is not None else exc)
+
+
+@login_required
+@require_POST
+def cluster_adopt(request: HttpRequest, pk: int) -> HttpResponse:
+    from rest_framework.exceptions import APIException
+
+    from apps.applications.services import application_adopt
+
+    if not request.user.is_staff:
+        raise Http404
+    cluster = get_object_or_404(Cluster, pk=pk)
+    team = Team.objects.filter(slug=request.POST.get("team", "")).first()
+    serve_name = request.POST.get("app", "")
+    if team is None:
+        messages.error(request, "Choose the team that adopts the app.")
+        return redirect("dashboard:cluster_detail", pk=pk)
+    try:
+        app = application_adopt(
+            actor=request.user,
+            cluster=cluster,
+            serve_name=serve_name,
+            team=team,
+            name=request.POST.get("name", "").strip() or None,
+            source="ui",
+        )
+    except (ValidationError, APIException, Conflict) as exc:
+        messages.error(request, f"{serve_name} was not adopted: {_messages_of(exc)}")
+        return redirect("dashboard:cluster_detail", pk=pk)
+    messages.success(request, f"{serve_name} is now {team.slug}/{app.name}; it keeps running unchanged.")
+    return redirect("dashboard:app_detail", pk=app.pk)
+
+
+@login_required
+@require_POST
+def cluster_unmanaged_remove(request: HttpRequest, pk: int) -> HttpResponse:
+    from rest_framework.exceptions import APIException
+
+    from apps.clusters.services import unmanaged_remove
+
+    if not request.user.is_staff:
+        raise Http404
+    cluster = get_object_or_404(Cluster, pk=pk)
+    name = request.POST.get("app", "")
+    if request.POST.get("confirm", "") != name:
+        messages.error(request, f"Type the app's name ({name}) to confirm its removal.")
+        return redirect("dashboard:cluster_detail", pk=pk)
+    try:
+        unmanaged_remove(actor=request.user, cluster=cluster, name=name, source="ui")
+    except (APIException, Conflict) as exc:
+        messages.error(request, f"{name} was not removed: {_messages_of(exc)}")
+        return redirect("dashboard:cluster_detail", pk=pk)
+    messages.success(request, f"{name} will be removed from {cluster.name} with the next push (queued now).")
+    return redirect("dashboard:cluster_detail", pk=pk)
+
+
+@login_required
+def team_serve_config(request: HttpRequest, slug: str) -> HttpResponse:
+    """Apply a Serve config file (upload or paste): the plan first, then apply; export the team's own."""
+    from apps.applications import serve_files
+
+    team = _team_or_404(request, slug)
+    clusters = list(Cluster.objects.order_by("name"))
+    context: dict = {"team": team, "clusters": clusters, "can_deploy": can(request.user, team, Role.MEMBER)}
+    cluster_id = parse_id(request.POST.get("cluster") or request.GET.get("cluster") or "")
+    cluster = next((c for c in clusters if c.pk == cluster_id), clusters[0] if clusters else None)
+    context["cluster"] = cluster
+    if request.method != "POST":
+        return render(request, "teams/serve_config.html", context)
+    if not context["can_deploy"]:
+        raise Http404
+    upload = request.FILES.get("file")
+    raw = upload.read(serve_files.MAX_FILE_BYTES + 1).decode("utf-8", "replace") if upload else None
+    text = raw if raw is not None else request.POST.get("text", "")
+    prune = request.POST.get("prune") == "on"
+    context.update({"text": text, "prune": prune})
+    if cluster is None or not text.strip():
+        context["errors"] = {"file": ["Choose a cluster, and upload or paste a Serve config file."]}
+        return render(request, "teams/serve_config.html", context, status=400)
+    apply = request.POST.get("action") == "apply"
+    try:
+        document = serve_files.parse_document(text, "application/yaml")
+        result = serve_files.apply_file(
+            actor=request.user,
+            team=team,
+            cluster=cluster,
+            document=document,
+            dry_run=not apply,
+            prune=prune,
+            source="ui",
+        )
+    except (ValidationError, Conflict) as exc:
+        detail = exc.detail if isinstance(exc.detail, dict) else {"file": exc.detail}
+        context["errors"] = {k: [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in detail.items()}
+        return render(request, "teams/serve_config.html", context, status=400)
+    if apply:
+        messages.success(
+            request,
+            f"Applied to {cluster.name}: {result['changed']} change(s), pushing now."
+            if result["changed"]
+            else f"Nothing changed on {cluster.name}: the file matches what is deployed.",
+        )
+        return redirect("dashboard:team_detail", slug=team.slug)
+    context["plan"] = result
+    return render(request, "teams/serve_config.html", context)
 
 
 TEAM_COLOURS = ["#0d6efd", "#198754", "#d63384", "#fd7e14", "#6f42c1", "#20c997", "#dc3545", "#0dcaf0"]
@@ -308,22 +432,39 @@ def app_form(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             "import_path": spec.get("import_path", "examples.hello:app" if not app else ""),
             "args": json.dumps(spec["args"], indent=1) if spec.get("args") else "",
             "runtime_env": json.dumps(spec["runtime_env"], indent=1) if spec.get("runtime_env") else "",
+            "logging_config": json.dumps(spec["logging_config"], indent=1) if spec.get("logging_config") else "",
+            "autoscaling_policy": json.dumps(spec["autoscaling_policy"], indent=1)
+            if spec.get("autoscaling_policy")
+            else "",
+            "external_scaler_enabled": bool(spec.get("external_scaler_enabled")),
             "version": app.version if app else "",
         }
         template = TEMPLATES.get(request.GET.get("template", "hello"), TEMPLATES["hello"])
         if not app:
             values["import_path"] = template[0]
             if values["team"]:
-                values["route_prefix"] = f"/{values['team']}/"
+                values["route_prefix"] = f"/{values['team']}/my-app"
         rows = rows_from_spec(spec) or [dict(BLANK_ROW, **row) for row in template[1]]
         rows += [dict(BLANK_ROW) for _ in range(EXTRA_ROWS)]
         return render(request, "dashboard/app_form.html", _form_context(request, app, rows, values, {}))
 
     post = request.POST
-    values = {
+    values: dict = {
         k: post.get(k, "")
-        for k in ("team", "cluster", "name", "route_prefix", "import_path", "args", "runtime_env", "version")
+        for k in (
+            "team",
+            "cluster",
+            "name",
+            "route_prefix",
+            "import_path",
+            "args",
+            "runtime_env",
+            "logging_config",
+            "autoscaling_policy",
+            "version",
+        )
     }
+    values["external_scaler_enabled"] = post.get("external_scaler_enabled") == "on"
     spec, errors = spec_from_post(post)
     rows = [r for r in rows_from_post(post) if any(str(v).strip() for k, v in r.items() if k != "autoscale")]
     rows += [dict(BLANK_ROW) for _ in range(EXTRA_ROWS)]

@@ -60,7 +60,7 @@ def test_log_in_create_an_app_through_the_form_and_see_it_running(page, live_ser
     page.get_by_label("Application name").fill("Not Valid")
     page.get_by_label("Route prefix").fill("/team-a/web")
     page.get_by_role("button", name="Deploy").click()
-    assert "lowercase letters" in page.locator("#err_name").inner_text()
+    assert "letters, digits" in page.locator("#err_name").inner_text()
     assert page.get_by_label("Route prefix").input_value() == "/team-a/web"
     assert Application.objects.count() == 0
 

@@ -199,8 +199,9 @@ TEST = LocalRayCluster(
     client_port=10011,
     node_port_base=23000,
     metrics_port_base=8090,
-    # Four nodes, as compaction needs: a head and three workers with 4 logical GPUs each.
+    # Four nodes, as compaction needs: a head and three workers with 4 logical GPUs each. CPUs are logical too:
+    # four per worker lets a dozen apps with real configs' CPU requests be scheduled at once.
     workers=[
-        {"num_cpus": 2, "num_gpus": 4, "resources": {"pool_a100": 4}, "labels": {"pool": "a100"}} for _ in range(3)
+        {"num_cpus": 4, "num_gpus": 4, "resources": {"pool_a100": 4}, "labels": {"pool": "a100"}} for _ in range(3)
     ],
 )

@@ -1,0 +1,94 @@
+"""``servectl`` run as a subprocess (the installed console script) against the live server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from apps.applications.models import Application
+from tests.conftest import PASSWORD
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SERVECTL = shutil.which("servectl", path=str(Path(sys.executable).parent)) or "servectl"
+
+FILE = """
+applications:
+  - name: fruit_app
+    route_prefix: /fruit
+    import_path: fruit.deployment_graph
+    deployments:
+      - name: MangoStand
+        num_replicas: 2
+        ray_actor_options: {num_cpus: 0.1, num_gpus: 0.5}
+"""
+
+
+@pytest.fixture
+def run(live_server, tmp_path):  # type: ignore[no-untyped-def]
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "SERVECTL_URL": live_server.url}
+    env.pop("SERVECTL_TOKEN", None)
+
+    def servectl(*args: str, stdin: str | None = None, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [SERVECTL, *args], input=stdin, capture_output=True, text=True, env={**env, **extra}, timeout=120
+        )
+
+    return servectl
+
+
+@pytest.fixture
+def world(alice, team_a, cluster, grant, tmp_path):  # type: ignore[no-untyped-def]
+    grant(team_a, cluster, "2")
+    path = tmp_path / "serve.yaml"
+    path.write_text(FILE)
+    return {"cluster": cluster, "file": str(path)}
+
+
+def test_login_keeps_the_token_private_then_apply_export_and_list(run, world, tmp_path):
+    assert run("apps", "list").returncode != 0  # not logged in yet
+    login = run("login", "--username", "alice", SERVECTL_PASSWORD=PASSWORD)
+    assert login.returncode == 0, login.stderr
+    config = tmp_path / "config" / "servectl" / "config.json"
+    assert oct(config.stat().st_mode & 0o777) == "0o600" and json.loads(config.read_text())["token"]
+
+    cluster = str(world["cluster"].pk)
+    dry = run("apply", "-f", world["file"], "--team", "team-a", "--cluster", "prod-1", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "create  fruit_app" in dry.stdout and "would change" in dry.stdout
+    assert not Application.objects.exists()
+
+    applied = run("apply", "-f", world["file"], "--team", "team-a", "--cluster", cluster, "-o", "json")
+    assert applied.returncode == 0 and json.loads(applied.stdout)["changed"] == 1
+    again = run("apply", "-f", "-", "--team", "team-a", "--cluster", cluster, stdin=FILE)
+    assert again.returncode == 0 and "unchanged  fruit_app" in again.stdout and "0 app(s) changed" in again.stdout
+
+    exported = run("export", "--team", "team-a", "--cluster", cluster)
+    assert exported.returncode == 0 and "name: fruit_app" in exported.stdout
+
+    listed = run("apps", "list", "--team", "team-a", "-o", "json")
+    assert [a["name"] for a in json.loads(listed.stdout)] == ["fruit_app"]
+    status = run("status", "team-a/fruit_app", "--no-wait", "-o", "json")
+    assert status.returncode == 0 and json.loads(status.stdout)["state"] == "pending"
+
+
+def test_refusals_are_printed_field_by_field_with_exit_code_1(run, world, alice):
+    from apps.core.api import issue_token
+
+    _, token = issue_token(user=alice, name="ci")
+    bad = FILE.replace("num_replicas: 2", "nm_replicas: 2")
+    out = run("apply", "-f", "-", "--team", "team-a", "--cluster", "prod-1", stdin=bad, SERVECTL_TOKEN=token)
+    assert out.returncode == 1
+    assert "applications[0].deployments[0].nm_replicas" in out.stderr
+    too_big = FILE.replace("num_gpus: 0.5", "num_gpus: 5")
+    out = run("apply", "-f", "-", "--team", "team-a", "--cluster", "prod-1", stdin=too_big, SERVECTL_TOKEN=token)
+    assert out.returncode == 1 and "quota" in out.stderr and "needs 10 GPU" in out.stderr
+    assert not Application.objects.exists()
+    missing = run("status", "nope", "--team", "team-a", SERVECTL_TOKEN=token)
+    assert missing.returncode == 1 and "no application 'nope'" in missing.stderr
