@@ -67,10 +67,10 @@ class FakeRay:
     # -- what Ray does ---------------------------------------------------------------------------------------
 
     def put(self, config: dict) -> str | None:
-        from apps.applications.ray_schema import schemas
+        from ray.serve.schema import ServeDeploySchema  # Ray's own, not the control plane's wrapper of it
 
         try:
-            parsed = schemas().deploy.model_validate(copy.deepcopy(config))
+            parsed = ServeDeploySchema.model_validate(copy.deepcopy(config))
         except Exception as exc:
             return str(exc)
         with self.lock:

@@ -286,3 +286,9 @@ def test_viewers_read_members_write_outsiders_see_nothing(world, api, make_user,
     assert api(viewer).post(url, JSON_FILE, format="json").status_code == 403
     assert api(charlie).get(url).status_code == 404
     assert world["client"].get("/api/v1/teams/team-a/serve-config/").status_code == 400
+
+
+def test_yaml_values_json_cannot_carry_are_refused(world):
+    text = "applications:\n  - name: a\n    import_path: a.b:c\n    args: {when: 2026-11-22, x: .nan}\n"
+    resp = world["client"].post(world["url"], text, content_type="application/yaml")
+    assert resp.status_code == 400 and "quote them" in resp.json()["file"][0]

@@ -9,6 +9,7 @@ so it checks exactly what a real apply would. Nothing here imports the user's co
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import yaml
@@ -43,12 +44,19 @@ def parse_document(raw: bytes | str, content_type: str) -> Any:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 raise ValidationError({"file": ["YAML anchors and aliases (& and *) are not accepted."]})
-        return yaml.safe_load(text)  # JSON is YAML, so one parser reads both
+        document = yaml.safe_load(text)  # JSON is YAML, so one parser reads both
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         kind = "JSON" if "json" in content_type else "YAML"
         raise ValidationError({"file": [f"Not valid {kind}: {getattr(exc, 'problem', None) or exc}{where}."]}) from exc
+    try:
+        json.dumps(document, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            {"file": ["Holds values a Serve config cannot carry (YAML dates, binary, NaN, infinity): quote them."]}
+        ) from exc
+    return document
 
 
 def check_document(document: Any) -> tuple[dict, list[str]]:

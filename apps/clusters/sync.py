@@ -92,6 +92,9 @@ def _push_once(cluster: Cluster, generation: int, *, trigger: str, force: bool, 
                 finished_at=now,
             )
             runs.append(run.pk)
+            Cluster.objects.filter(pk=cluster.pk).update(
+                health=Cluster.Health.UNREACHABLE, health_message=str(exc)[:2000]
+            )
             raise
         cluster.refresh_from_db()
     merged = build_serve_config(cluster)
@@ -159,8 +162,10 @@ def take_inventory(cluster: Cluster) -> dict:
         raise RayUnavailable(str(exc)) from exc
     now = timezone.now()
     found: dict[str, dict] = {}
+    # Apps the control plane already manages there (a database restored, a demo restarted) are not strangers.
+    managed = {a.serve_name for a in Application.objects.filter(cluster=cluster).select_related("team")}
     for name, seen in (data.get("applications") or {}).items():
-        if not isinstance(seen, dict) or seen.get("status") == "DELETING":
+        if not isinstance(seen, dict) or seen.get("status") == "DELETING" or name in managed:
             continue
         config = seen.get("deployed_app_config")
         found[name] = {
