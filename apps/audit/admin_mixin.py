@@ -10,7 +10,8 @@ from .services import audit_record
 
 
 def _plain(obj: Any) -> dict:
-    return {k: str(v) for k, v in model_to_dict(obj).items() if k not in ("auth_token", "secret_hash", "password")}
+    """The object's fields as text; secret ones are redacted (by audit_record, the one place that does it)."""
+    return {k: str(v) for k, v in model_to_dict(obj).items()}
 
 
 def _team_of(obj: Any) -> Any:

@@ -5,6 +5,7 @@ from typing import Any
 from django.db.models import Model
 
 from apps.core.middleware import current_request_id
+from apps.core.secrets import redact
 
 from .models import AuditEvent
 
@@ -31,8 +32,8 @@ def audit_record(
         object_type=object_type or (obj._meta.model_name if obj is not None else ""),
         object_id=str(obj.pk) if obj is not None and obj.pk is not None else "",
         object_repr=(object_repr or (str(obj) if obj is not None else ""))[:200],
-        before=before,
-        after=after,
+        before=redact(before) if before is not None else None,  # secrets never enter the audit log, on any path
+        after=redact(after) if after is not None else None,
         source=source,
         request_id=current_request_id() if current_request_id() != "-" else "",
     )

@@ -34,22 +34,25 @@ class ClusterAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "last_failed_hash",
         "lock_owner",
         "lock_expires_at",
+        "inventory_taken_at",
+        "preexisting_apps",
+        "poll_token",
+        "poll_lease_until",
+        "poll_requests",
+        "scrape_owner",
+        "scrape_lease_until",
+        "scrape_targets_ok",
+        "drift_repair_hash",
+        "drift_repairs",
+        "replica_moves",
+        "created_at",
     ]
     inlines = [PoolInline]
 
     def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
         from . import services
 
-        super().save_model(request, obj, form, change)
-        from apps.audit.services import audit_record
-
-        audit_record(
-            actor=request.user,
-            action="cluster.update" if change else "cluster.create",
-            obj=obj,
-            source="admin",
-            after={"name": obj.name, "dashboard_url": obj.dashboard_url},
-        )
+        super().save_model(request, obj, form, change)  # the mixin records the one audit event (secrets redacted)
         services.request_sync(cluster_id=obj.pk, trigger="manual")
 
 

@@ -6,6 +6,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from apps.core.secrets import EncryptedTextField
 from apps.teams.models import slug_validator
 
 
@@ -26,7 +27,7 @@ class Cluster(models.Model):
     name = models.CharField(max_length=50, unique=True, validators=[slug_validator])
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.RAY)
     dashboard_url = models.URLField(help_text="Ray dashboard, e.g. http://127.0.0.1:8265")
-    auth_token = models.CharField(max_length=500, blank=True, help_text="Bearer token for Ray token auth.")
+    auth_token = EncryptedTextField(blank=True, help_text="Bearer token for Ray token auth (encrypted at rest).")
     serve_url = models.URLField(blank=True, help_text="Where Serve's HTTP proxy answers, e.g. http://127.0.0.1:8000")
     http_port = models.PositiveIntegerField(default=8000, help_text="Port of Serve's HTTP proxies (http_options).")
     drift_policy = models.CharField(max_length=10, choices=DriftPolicy.choices, default=DriftPolicy.REPAIR)
@@ -57,8 +58,8 @@ class Cluster(models.Model):
     )
     k8s_namespace = models.CharField(max_length=63, blank=True, help_text="KubeRay: namespace of the RayService.")
     k8s_name = models.CharField(max_length=63, blank=True, help_text="KubeRay: name of the RayService.")
-    kubeconfig = models.TextField(
-        blank=True, help_text="KubeRay: kubeconfig YAML (secret); empty uses the in-cluster account."
+    kubeconfig = EncryptedTextField(
+        blank=True, help_text="KubeRay: kubeconfig YAML (encrypted at rest); empty uses the in-cluster account."
     )
     ray_cluster_template = models.JSONField(
         default=dict,
