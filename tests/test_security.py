@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 
 from tests.conftest import PASSWORD, app_body
@@ -32,6 +31,7 @@ def test_check_deploy_passes_with_a_production_like_environment(tmp_path):
     env = {
         "DEBUG": "false",
         "SECRET_KEY": secrets.token_urlsafe(50),
+        "FIELD_ENCRYPTION_KEYS": "YnVpbGQtb25seS1ub3Qtc2VjcmV0LTAxMjM0NTY3ODk=",
         "ALLOWED_HOSTS": "cp.example.com",
         "CONTROLPLANE_VAR_DIR": str(tmp_path),
     }
@@ -45,11 +45,10 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path):
     assert "SECRET_KEY must be set" in result.stderr
 
 
-@pytest.fixture(autouse=True)
-def _clear_rate_limits():  # type: ignore[no-untyped-def]
-    cache.clear()
-    yield
-    cache.clear()
+def test_production_refuses_to_start_without_encryption_keys(tmp_path):
+    env = {"DEBUG": "false", "SECRET_KEY": "x" * 50, "CONTROLPLANE_VAR_DIR": str(tmp_path)}
+    result = manage("check", env=env)
+    assert result.returncode != 0 and "FIELD_ENCRYPTION_KEYS must be set" in result.stderr
 
 
 @pytest.mark.django_db
@@ -141,3 +140,29 @@ def test_secrets_do_not_reach_the_logs(caplog, staff, api):
     assert resp.status_code == 201
     api(None).post("/api/v1/auth/token/", {"username": "platform", "password": "wrong-password-xyz"}, format="json")
     assert "tok-abc-123-secret" not in caplog.text and "wrong-password-xyz" not in caplog.text
+
+
+@pytest.mark.django_db
+def test_tokens_from_the_login_endpoint_expire_are_audited_and_listed(alice, settings):
+    from django.test import Client
+    from django.utils import timezone
+
+    from apps.audit.models import AuditEvent
+    from apps.teams.models import ApiToken
+    from tests.conftest import PASSWORD
+
+    settings.API_LOGIN_TOKEN_TTL_DAYS = 7
+    api = Client()
+    body = api.post("/api/v1/auth/token/", {"username": "alice", "password": PASSWORD}, content_type="application/json")
+    assert body.status_code == 200 and body.json()["expires_at"]
+    token = ApiToken.objects.get(user=alice)
+    assert 6 < (token.expires_at - timezone.now()).days <= 7
+    assert AuditEvent.objects.filter(action="token.create", actor=alice).exists()
+    page = Client()
+    page.force_login(alice)
+    listing = page.get("/account/tokens/").content.decode()
+    assert token.prefix in listing and token.name in listing
+    page.post("/account/tokens/", {"op": "revoke", "token": token.pk})
+    assert ApiToken.objects.get(pk=token.pk).revoked_at is not None
+    secret = body.json()["token"]
+    assert api.get("/api/v1/teams/", HTTP_AUTHORIZATION=f"Token {secret}").status_code == 401

@@ -39,6 +39,43 @@ class RequestIdMiddleware:
         return response
 
 
+class ClientAddressMiddleware:
+    """The client's address, as everything downstream (rate limits, logs) sees it in ``REMOTE_ADDR``.
+
+    ``X-Forwarded-For`` is believed only when the connection comes from a proxy listed in ``TRUSTED_PROXIES``, and
+    then only up to the first address that is not such a proxy (reading from the right, as each proxy appends the
+    address it saw). From anyone else the header is dropped: a client cannot choose its own address.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        import ipaddress
+
+        from django.conf import settings
+
+        self.get_response = get_response
+        self.trusted = [ipaddress.ip_network(p.strip(), strict=False) for p in settings.TRUSTED_PROXIES if p.strip()]
+
+    def _trusted(self, address: str) -> bool:
+        import ipaddress
+
+        try:
+            ip = ipaddress.ip_address(address.strip())
+        except ValueError:
+            return False
+        return any(ip in net for net in self.trusted)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        forwarded = request.META.pop("HTTP_X_FORWARDED_FOR", "")
+        remote = request.META.get("REMOTE_ADDR", "")
+        if forwarded and self._trusted(remote):
+            for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+                remote = hop
+                if not self._trusted(hop):
+                    break
+            request.META["REMOTE_ADDR"] = remote
+        return self.get_response(request)
+
+
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = _request_id.get()

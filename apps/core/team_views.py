@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -357,3 +358,16 @@ def welcome(request: HttpRequest) -> HttpResponse:
     ]
     current = next((i for i, s in enumerate(steps) if not s["done"]), None)
     return render(request, "teams/welcome.html", {"steps": steps, "current": current, "team": team})
+
+
+@login_required
+def my_tokens(request: HttpRequest) -> HttpResponse:
+    """The user's own tokens (the ones POST /api/v1/auth/token/ mints, and personal ones), to see and revoke."""
+    if request.method == "POST" and request.POST.get("op") == "revoke":
+        token = get_object_or_404(ApiToken, pk=request.POST.get("token"), user=request.user, team__isnull=True)
+        team_services.token_revoke(actor=request.user, token=token, source="ui")
+        messages.success(request, f"Token {token.name} ({token.prefix}…) revoked; it stops working now.")
+        return redirect("dashboard:my_tokens")
+    tokens = ApiToken.objects.filter(user=request.user, team__isnull=True).order_by("-created_at")
+    page = Paginator(tokens, 50).get_page(request.GET.get("page"))
+    return render(request, "teams/my_tokens.html", {"tokens": page, "ttl_days": settings.API_LOGIN_TOKEN_TTL_DAYS})

@@ -25,6 +25,7 @@ urlpatterns = [
     path("compaction/<int:pk>/steps/", compaction_views.plan_steps, name="compaction_steps"),
     path("compaction/<int:pk>/execute/", compaction_views.plan_execute, name="compaction_execute"),
     path("welcome/", team_views.welcome, name="welcome"),
+    path("account/tokens/", team_views.my_tokens, name="my_tokens"),
     path("audit/", team_views.audit_log, name="audit"),
     path("quota-requests/", team_views.quota_requests_review, name="quota_requests"),
     path("teams/new/", team_views.team_create, name="team_create"),

@@ -115,7 +115,8 @@ class TeamViewSet(viewsets.ModelViewSet):
 
 
 class TokenSerializer(serializers.ModelSerializer):
-    team = serializers.CharField(source="team.slug", default=None)
+    team = serializers.CharField(source="team.slug", default=None, allow_null=True, help_text="null: a personal token")
+    role = serializers.ChoiceField(choices=Role.choices, allow_blank=True, help_text="empty: a personal token")
     user = serializers.CharField(source="user.username")
     active = serializers.SerializerMethodField()
 

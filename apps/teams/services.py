@@ -134,13 +134,34 @@ def _ensure_other_owner(membership: Membership) -> None:
         raise ValidationError({"role": ["A team needs at least one owner; make someone else owner first."]})
 
 
+def issue_token(*, user: Any, name: str, team: Any = None, role: str = "", expires_at: Any = None) -> tuple[Any, str]:
+    """Mint a token and return it with its secret, which is never stored and never shown again.
+
+    The low-level step of ``token_create``, which checks, audits and is what every caller outside tests uses.
+    """
+    from .models import TOKEN_PREFIX_LEN, ApiToken, hash_secret
+
+    while True:
+        secret = ApiToken.generate_secret()
+        if not ApiToken.objects.filter(prefix=secret[:TOKEN_PREFIX_LEN]).exists():
+            break
+    token = ApiToken.objects.create(
+        user=user,
+        team=team,
+        role=role,
+        name=name,
+        prefix=secret[:TOKEN_PREFIX_LEN],
+        secret_hash=hash_secret(secret),
+        expires_at=expires_at,
+    )
+    return token, secret
+
+
 def token_create(
     *, actor: Any, name: Any, team: Team | None = None, role: Any = "", expires_at: Any = None, source: str = "api"
 ) -> tuple[Any, str]:
     """A named API token, optionally scoped to one team and a role no higher than the creator's there."""
     from django.utils import timezone
-
-    from apps.core.api import issue_token
 
     from .models import ROLE_RANK
     from .selectors import role_in
