@@ -39,4 +39,4 @@ migrate: $(STAMP)
 	$(PY) manage.py migrate
 
 clean:
-	rm -rf var/*.sqlite3 var/celery-queue var/celery-processed var/logs
+	rm -rf var/*.sqlite3 var/*.sqlite3-wal var/*.sqlite3-shm var/logs var/celerybeat-schedule*

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,7 +59,11 @@ class Command(BaseCommand):
             DEMO.start(log=lambda m: self._say(f"  {m}"))
         call_command("seed_demo", stdout=self.stdout)
         python = sys.executable
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # Web, worker and beat count their metrics in one directory; /metrics adds every process up.
+        metrics_dir = Path(settings.VAR_DIR) / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
         logs = Path(settings.VAR_DIR) / "logs"
         logs.mkdir(exist_ok=True)
         procs = {
@@ -87,10 +92,23 @@ class Command(BaseCommand):
                 "threads",
                 "-c",
                 "4",
+                "--without-mingle",
+                "--without-gossip",
                 "-l",
                 "INFO",
             ],
-            "beat": [python, "-m", "celery", "-A", "controlplane", "beat", "-l", "INFO"],
+            "beat": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "controlplane",
+                "beat",
+                "--schedule",
+                str(Path(settings.VAR_DIR) / "celerybeat-schedule"),
+                "-l",
+                "INFO",
+            ],
         }
         if not options["no_traffic"]:
             procs["traffic"] = [python, "manage.py", "traffic", "--rate", "4"]
