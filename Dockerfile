@@ -18,11 +18,13 @@ COPY templates ./templates
 COPY static ./static
 
 # Static files are collected at build time and served by whitenoise.
-RUN mkdir -p /var/lib/controlplane && DEBUG=false SECRET_KEY=build-only-not-secret ALLOWED_HOSTS=build \
-      python manage.py collectstatic --noinput && chown -R app:app /var/lib/controlplane
+RUN mkdir -p /var/lib/controlplane /var/run/controlplane-metrics \
+    && DEBUG=false SECRET_KEY=build-only-not-secret FIELD_ENCRYPTION_KEYS=YnVpbGQtb25seS1ub3Qtc2VjcmV0LTAxMjM0NTY3ODk= \
+       ALLOWED_HOSTS=build python manage.py collectstatic --noinput \
+    && chown -R app:app /var/lib/controlplane /var/run/controlplane-metrics
 
 USER app
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz').status != 200)"
 # The same entrypoints as `make run`: gunicorn for web; `celery -A controlplane worker|beat` for the others.
-CMD ["gunicorn", "controlplane.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", "--timeout", "60", "--access-logfile", "-"]
+CMD ["gunicorn", "--config", "python:controlplane.gunicorn", "controlplane.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", "--timeout", "60"]

@@ -1,7 +1,8 @@
 """Settings, read only from the environment, with safe embedded defaults.
 
-With nothing set, the control plane runs on a SQLite file and a Celery broker that needs no server
-(kombu's filesystem transport under ``var/``), so ``make run`` works on a fresh machine.
+With nothing set, the control plane runs on a SQLite file and a Celery broker that needs no server (a kombu
+transport on another SQLite file under ``var/``, ``controlplane/broker.py``), so ``make run`` works on a fresh
+machine. Every file the run command writes lives under ``var/``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,20 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is false")
     SECRET_KEY = "insecure-development-key-only-for-debug-mode-0123456789abcdef"
+
+# Keys that encrypt secrets at rest (kubeconfigs, dashboard and Prometheus credentials, webhook secrets): Fernet
+# keys, comma-separated, newest first (older ones still decrypt; `manage.py rotate_secrets` re-encrypts).
+# Make one with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"
+FIELD_ENCRYPTION_KEYS = [k.strip() for k in (envsecret("FIELD_ENCRYPTION_KEYS") or "").split(",") if k.strip()]
+if not FIELD_ENCRYPTION_KEYS:
+    if not DEBUG:
+        raise ImproperlyConfigured("FIELD_ENCRYPTION_KEYS must be set when DEBUG is false (secrets are encrypted)")
+    import base64
+    import hashlib
+
+    # Development only: a key derived from the (development) secret key, so make run needs no setup.
+    _derived = hashlib.sha256(b"fields:" + SECRET_KEY.encode()).digest()
+    FIELD_ENCRYPTION_KEYS = [base64.urlsafe_b64encode(_derived).decode()]
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if not DEBUG else "*")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
 
@@ -83,6 +98,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "apps.core.middleware.ClientAddressMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "apps.core.middleware.RequestIdMiddleware",
@@ -123,7 +139,15 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share one SQLite file: wait for locks instead of failing at once.
-    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
+    # Write-ahead logging: readers never wait for the writer, and a commit is one append instead of a journal
+    # rewrite (NORMAL sync is durable across a crash of the process; the embedded default is for small installs).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
     # A file, not memory, so the test server, Celery worker threads and tests share one database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -176,6 +200,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "apps.core.exceptions.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"auth": os.environ.get("AUTH_THROTTLE_RATE", "60/min")},
+    "NUM_PROXIES": 0,  # REMOTE_ADDR, which ClientAddressMiddleware sets from trusted proxies only
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -192,19 +217,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-# Celery: Redis when CELERY_BROKER_URL is set, otherwise a broker that needs no server.
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "filesystem://"
-if CELERY_BROKER_URL.startswith("filesystem://"):
-    _queue_dir = VAR_DIR / "celery-queue"
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_queue_dir),
-        "data_folder_out": str(_queue_dir),
-        "processed_folder": str(VAR_DIR / "celery-processed"),
-        "store_processed": False,
-        "polling_interval": 0.1,  # the default 1 s would add up to a second to every push
-    }
-    for _folder in (_queue_dir, VAR_DIR / "celery-processed"):
-        _folder.mkdir(parents=True, exist_ok=True)
+# Celery: Redis when CELERY_BROKER_URL is set, otherwise the embedded broker on a SQLite file (no server).
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or f"sqlite://{VAR_DIR / 'broker.sqlite3'}"
+if CELERY_BROKER_URL.startswith("sqlite://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": 0.01}
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
@@ -218,6 +234,22 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Keep reconnecting when the broker goes away instead of giving up; desired state is in the database anyway.
 CELERY_BROKER_CONNECTION_RETRY = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+
+# Tokens minted by POST /api/v1/auth/token/ expire after this many days (0: never).
+API_LOGIN_TOKEN_TTL_DAYS = envint("API_LOGIN_TOKEN_TTL_DAYS", 30)
+
+# Rate limits hold across processes: a cache every web process shares: Redis (CACHE_URL, a database of its own,
+# not the broker's), else a table in the database.
+CACHE_URL = os.environ.get("CACHE_URL", "")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL, "KEY_PREFIX": "cp"}
+        if CACHE_URL.startswith(("redis://", "rediss://"))
+        else {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "controlplane_cache"}
+    )
+}
+# Reverse proxies whose X-Forwarded-For is believed (IPs or CIDRs). Nobody else can choose their own address.
+TRUSTED_PROXIES = envlist("TRUSTED_PROXIES", "")
 
 # How often beat reconciles every cluster and refreshes observed status (seconds).
 RECONCILE_INTERVAL_S = envint("RECONCILE_INTERVAL_S", 20)
@@ -251,7 +283,10 @@ EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.conso
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "apps.core.middleware.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "apps.core.middleware.RequestIdFilter"},
+        "secrets": {"()": "apps.core.secrets.SecretRedactingFilter"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
         "json": {"()": "apps.core.middleware.JsonFormatter"},
@@ -260,7 +295,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": os.environ.get("LOG_FORMAT", "plain" if DEBUG else "json"),
-            "filters": ["request_id"],
+            "filters": ["request_id", "secrets"],
         },
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},

@@ -119,6 +119,7 @@ def prod_env(tmp_path):  # type: ignore[no-untyped-def]
             "DJANGO_SUPERUSER_USERNAME": "admin",
             "DJANGO_SUPERUSER_EMAIL": "a@example.com",
             "DJANGO_SUPERUSER_PASSWORD": "a-Long-passw0rd",
+            "FIELD_ENCRYPTION_KEYS": "YnVpbGQtb25seS1ub3Qtc2VjcmV0LTAxMjM0NTY3ODk=",
             "PATH": os.environ["PATH"],
         }
     )
@@ -133,7 +134,19 @@ def _run(cmd: list[str], env: dict, **kw):  # type: ignore[no-untyped-def]
 
 
 def test_every_app_service_starts_from_its_compose_command(prod_env, tmp_path):
+    """migrate, web, worker and beat from the compose file's commands, with its environment: every process logs
+    JSON lines with the same fields, and a push made by the worker shows on the web's /metrics and on the worker's
+    own endpoint (the Kubernetes manifests' way)."""
+    from tests.fake_ray import FakeRay
+
     services = COMPOSE["services"]
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    assert COMPOSE["x-app"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+    worker_port = _free_port()
+    prod_env.update({"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "RECONCILE_INTERVAL_S": "2"})
+    worker_env = {**prod_env, "WORKER_METRICS_PORT": str(worker_port)}
+    ray = FakeRay().start()
     migrate = services["migrate"]["command"]
     assert migrate[:2] == ["sh", "-c"]
     done = subprocess.run(
@@ -154,7 +167,7 @@ def test_every_app_service_starts_from_its_compose_command(prod_env, tmp_path):
         "worker": subprocess.Popen(
             _run(services["worker"]["command"], prod_env),
             cwd=ROOT,
-            env=prod_env,
+            env=worker_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -182,21 +195,60 @@ def test_every_app_service_starts_from_its_compose_command(prod_env, tmp_path):
         requests.get(f"http://127.0.0.1:{port}/no-such-page", timeout=5, headers={"X-Request-ID": "req-json-1"})
         health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
         assert health.json() == {"status": "ok"}
-        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-        assert "controlplane_pushes_total" in metrics or "controlplane_info" in metrics
-        time.sleep(8)
+        shell = (
+            "from django.contrib.auth.models import User; from apps.clusters.services import cluster_create; "
+            "from apps.teams.services import team_create; from apps.quotas.services import quota_set; "
+            "from apps.applications.services import application_create; "
+            "u = User.objects.get(username='admin'); "
+            f"c = cluster_create(actor=u, data={{'name': 'c', 'dashboard_url': '{ray.url}'}}, "
+            "pools=[{'name': 'a100', 'resource': 'GPU', 'capacity': 8}]); "
+            "t = team_create(actor=u, slug='t', name='T'); "
+            "quota_set(actor=u, team=t, cluster=c, pool_name='a100', gpus=1); "
+            "application_create(actor=u, team=t, cluster=c, name='web', "
+            "spec={'route_prefix': '/web', 'import_path': 'examples.hello:app'})"
+        )
+        made = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", shell],
+            cwd=ROOT,
+            env=prod_env,
+            capture_output=True,
+            timeout=120,
+        )
+        assert made.returncode == 0, made.stderr.decode()[-2000:]
+        pushed = 'controlplane_pushes_total{cluster="c",outcome="succeeded"} 1.0'
+        deadline = time.monotonic() + 60
+        metrics = ""
+        while time.monotonic() < deadline and pushed not in metrics:
+            metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            time.sleep(0.5)
+        assert pushed in metrics, metrics[-3000:]  # counted in the worker, shown by the web
+        assert "controlplane_push_seconds_count" in metrics and "controlplane_tasks_total" in metrics
+        own = requests.get(f"http://127.0.0.1:{worker_port}/metrics", timeout=5).text
+        assert pushed in own
+        time.sleep(3)
         for name in ("worker", "beat"):
             assert procs[name].poll() is None, f"{name} exited: {procs[name].stdout.read().decode()[-2000:]}"
     finally:
         for p in procs.values():
             os.killpg(p.pid, signal.SIGTERM)
         outputs = {name: p.communicate(timeout=30)[0].decode() for name, p in procs.items()}
-    assert "ready" in outputs["worker"].lower(), outputs["worker"][-2000:]
-    assert "beat: Starting" in outputs["beat"], outputs["beat"][-2000:]
-    logged = [
-        json.loads(line) for line in outputs["web"].splitlines() if line.startswith("{")
-    ]  # JSON logs in production
-    not_found = next(entry for entry in logged if "no-such-page" in entry["message"])
+        ray.stop()
+    logs = {}
+    for name, output in outputs.items():
+        lines = [line for line in output.splitlines() if line.strip()]
+        # Celery prints (not logs) one line when SIGTERM stops it: "worker: Warm shutdown (MainProcess)".
+        lines = [line for line in lines if not line.startswith("worker: Warm shutdown")]
+        # Every line a process logs is one JSON object with the same fields (no banner, no plain text).
+        bad = [line for line in lines if not line.startswith("{")]
+        assert not bad, (name, bad[:5])
+        logs[name] = [json.loads(line) for line in lines]
+        for entry in logs[name]:
+            assert {"ts", "level", "logger", "message", "request_id"} <= set(entry), (name, entry)
+    assert any("ready" in e["message"].lower() for e in logs["worker"]), outputs["worker"][-2000:]
+    assert any("Starting" in e["message"] for e in logs["beat"]), outputs["beat"][-2000:]
+    task_lines = [e for e in logs["worker"] if e["request_id"].startswith("task-")]
+    assert task_lines, "a task's log lines carry its id"
+    not_found = next(entry for entry in logs["web"] if "no-such-page" in entry["message"])
     assert not_found["request_id"] == "req-json-1" and not_found["level"] == "WARNING"
 
 

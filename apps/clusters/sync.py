@@ -117,10 +117,12 @@ def _push_once(cluster: Cluster, generation: int, *, trigger: str, force: bool, 
         validate_deploy_config(merged.config)
     except Exception as exc:  # pydantic ValidationError or dropped keys: the config itself is wrong
         _finish(run, SyncRun.State.FAILED, f"The merged config failed Ray's ServeDeploySchema: {exc}")
+        _observe_push(cluster, "invalid", run)
         Cluster.objects.filter(pk=cluster.pk).update(pushed_generation=generation, last_failed_hash=merged.hash)
         return "failed"
     if not force and merged.hash == cluster.last_pushed_hash:
         _finish(run, SyncRun.State.SKIPPED, "")
+        _observe_push(cluster, "skipped", run)
         Cluster.objects.filter(pk=cluster.pk).update(pushed_generation=generation)
         _after_push(cluster, merged.revisions)
         return "skipped"
@@ -128,10 +130,12 @@ def _push_once(cluster: Cluster, generation: int, *, trigger: str, force: bool, 
         transport_for(cluster).put_config(merged.config)
     except RayUnavailable as exc:
         _finish(run, SyncRun.State.FAILED, str(exc))
+        _observe_push(cluster, "unreachable", run)
         Cluster.objects.filter(pk=cluster.pk).update(health=Cluster.Health.UNREACHABLE, health_message=str(exc)[:2000])
         raise
     except RayRejected as exc:
         _finish(run, SyncRun.State.FAILED, str(exc))
+        _observe_push(cluster, "refused", run)
         Cluster.objects.filter(pk=cluster.pk).update(pushed_generation=generation, last_failed_hash=merged.hash)
         return "failed"
     _finish(run, SyncRun.State.SUCCEEDED, "")
@@ -270,13 +274,16 @@ def observe_cluster(cluster_id: int) -> bool:
     now = timezone.now()
     settled = True
     moves: list[dict] = []
+    diffs: dict[str, list] = {}
     apps = list(Application.objects.filter(cluster=cluster, deleted_at__isnull=True).select_related("team"))
+    before = {app.pk: (app.state, app.status, app.status_message, app.config_diff) for app in apps}
     for app in apps:
         seen = ray_apps.get(app.serve_name)
         desired = merged.app_configs.get(app.serve_name)
         observed_config = (seen or {}).get("deployed_app_config")
         # Compared by meaning (Ray's schema, defaults, numbers by value), never by text.
         app.config_diff = diff_app(desired, observed_config) if desired and isinstance(observed_config, dict) else []
+        diffs[app.serve_name] = app.config_diff
         if app.current_revision_id != app.deployed_revision_id or seen is None:
             app.state = (
                 Application.State.PENDING
@@ -296,9 +303,10 @@ def observe_cluster(cluster_id: int) -> bool:
         app.status = new_status
         app.status_message = (seen or {}).get("message", "") or ""
         app.observed_at = now
-    Application.objects.bulk_update(
-        apps, ["state", "status", "status_message", "observed_at", "config_diff"], batch_size=500
-    )
+    # Only what changed is written: an idle cluster's poll is a read and one UPDATE of observed_at.
+    changed = [a for a in apps if (a.state, a.status, a.status_message, a.config_diff) != before[a.pk]]
+    Application.objects.bulk_update(changed, ["state", "status", "status_message", "config_diff"], batch_size=200)
+    Application.objects.filter(pk__in=[a.pk for a in apps]).update(observed_at=now)
     if moves:
         _record_replica_moves(cluster, moves)
 
@@ -309,7 +317,7 @@ def observe_cluster(cluster_id: int) -> bool:
             drift.append({"app": name, "kind": "missing", "detail": "on the desired config but not on the cluster"})
             continue
         observed_config = seen.get("deployed_app_config")
-        diff = diff_app(desired, observed_config) if isinstance(observed_config, dict) else []
+        diff = diffs[name] if name in diffs else diff_app(desired, observed_config) if observed_config else []
         if diff:
             fields = ", ".join(d["field"] for d in diff[:5])
             drift.append(

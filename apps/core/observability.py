@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+# In a process of its own, metrics live in REGISTRY. With PROMETHEUS_MULTIPROC_DIR set (make run, the web
+# container's gunicorn workers, a worker sharing the web's volume), every process writes its counters to files in
+# that directory and /metrics adds them up, so a push counted in a Celery worker shows on the web's /metrics.
 REGISTRY = CollectorRegistry()
 PUSHES = Counter(
-    "controlplane_pushes_total", "Serve config pushes by outcome", ["cluster", "outcome"], registry=REGISTRY
+    "controlplane_pushes_total",
+    "Serve config pushes by outcome (succeeded, skipped, refused, unreachable, invalid)",
+    ["cluster", "outcome"],
+    registry=REGISTRY,
 )
 PUSH_SECONDS = Histogram(
     "controlplane_push_seconds",
@@ -21,6 +28,48 @@ PUSH_SECONDS = Histogram(
     registry=REGISTRY,
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+SCRAPES = Counter(
+    "controlplane_scrapes_total", "Metric scrapes of Ray clusters by outcome", ["cluster", "outcome"], registry=REGISTRY
+)
+TASKS = Counter(
+    "controlplane_tasks_total", "Celery tasks run, by task and outcome", ["task", "outcome"], registry=REGISTRY
+)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def exposition_registry(*, with_database: bool = True) -> CollectorRegistry:
+    """What /metrics (or a worker's own endpoint) exposes: every process's counters, and the database's numbers."""
+    path = multiprocess_dir()
+    if path:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=path)
+    else:
+        registry = CollectorRegistry()
+        registry.register(_Forward(REGISTRY))
+    registry.register(InfoCollector())
+    if with_database:
+        registry.register(DatabaseCollector())
+    return registry
+
+
+class _Forward:
+    def __init__(self, source: CollectorRegistry) -> None:
+        self.source = source
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        yield from self.source.collect()
+
+
+class InfoCollector:
+    def collect(self):  # type: ignore[no-untyped-def]
+        info = GaugeMetricFamily("controlplane_info", "Build information", labels=["version"])
+        info.add_metric(["0.1.0"], 1)
+        yield info
 
 
 class DatabaseCollector:
@@ -60,10 +109,6 @@ def _counts(model, *fields):  # type: ignore[no-untyped-def]
     from django.db.models import Count
 
     return [(*(row[f] for f in fields), row["n"]) for row in model.objects.values(*fields).annotate(n=Count("id"))]
-
-
-REGISTRY.register(DatabaseCollector())
-Gauge("controlplane_info", "Build information", ["version"], registry=REGISTRY).labels("0.1.0").set(1)
 
 
 def broker_queue_depth() -> int | None:
@@ -117,4 +162,4 @@ def metrics(request: HttpRequest) -> HttpResponse:
     token = getattr(settings, "METRICS_TOKEN", "")
     if token and request.headers.get("Authorization", "") != f"Bearer {token}":
         return HttpResponse(status=401)
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(generate_latest(exposition_registry()), content_type=CONTENT_TYPE_LATEST)

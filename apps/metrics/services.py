@@ -139,6 +139,9 @@ def _scrape(cluster_id: int, owner: str, targets: list[str] | None, now: datetim
     run.targets, run.targets_failed, run.samples = len(targets), failed, samples
     run.points_written, run.counter_resets, run.errors = written, resets, errors[:50]
     run.save()
+    from apps.core.observability import SCRAPES
+
+    SCRAPES.labels(cluster.name, "failed" if errors and not ok_now else "partial" if errors else "ok").inc()
     return run
 
 

@@ -16,7 +16,8 @@ from workers.clients.ray_dashboard import RayUnavailable
 log = logging.getLogger(__name__)
 
 MAX_PUSH_RETRIES = 6
-FAST_POLLS = 20  # one a second while a deploy is young
+QUICK_POLLS = 8  # four a second for the first two seconds: small apps settle that fast, and users are watching
+FAST_POLLS = 20  # then one a second while a deploy is young
 MAX_POLL_DELAY_S = 30.0
 STATUS_POLL_MAX = 60  # ~20 fast polls, then backing off to 30 s: about fifteen minutes, then the reconcile watches
 POLL_LEASE_MARGIN_S = 60.0
@@ -27,7 +28,9 @@ def backoff(retries: int) -> float:
 
 
 def poll_delay(n: int) -> float:
-    """Seconds before poll n+1: 1 s for the first polls, then doubling up to 30 s."""
+    """Seconds before poll n+1: 0.25 s, then 1 s, then doubling up to 30 s."""
+    if n < QUICK_POLLS:
+        return 0.25
     if n < FAST_POLLS:
         return 1.0
     return min(MAX_POLL_DELAY_S, 2.0 ** ((n - FAST_POLLS) / 2 + 1))
@@ -40,7 +43,7 @@ def follow_status(cluster_id: int) -> bool:
     token = poll_claim(cluster_id=cluster_id, lease_s=POLL_LEASE_MARGIN_S)
     if token is None:
         return False
-    poll_status.apply_async((cluster_id, token, 0, None), countdown=0.5)
+    poll_status.apply_async((cluster_id, token, 0, None), countdown=0.25)
     return True
 
 
