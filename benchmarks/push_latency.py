@@ -70,9 +70,8 @@ def main() -> None:
     from apps.applications.services import application_create
     from apps.clusters.selectors import build_serve_config
     from apps.clusters.services import cluster_create
-    from apps.core.api import issue_token
     from apps.quotas.services import quota_set
-    from apps.teams.services import team_create
+    from apps.teams.services import issue_token, team_create
     from controlplane.celery import app as celery_app
     from workers.clients.local_ray import TEST
 

@@ -95,9 +95,8 @@ def main() -> None:
     from apps.clusters.models import Cluster, SyncRun
     from apps.clusters.selectors import build_serve_config
     from apps.clusters.services import cluster_create
-    from apps.core.api import issue_token
     from apps.quotas.services import quota_set
-    from apps.teams.services import team_create
+    from apps.teams.services import issue_token, team_create
     from controlplane.celery import app as celery_app
 
     # Before any write: the producer pool keeps the broker it was first created with.

@@ -44,7 +44,7 @@ def main() -> None:
     seed = (
         "from django.contrib.auth.models import User; from apps.clusters.services import cluster_create; "
         "from apps.teams.services import team_create; from apps.quotas.services import quota_set; "
-        "from apps.applications.services import application_create; from apps.core.api import issue_token; "
+        "from apps.applications.services import application_create; from apps.teams.services import issue_token; "
         "u = User.objects.create_user('bench', is_staff=True); "
         "c = cluster_create(actor=u, data={'name': 'c', 'dashboard_url': 'http://127.0.0.1:1'}, "
         "pools=[{'name': 'a100', 'resource': 'GPU', 'capacity': 1000}]); "

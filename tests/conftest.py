@@ -20,10 +20,9 @@ from rest_framework.test import APIClient
 
 from apps.clusters.models import Cluster
 from apps.clusters.services import cluster_create
-from apps.core.api import issue_token
 from apps.quotas.services import quota_set
 from apps.teams.models import Membership, Team
-from apps.teams.services import team_create
+from apps.teams.services import issue_token, team_create
 from controlplane.celery import app as celery_app
 
 # Tests never share a queue with a running `make run`: Redis when CI gives one, else in-process memory.
@@ -32,6 +31,17 @@ celery_app.conf.broker_transport_options = {"polling_interval": 0.1}
 
 User = get_user_model()
 PASSWORD = "a-Long-test-passw0rd"
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache() -> None:
+    """Rate-limit counters live in a shared cache (Redis in CI): every test starts without anyone's."""
+    import contextlib
+
+    from django.core.cache import cache
+
+    with contextlib.suppress(Exception):  # the database cache is reachable only in tests that use the database
+        cache.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -242,3 +252,22 @@ def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def
             item.get_closest_marker("stops_ray") is not None,
         )
     )
+
+
+def require(component: str, install: str) -> None:
+    """A test needs ``component``. In CI (``CI=true``) its absence fails the run; elsewhere the test is skipped
+    with the command that installs it, listed in the summary (``-ra``): a skipped test is not a passing one."""
+    message = f"{component} is missing: install it with `{install}`"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{message} (CI runs every test; .ci/run installs it)")
+    pytest.skip(f"NOT RUN: {message}")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]
+    """How many fuzz cases ran against the API, per role (the count the closing notes report)."""
+    import sys
+
+    fuzz = sys.modules.get("tests.test_fuzz")
+    if fuzz is not None and fuzz.CASES:
+        per_role = ", ".join(f"{role} {n}" for role, n in fuzz.CASES.items())
+        terminalreporter.write_line(f"API fuzz: {sum(fuzz.CASES.values())} calls ({per_role})")

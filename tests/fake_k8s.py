@@ -71,6 +71,7 @@ class FakeKube:
 
     def stop(self) -> None:
         self.server.shutdown()
+        self.server.server_close()  # the port refuses connections from now on
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         kube = self

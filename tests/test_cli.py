@@ -79,7 +79,7 @@ def test_login_keeps_the_token_private_then_apply_export_and_list(run, world, tm
 
 
 def test_refusals_are_printed_field_by_field_with_exit_code_1(run, world, alice):
-    from apps.core.api import issue_token
+    from apps.teams.services import issue_token
 
     _, token = issue_token(user=alice, name="ci")
     bad = FILE.replace("num_replicas: 2", "nm_replicas: 2")

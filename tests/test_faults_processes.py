@@ -17,7 +17,20 @@ import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _pg_bin() -> Path | None:
+    """The server binaries of whichever PostgreSQL version is installed (Debian keeps them per version)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    if found:
+        return found[-1].parent
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+        path = Path(out.stdout.strip())
+        if (path / "initdb").exists():
+            return path
+    return None
 
 
 def _free_port() -> int:
@@ -33,28 +46,32 @@ def _as_postgres(*cmd: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def private_postgres():  # type: ignore[no-untyped-def]
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip("PostgreSQL server binaries are not installed on this machine")
+    pg_bin = _pg_bin()
+    if pg_bin is None:
+        from tests.conftest import require
+
+        require("PostgreSQL's server binaries (initdb, pg_ctl)", "apt-get install postgresql")
+    assert pg_bin is not None
     data = Path(tempfile.mkdtemp(prefix="cp-pg-"))
     if os.geteuid() == 0:
         shutil.chown(data, "postgres")
     port = _free_port()
-    assert _as_postgres(str(PG_BIN / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "postgres").returncode == 0
+    assert _as_postgres(str(pg_bin / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "postgres").returncode == 0
 
     def ctl(action: str) -> None:
         opts = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
         result = _as_postgres(
-            str(PG_BIN / "pg_ctl"), "-D", str(data / "db"), "-o", opts, "-w", "-l", str(data / "log"), action
+            str(pg_bin / "pg_ctl"), "-D", str(data / "db"), "-o", opts, "-w", "-l", str(data / "log"), action
         )
         assert result.returncode == 0, result.stdout + result.stderr
 
     ctl("start")
     assert (
-        _as_postgres(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "cp").returncode
+        _as_postgres(str(pg_bin / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "cp").returncode
         == 0
     )
     yield {"url": f"postgres://postgres@127.0.0.1:{port}/cp", "ctl": ctl}
-    _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop")
+    _as_postgres(str(pg_bin / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop")
     shutil.rmtree(data, ignore_errors=True)
 
 
@@ -83,7 +100,7 @@ def test_postgres_restart_gives_503_then_recovers(private_postgres, tmp_path):
         == 0
     )
     make_token = (
-        "from django.contrib.auth.models import User; from apps.core.api import issue_token; "
+        "from django.contrib.auth.models import User; from apps.teams.services import issue_token; "
         "u = User.objects.create_user('ops', password='a-Long-passw0rd'); print(issue_token(user=u, name='t')[1])"
     )
     token = (
@@ -280,7 +297,9 @@ def test_worker_killed_mid_push_the_lock_expires_and_the_work_is_done_once(tmp_p
 def test_redis_stopped_while_writes_arrive_then_the_reconcile_pushes(tmp_path):
     """A private Redis as the broker for a real worker and beat: stopped while a write arrives, started again."""
     if not shutil.which("redis-server"):
-        pytest.skip("redis-server is not installed on this machine")
+        from tests.conftest import require
+
+        require("redis-server", "apt-get install redis-server")
     port = _free_port()
 
     def redis(action: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -147,13 +149,17 @@ def test_upgrade_in_progress_reports_the_pending_status():
 def test_unreachable_api_server_is_a_transient_sync_failure(make_cluster, alice, team_a, grant):
     from workers.clients.ray_dashboard import RayUnavailable
 
-    dead = make_cluster(
-        name="k8s-dead",
-        kind="kuberay",
-        k8s_namespace="ml",
-        k8s_name="serve",
-        kubeconfig=FakeKube().kubeconfig().replace("127.0.0.1:", "127.0.0.1:9"),
-    )
+    # A real API server that answered once and is gone: its port now refuses connections.
+    gone = FakeKube().start()
+    kubeconfig = gone.kubeconfig()
+    assert (
+        KubeRayClient(
+            make_cluster(name="k8s-alive", kind="kuberay", k8s_namespace="ml", k8s_name="s", kubeconfig=kubeconfig)
+        ).get()
+        is None
+    )  # it did answer
+    gone.stop()
+    dead = make_cluster(name="k8s-dead", kind="kuberay", k8s_namespace="ml", k8s_name="serve", kubeconfig=kubeconfig)
     grant(team_a, dead, "1")
     application_create(
         actor=alice,
@@ -166,3 +172,38 @@ def test_unreachable_api_server_is_a_transient_sync_failure(make_cluster, alice,
         push_cluster(dead.pk)
     run = SyncRun.objects.filter(cluster=dead).first()
     assert run.state == "failed" and "Kubernetes API unreachable" in run.error
+
+
+def test_an_api_server_that_never_answers_fails_the_push_within_the_timeout(
+    make_cluster, alice, team_a, grant, settings
+):
+    import socket
+    import time
+
+    from workers.clients.ray_dashboard import RayUnavailable
+
+    settings.RAY_HTTP_TIMEOUT_S = 1
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections (the kernel's backlog) and never reads or answers
+    port = silent.getsockname()[1]
+    config = json.loads(FakeKube().kubeconfig())
+    config["clusters"][0]["cluster"]["server"] = f"http://127.0.0.1:{port}"
+    kubeconfig = json.dumps(config)
+    try:
+        hung = make_cluster(name="k8s-hung", kind="kuberay", k8s_namespace="ml", k8s_name="s", kubeconfig=kubeconfig)
+        grant(team_a, hung, "1")
+        application_create(
+            actor=alice,
+            team=team_a,
+            cluster=hung,
+            name="web",
+            spec={"route_prefix": "/w", "import_path": "examples.hello:app"},
+        )
+        started = time.monotonic()
+        with pytest.raises(RayUnavailable):
+            push_cluster(hung.pk)
+        assert time.monotonic() - started < 20
+    finally:
+        silent.close()
+    assert "Kubernetes API unreachable" in SyncRun.objects.filter(cluster=hung).first().error

@@ -267,8 +267,22 @@ def _same(a: Any, b: Any) -> bool:
 def canonical_app(config: dict) -> dict:
     """What an app config means to Ray, as a plain dict that compares with ``==``.
 
-    Raises ValueError (or pydantic's ValidationError) when Ray's schema refuses the config.
+    Raises ValueError (or pydantic's ValidationError) when Ray's schema refuses the config. Memoised on the
+    config's text: the poller compares the same configs again and again.
     """
+    import json
+
+    return copy.deepcopy(_canonical_cached(json.dumps(config, sort_keys=True)))
+
+
+@lru_cache(maxsize=4096)
+def _canonical_cached(text: str) -> dict:
+    import json
+
+    return _canonical(json.loads(text))
+
+
+def _canonical(config: dict) -> dict:
     s = schemas()
     body = {k: v for k, v in config.items() if k != "name"}
     model = s.application.model_validate(copy.deepcopy({"name": "canonical", **body}))  # Ray's validators mutate

@@ -65,7 +65,8 @@ def _check_unique(
         errors["name"] = [f"Team {team.slug} already has an application named {name!r} on {cluster.name}."]
     serve_name = serve_name or serve_app_name(team.slug, name)
     carried = {n: p for n, p in (cluster.preexisting_apps or {}).items() if n != adopting}
-    if serve_name in carried or live.filter(adopted_serve_name=serve_name).exists():
+    observed = {u.get("name") for u in cluster.unmanaged_apps or [] if isinstance(u, dict)} - {adopting}
+    if serve_name in carried or serve_name in observed or live.filter(adopted_serve_name=serve_name).exists():
         errors.setdefault("name", []).append(
             f"An app named {serve_name!r} already runs on {cluster.name} (not created here); "
             "a platform admin can adopt it into your team."

@@ -261,7 +261,29 @@ def normalize_spec(data: dict[str, Any], *, warnings: list[str] | None = None) -
     errors = ray_schema.validate_dict_models(spec, schemas.application, "")
     if errors:
         raise ValidationError(errors)
+    for path, code in named_code(spec):
+        warnings.append(
+            f"{path}: {code!r} must be importable where Ray's dashboard runs (its image), not only in the app's "
+            "runtime_env: Ray 2.60 imports it when the config arrives and refuses the whole push otherwise."
+        )
     return spec
+
+
+def named_code(spec: dict) -> list[tuple[str, str]]:
+    """Custom autoscaling policies and request routers a spec names (Ray's dashboard imports them)."""
+    out = []
+    policy = (spec.get("autoscaling_policy") or {}).get("policy_function")
+    if isinstance(policy, str):
+        out.append(("autoscaling_policy.policy_function", policy))
+    for i, dep in enumerate(spec.get("deployments") or []):
+        auto = (dep or {}).get("autoscaling_config") or {}
+        fn = (auto.get("policy") or {}).get("policy_function") if isinstance(auto, dict) else None
+        if isinstance(fn, str) and fn != "ray.serve.autoscaling_policy:default_autoscaling_policy":
+            out.append((f"deployments[{i}].autoscaling_config.policy.policy_function", fn))
+        router = ((dep or {}).get("request_router_config") or {}).get("request_router_class")
+        if isinstance(router, str) and not router.startswith("ray.serve."):
+            out.append((f"deployments[{i}].request_router_config.request_router_class", router))
+    return out
 
 
 def to_decimal(value: Any) -> Decimal:

@@ -30,6 +30,7 @@ class ClusterSerializer(serializers.ModelSerializer):
     pools = PoolSerializer(many=True, required=False)
     auth_token = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=500)
     has_auth_token = serializers.SerializerMethodField()
+    has_kubeconfig = serializers.SerializerMethodField()
     runtime_env_policy = serializers.DictField(required=False)
     metrics_targets = serializers.ListField(
         child=serializers.CharField(max_length=300), required=False, max_length=1000
@@ -49,6 +50,7 @@ class ClusterSerializer(serializers.ModelSerializer):
             "http_port",
             "auth_token",
             "has_auth_token",
+            "has_kubeconfig",
             "drift_policy",
             "runtime_env_policy",
             "metrics_targets",
@@ -85,9 +87,26 @@ class ClusterSerializer(serializers.ModelSerializer):
     def get_has_auth_token(self, cluster: Cluster) -> bool:
         return bool(cluster.auth_token)
 
+    def get_has_kubeconfig(self, cluster: Cluster) -> bool:
+        return bool(cluster.kubeconfig)
+
     def get_last_sync(self, cluster: Cluster) -> dict | None:
         run = cluster.sync_runs.order_by("-created_at", "-id").first()
         return SyncRunSerializer(run).data if run else None
+
+    def validate_kubeconfig(self, value: str) -> str:
+        """A kubeconfig is YAML with clusters and users; the refusal never repeats what was sent (a secret)."""
+        if not value:
+            return value
+        import yaml
+
+        try:
+            doc = yaml.safe_load(value)
+        except yaml.YAMLError:
+            doc = None
+        if not isinstance(doc, dict) or not doc.get("clusters") or not doc.get("users"):
+            raise serializers.ValidationError("Not a kubeconfig: YAML with 'clusters', 'users' and 'contexts' lists.")
+        return value
 
     def validate_pools(self, pools: list[dict]) -> list[dict]:
         names = [p["name"] for p in pools]

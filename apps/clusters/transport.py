@@ -41,10 +41,12 @@ class KubeRayTransport:
         self.cluster = cluster
 
     def _client(self) -> Any:
+        from django.conf import settings
+
         from workers.clients.kuberay import KubeRayClient
 
         try:
-            return KubeRayClient(self.cluster)
+            return KubeRayClient(self.cluster, timeout=float(settings.RAY_HTTP_TIMEOUT_S))
         except Exception as exc:  # a kubeconfig that does not load: say so without echoing its contents
             raise RayUnavailable(f"Cannot build a Kubernetes API client: {type(exc).__name__}") from exc
 

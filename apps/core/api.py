@@ -8,25 +8,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from apps.teams.models import TOKEN_PREFIX_LEN, ApiToken, hash_secret
-
-
-def issue_token(*, user, name: str, team=None, role: str = "", expires_at=None) -> tuple[ApiToken, str]:  # type: ignore[no-untyped-def]
-    """Create a token and return it with its secret, which is never stored and never shown again."""
-    while True:
-        secret = ApiToken.generate_secret()
-        if not ApiToken.objects.filter(prefix=secret[:TOKEN_PREFIX_LEN]).exists():
-            break
-    token = ApiToken.objects.create(
-        user=user,
-        team=team,
-        role=role,
-        name=name,
-        prefix=secret[:TOKEN_PREFIX_LEN],
-        secret_hash=hash_secret(secret),
-        expires_at=expires_at,
-    )
-    return token, secret
+from apps.teams.services import token_create
 
 
 class TokenRequest(serializers.Serializer):
@@ -43,7 +25,11 @@ class ObtainTokenView(APIView):
     throttle_scope = "auth"
 
     @extend_schema(
-        request=TokenRequest, responses=inline_serializer("TokenResponse", {"token": serializers.CharField()})
+        request=TokenRequest,
+        responses=inline_serializer(
+            "TokenResponse",
+            {"token": serializers.CharField(), "expires_at": serializers.DateTimeField(allow_null=True)},
+        ),
     )
     def post(self, request):  # type: ignore[no-untyped-def]
         body = TokenRequest(data=request.data)
@@ -54,5 +40,15 @@ class ObtainTokenView(APIView):
                 {"non_field_errors": ["Unable to log in with the given username and password."]},
                 status=status.HTTP_400_BAD_REQUEST,
             )
-        _, secret = issue_token(user=user, name="api login")
-        return Response({"token": secret})
+        from datetime import timedelta
+
+        from django.conf import settings
+        from django.utils import timezone
+
+        days = settings.API_LOGIN_TOKEN_TTL_DAYS
+        expires_at = timezone.now() + timedelta(days=days) if days else None
+        # A named, audited, expiring token like any other: the user's token list shows it and can revoke it.
+        _, secret = token_create(
+            actor=user, name=f"api login {timezone.now():%Y-%m-%d %H:%M}", expires_at=expires_at, source="api"
+        )
+        return Response({"token": secret, "expires_at": expires_at.isoformat() if expires_at else None})

@@ -24,7 +24,7 @@ applications:
 
 
 def test_status_waits_until_running_and_exits_2_on_deploy_failed(run, ray_env, alice, team_a, grant):  # noqa: F811
-    from apps.core.api import issue_token
+    from apps.teams.services import issue_token
 
     grant(team_a, ray_env, "2")
     _, token = issue_token(user=alice, name="ci")

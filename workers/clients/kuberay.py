@@ -30,15 +30,18 @@ def api_for(cluster: Any) -> Any:
 
 
 class KubeRayClient:
-    def __init__(self, cluster: Any, api: Any = None, conflict_retries: int = 5) -> None:
+    def __init__(self, cluster: Any, api: Any = None, conflict_retries: int = 5, timeout: float = 30.0) -> None:
         self.cluster = cluster
         self.api = api or api_for(cluster)
         self.retries = conflict_retries
+        self.timeout = timeout
 
     def _call(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
+        # connect, read: an API server that accepts and never answers is as unreachable as one that refuses
+        kwargs.setdefault("_request_timeout", (min(5.0, self.timeout), self.timeout))
         try:
             return fn(*args, **kwargs)
         except ApiException as exc:

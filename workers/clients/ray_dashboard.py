@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 
 USER_AGENT = "ray-serve-control-plane/1.0"  # Ray refuses PUT/DELETE from browser-looking clients
+IMPORT_FAILURE = re.compile(r"ModuleNotFoundError|ImportError|No module named")
 
 
 class RayError(Exception):
@@ -48,6 +50,15 @@ class RayDashboardClient:
             if isinstance(exc, requests.ConnectionError):
                 reason = "connection refused or host unreachable"
             raise RayUnavailable(f"Cannot reach the Ray dashboard at {self.base_url}: {reason}") from exc
+        if resp.status_code >= 500 and IMPORT_FAILURE.search(resp.text or ""):
+            # Ray's dashboard imports the autoscaling policies and request routers a config names while it
+            # validates it, and answers 500 when one is not installed where it runs: no retry will change that.
+            lines = [line.strip() for line in resp.text.strip().splitlines() if line.strip()]
+            raise RayRejected(
+                resp.status_code,
+                "Ray's dashboard could not import code the config names (custom autoscaling policies and request "
+                f"routers must be in the image Ray runs, not only in an app's runtime_env): {lines[-1][:500]}",
+            )
         if resp.status_code >= 500:
             raise RayUnavailable(
                 f"Ray dashboard at {self.base_url} answered HTTP {resp.status_code}: {resp.text[:500]}"
