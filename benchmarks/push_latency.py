@@ -68,12 +68,12 @@ def main() -> None:
     from rest_framework.test import APIClient
 
     from apps.applications.services import application_create
-    from apps.clusters.selectors import build_serve_config
     from apps.clusters.services import cluster_create
+    from apps.dashboard.local_ray import TEST
+    from apps.deploys.config import build_serve_config
     from apps.quotas.services import quota_set
     from apps.teams.services import issue_token, team_create
     from controlplane.celery import app as celery_app
-    from workers.clients.local_ray import TEST
 
     call_command("migrate", verbosity=0)
     started = False

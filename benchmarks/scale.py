@@ -91,11 +91,11 @@ def main() -> None:
     from rest_framework.test import APIClient
 
     from apps.applications.services import application_create
-    from apps.applications.spec import validate_deploy_config
     from apps.clusters.models import Cluster, SyncRun
-    from apps.clusters.selectors import build_serve_config
     from apps.clusters.services import cluster_create
+    from apps.deploys.config import build_serve_config
     from apps.quotas.services import quota_set
+    from apps.servespec.spec import validate_deploy_config
     from apps.teams.services import issue_token, team_create
     from controlplane.celery import app as celery_app
 
@@ -152,7 +152,7 @@ def main() -> None:
     client.credentials(HTTP_AUTHORIZATION=f"Token {secret}")
     with start_worker(celery_app, pool="threads", concurrency=2, perform_ping_check=False):
         # Bring the recorder up to date first, so the next push carries exactly one new app.
-        from apps.clusters.sync import push_cluster
+        from apps.deploys.sync import push_cluster
 
         push_cluster(cluster.pk)
         samples = []
@@ -243,8 +243,8 @@ def main() -> None:
     from django.utils import timezone
 
     from apps.applications.models import Application, Revision
-    from apps.applications.spec import spec_hash
     from apps.audit.models import AuditEvent
+    from apps.servespec.spec import spec_hash
     from apps.teams.models import Membership, Team
 
     more_teams = [Team(slug=f"x{i:03d}", name=f"X{i}") for i in range(500 - args.teams)]

@@ -85,7 +85,6 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "django_htmx",
     "apps.core",
     "apps.teams",
     "apps.clusters",
@@ -95,6 +94,8 @@ INSTALLED_APPS = [
     "apps.compaction",
     "apps.metrics",
     "apps.catalog",
+    "apps.deploys",
+    "apps.dashboard",
 ]
 
 MIDDLEWARE = [
@@ -109,7 +110,6 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_htmx.middleware.HtmxMiddleware",
     "apps.core.middleware.DatabaseUnavailableMiddleware",
 ]
 
@@ -186,7 +186,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "apps.core.authentication.TokenAuthentication",
+        "apps.teams.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -278,6 +278,8 @@ if not DEBUG:
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 METRICS_TOKEN = envsecret("METRICS_TOKEN") or ""
+# Collectors of numbers kept in the database, added to every /metrics answer.
+METRICS_COLLECTORS = ["apps.deploys.metrics.ClusterCollector"]
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 
 LOGGING = {

@@ -6,13 +6,13 @@ from rest_framework.routers import DefaultRouter
 from apps.applications.api import ApplicationViewSet, ServeConfigFileView
 from apps.audit.api import AuditEventViewSet
 from apps.catalog.api import ModelEntryViewSet
-from apps.clusters.api import ClusterViewSet, SyncRunViewSet
+from apps.clusters.api import SyncRunViewSet
 from apps.compaction.api import CompactionPlanViewSet
-from apps.core.accounts import RateLimitedLoginView, signup
-from apps.core.api import ObtainTokenView
+from apps.dashboard.accounts import RateLimitedLoginView, signup
+from apps.deploys.api import ClusterViewSet
 from apps.metrics.api import MetricsView
 from apps.quotas.api import QuotaRequestViewSet, QuotaViewSet
-from apps.teams.api import TeamViewSet, TokenViewSet
+from apps.teams.api import ObtainTokenView, TeamViewSet, TokenViewSet
 
 router = DefaultRouter()
 router.register("teams", TeamViewSet, basename="team")
@@ -37,5 +37,5 @@ urlpatterns = [
     path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),
     path("accounts/signup/", signup, name="signup"),
     path("accounts/", include("django.contrib.auth.urls")),
-    path("", include("apps.core.urls")),
+    path("", include("apps.dashboard.urls")),
 ]

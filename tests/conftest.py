@@ -1,7 +1,7 @@
 """Shared fixtures: three named people per team (owner, member, outsider), staff, clusters, API clients.
 
 Tests marked ``ray`` run against a real local Ray cluster that this session starts on its own ports
-(``workers.clients.local_ray.TEST``) and stops at the end; it can run beside the demo cluster.
+(``apps.dashboard.local_ray.TEST``) and stops at the end; it can run beside the demo cluster.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def app_body(team: str, cluster: int, name: str, **overrides: Any) -> dict:
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[Any]:
-    from workers.clients.local_ray import TEST
+    from apps.dashboard.local_ray import TEST
 
     started = False
     if not TEST.is_up():

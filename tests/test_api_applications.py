@@ -241,7 +241,7 @@ def test_merged_config_query_count_does_not_grow_with_apps(setup, api, alice, te
     from django.contrib.auth import get_user_model
 
     from apps.applications.services import application_create
-    from apps.clusters.selectors import build_serve_config
+    from apps.deploys.config import build_serve_config
 
     setup.refresh_from_db()
     user = get_user_model().objects.get(username="alice")

@@ -18,8 +18,9 @@ CONCURRENCY = 4
 
 
 def _env(tmp_path: Path) -> dict:
+    # Celery lets CELERY_BROKER_URL override the app's own broker: CI's Redis must not stand in for the embedded one.
     return {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("CELERY_")},
         "PYTHONPATH": str(ROOT),
         "SOAK_BROKER": f"sqlite://{tmp_path / 'broker.sqlite3'}",
         "SOAK_RESULTS": str(tmp_path / "runs.sqlite3"),

@@ -101,7 +101,7 @@ def test_drained_nodes_are_not_targets(cluster, alice, team_a, grant, staff):
     assert plan.nodes_to_drain[0] not in {n["id"] for n in state["nodes"]}
 
 
-def test_policy(cluster, alice, team_a, grant, staff, monkeypatch):
+def test_policy(cluster, alice, team_a, grant, staff, monkeypatch, django_capture_on_commit_callbacks):
     grant(team_a, cluster, "8")
     observed(cluster, alice, team_a)
     cluster.refresh_from_db()
@@ -121,12 +121,15 @@ def test_policy(cluster, alice, team_a, grant, staff, monkeypatch):
     monkeypatch.setattr(services.timezone, "now", lambda: datetime(2026, 1, 1, 12, 0, tzinfo=UTC))
     assert services.policy_tick(cluster.pk) == "outside window"
     launched = []
-    monkeypatch.setattr("workers.tasks.compaction.execute_plan.delay", lambda pk: launched.append(pk))
+    from apps.core.jobs import task
+
+    monkeypatch.setattr(task("workers.tasks.compaction.execute_plan"), "delay", lambda pk: launched.append(pk))
     cluster.compaction_window = ""
     cluster.save()
-    assert services.policy_tick(cluster.pk) == "executing"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.policy_tick(cluster.pk) == "executing"
+    assert launched == [CompactionPlan.objects.get(trigger="automatic").pk], "the policy started that plan's execution"
     assert services.policy_tick(cluster.pk) == "compaction running"
-    assert launched, "the automatic policy started an execution"
 
 
 @pytest.mark.parametrize(
@@ -163,7 +166,7 @@ def test_replica_moves_without_a_config_change_are_shown(cluster, alice, team_a,
     from django.utils import timezone
 
     from apps.clusters.models import Cluster
-    from apps.clusters.sync import _record_replica_moves, _replica_moves
+    from apps.deploys.sync import _record_replica_moves, _replica_moves
 
     grant(team_a, cluster, "8")
     app = observed(cluster, alice, team_a)

@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from apps.applications.models import Application
 from apps.clusters.models import Cluster, SyncRun
-from apps.clusters.services import acquire_lock
-from apps.clusters.sync import push_cluster
+from apps.deploys.locks import acquire_lock
+from apps.deploys.sync import push_cluster
 from tests.conftest import app_body
 from workers.clients.ray_dashboard import RayUnavailable
 
@@ -98,7 +98,7 @@ def test_unexpected_status_document_is_an_error_not_a_crash(app_on):
     dashboard = BadDashboard("weird")
     try:
         cluster = app_on(dashboard.url)
-        from apps.clusters.sync import observe_cluster
+        from apps.deploys.sync import observe_cluster
 
         with pytest.raises(RayUnavailable, match="not an object"):
             observe_cluster(cluster.pk)

@@ -81,6 +81,7 @@ def _env(tmp: Path, database_url: str) -> dict:
         {
             "DEBUG": "false",
             "SECRET_KEY": "s" * 60,
+            "FIELD_ENCRYPTION_KEYS": "dGVzdC1vbmx5LWZpZWxkLWVuY3J5cHRpb24ta2V5LTA=",
             "ALLOWED_HOSTS": "127.0.0.1",
             "SECURE_SSL_REDIRECT": "false",
             "DATABASE_URL": database_url,
@@ -203,7 +204,13 @@ class SlowDashboard:
 def test_worker_killed_mid_push_the_lock_expires_and_the_work_is_done_once(tmp_path):
     dashboard = SlowDashboard(delay=4)
     env = _env(tmp_path, f"sqlite:///{tmp_path / 'cp.sqlite3'}")
-    env.update({"CELERY_BROKER_URL": "filesystem://", "CLUSTER_LOCK_TTL_S": "3", "RAY_HTTP_TIMEOUT_S": "30"})
+    env.update(
+        {
+            "CELERY_BROKER_URL": f"sqlite://{tmp_path / 'broker.sqlite3'}",  # the embedded broker, as in make run
+            "CLUSTER_LOCK_TTL_S": "3",
+            "RAY_HTTP_TIMEOUT_S": "30",
+        }
+    )
     manage = [sys.executable, "manage.py"]
     assert (
         subprocess.run(
@@ -283,7 +290,9 @@ def test_worker_killed_mid_push_the_lock_expires_and_the_work_is_done_once(tmp_p
             if final.startswith("True"):
                 break
             time.sleep(1)
-        assert final == "True ['failed', 'succeeded']", final  # the abandoned run is marked; the work done once
+        # The abandoned run is marked and the work is done once. The embedded broker redelivers the killed worker's
+        # unacknowledged task (at least once); if it runs, it finds the config pushed and only records a skip.
+        assert final in ("True ['failed', 'succeeded']", "True ['failed', 'skipped', 'succeeded']"), final
         assert len(dashboard.puts) == 2
         error = query("from apps.clusters.models import SyncRun; print(SyncRun.objects.get(state='failed').error)")
         assert error.startswith("abandoned")

@@ -15,7 +15,7 @@ from django.utils import timezone
 from apps.applications.models import Application
 from apps.audit.models import AuditEvent
 from apps.clusters.models import Cluster, SyncRun
-from apps.clusters.sync import observe_cluster, push_cluster, reconcile_cluster
+from apps.deploys.sync import observe_cluster, push_cluster, reconcile_cluster
 from apps.metrics import services as metrics
 from apps.metrics.models import Point, Series
 from tests.conftest import app_body
@@ -112,7 +112,7 @@ def test_one_status_poller_per_cluster_however_many_pushes(on_fake, no_tasks):
 
 def test_the_poller_stops_when_settled_and_follows_a_push_that_arrives_meanwhile(on_fake, no_tasks, monkeypatch):
     settled = {"value": False}
-    monkeypatch.setattr("apps.clusters.sync.observe_cluster", lambda cid: settled["value"])
+    monkeypatch.setattr("apps.deploys.sync.observe_cluster", lambda cid: settled["value"])
     tasks.follow_status(on_fake.pk)
     (cid, token, n, seen), _ = no_tasks.pop()
     assert tasks.poll_status(cid, token, n, seen) == "polling"
@@ -127,7 +127,7 @@ def test_the_poller_stops_when_settled_and_follows_a_push_that_arrives_meanwhile
 
 
 def test_a_cluster_that_never_settles_is_polled_with_backoff_then_left_to_the_reconcile(on_fake, no_tasks, monkeypatch):
-    monkeypatch.setattr("apps.clusters.sync.observe_cluster", lambda cid: False)
+    monkeypatch.setattr("apps.deploys.sync.observe_cluster", lambda cid: False)
     tasks.follow_status(on_fake.pk)
     polls, waited = 0, 0.0
     while no_tasks:

@@ -8,11 +8,17 @@ import pytest
 import yaml
 
 from apps.applications.services import application_create
-from apps.clusters.kuberay import ManifestInvalid, render_rayservice, serve_status_from_rayservice, validate_manifest
 from apps.clusters.models import Cluster, SyncRun
-from apps.clusters.sync import observe_cluster, push_cluster
+from apps.deploys.kuberay import (
+    ManifestInvalid,
+    apply_serve_config,
+    client_for,
+    render_rayservice,
+    serve_status_from_rayservice,
+    validate_manifest,
+)
+from apps.deploys.sync import observe_cluster, push_cluster
 from tests.fake_k8s import FakeKube
-from workers.clients.kuberay import KubeRayClient
 
 pytestmark = pytest.mark.django_db
 
@@ -60,8 +66,8 @@ def test_kuberay_cluster_needs_namespace_and_name(staff, api):
 
 
 def test_create_then_patch_only_serve_config(kcluster, kube):
-    client = KubeRayClient(kcluster)
-    assert client.apply(CONFIG) == "created"
+    client = client_for(kcluster)
+    assert apply_serve_config(client, kcluster, CONFIG) == "created"
     obj = kube.objects[("ml", "serve")]
     group = {
         "groupName": "gpu",
@@ -72,15 +78,15 @@ def test_create_then_patch_only_serve_config(kcluster, kube):
     obj["spec"]["rayClusterConfig"]["workerGroupSpecs"] = [group]  # the cluster owner's edit
     kube.bump("ml", "serve")
     config2 = {"applications": [dict(CONFIG["applications"][0], route_prefix="/web2")]}
-    assert client.apply(config2) == "patched"
+    assert apply_serve_config(client, kcluster, config2) == "patched"
     after = kube.objects[("ml", "serve")]
     assert yaml.safe_load(after["spec"]["serveConfigV2"]) == config2
     assert after["spec"]["rayClusterConfig"]["workerGroupSpecs"] == [group]
 
 
 def test_conflicting_writer_is_retried_with_the_fresh_resource_version(kcluster, kube):
-    client = KubeRayClient(kcluster)
-    client.apply(CONFIG)
+    client = client_for(kcluster)
+    apply_serve_config(client, kcluster, CONFIG)
     bumps = []
 
     def race(k: FakeKube, ns: str, name: str) -> None:
@@ -89,7 +95,7 @@ def test_conflicting_writer_is_retried_with_the_fresh_resource_version(kcluster,
             k.bump(ns, name, lambda o: o["metadata"].setdefault("annotations", {}).update({"other": str(len(bumps))}))
 
     kube.before_patch = race
-    assert client.apply({"applications": []}) == "patched"
+    assert apply_serve_config(client, kcluster, {"applications": []}) == "patched"
     codes = [code for method, _, code in kube.log if method == "PATCH"]
     assert codes == [409, 409, 200]
     assert kube.objects[("ml", "serve")]["metadata"]["annotations"] == {"other": "2"}
@@ -153,7 +159,7 @@ def test_unreachable_api_server_is_a_transient_sync_failure(make_cluster, alice,
     gone = FakeKube().start()
     kubeconfig = gone.kubeconfig()
     assert (
-        KubeRayClient(
+        client_for(
             make_cluster(name="k8s-alive", kind="kuberay", k8s_namespace="ml", k8s_name="s", kubeconfig=kubeconfig)
         ).get()
         is None

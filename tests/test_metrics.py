@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from apps.clusters.selectors import build_serve_config
+from apps.deploys.config import build_serve_config
 from apps.metrics import services
 from apps.metrics.models import Point, ScrapeRun, Series
 from apps.metrics.selectors import _quantile, query

@@ -112,7 +112,7 @@ def test_pages_never_show_secrets(staff, make_cluster):
 
 def test_task_errors_and_logs_never_carry_the_kubeconfig(make_cluster, caplog):
     from apps.clusters.models import SyncRun
-    from apps.clusters.sync import push_cluster
+    from apps.deploys.sync import push_cluster
     from workers.clients.ray_dashboard import RayUnavailable
 
     kube = FakeKube().start()
@@ -144,6 +144,7 @@ def test_log_lines_mask_credentials_in_every_process():
     assert out.stderr.count("[redacted]") == 3 and not leaked(out.stderr) and "hunter2hunter2" not in out.stderr
 
 
+@pytest.mark.django_db(transaction=True)  # committed, so pg_dump's own connection sees the row
 def test_a_database_dump_alone_reveals_no_secret(make_cluster, tmp_path):
     make_cluster(
         name="dump", auth_token=TOKEN, kind="kuberay", k8s_namespace="a", k8s_name="b", kubeconfig=kubeconfig()

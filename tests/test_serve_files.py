@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from apps.applications.models import Application, Revision
-from apps.applications.ray_schema import canonical_app, schemas
 from apps.applications.serve_files import check_document
 from apps.audit.models import AuditEvent
 from apps.clusters.models import Cluster
+from apps.servespec.ray_schema import canonical_app, schemas
 
 pytestmark = pytest.mark.django_db
 

@@ -3,7 +3,7 @@ from decimal import Decimal
 import pytest
 from rest_framework.exceptions import ValidationError
 
-from apps.applications.spec import demand, normalize_spec, validate_deploy_config
+from apps.servespec.spec import demand, normalize_spec, validate_deploy_config
 
 BASE = {"route_prefix": "/a/b", "import_path": "examples.hello:app"}
 
@@ -160,8 +160,8 @@ def test_integer_resources_are_numbers_like_floats():
 
 
 def test_spec_keys_are_every_field_of_rays_application_schema():
-    from apps.applications.ray_schema import app_fields
-    from apps.applications.spec import RUNTIME_ENV_KEYS, SPEC_KEYS
+    from apps.servespec.ray_schema import app_fields
+    from apps.servespec.spec import RUNTIME_ENV_KEYS, SPEC_KEYS
 
     assert set(SPEC_KEYS) == set(app_fields())
     from ray.runtime_env import RuntimeEnv
@@ -217,7 +217,7 @@ def test_nested_unknown_and_renamed_keys():
 
 
 def test_route_prefix_default_null_and_rays_own_rules():
-    from apps.applications.spec import effective_route
+    from apps.servespec.spec import effective_route
 
     assert effective_route(normalize_spec({"import_path": "a.b:c"})) == "/"
     assert effective_route(normalize_spec({"import_path": "a.b:c", "route_prefix": None})) is None
@@ -225,7 +225,7 @@ def test_route_prefix_default_null_and_rays_own_rules():
 
 
 def test_deployment_runtime_envs_obey_the_cluster_policy():
-    from apps.applications.spec import check_runtime_env_policy
+    from apps.servespec.spec import check_runtime_env_policy
 
     spec = normalize_spec(
         {
@@ -242,7 +242,7 @@ def test_deployment_runtime_envs_obey_the_cluster_policy():
 
 
 def test_configs_are_compared_by_meaning():
-    from apps.applications.ray_schema import diff_app, same_app
+    from apps.servespec.ray_schema import diff_app, same_app
 
     desired = {
         "route_prefix": "/a",

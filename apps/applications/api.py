@@ -15,12 +15,12 @@ from rest_framework.views import APIView
 
 from apps.clusters.models import Cluster
 from apps.core.ids import json_object, parse_id
+from apps.servespec.spec import SPEC_KEYS
 from apps.teams.models import Role, Team
 from apps.teams.selectors import can, teams_for
 
 from . import serve_files, services
 from .models import Application, Revision
-from .spec import SPEC_KEYS
 
 DRY_RUN = OpenApiParameter("dry_run", OpenApiTypes.BOOL, description="Validate and check quota; save nothing.")
 

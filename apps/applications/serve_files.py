@@ -17,11 +17,12 @@ from django.db import transaction
 from rest_framework.exceptions import ValidationError
 
 from apps.clusters.models import Cluster
+from apps.servespec import ray_schema
+from apps.servespec.spec import SPEC_KEYS
 from apps.teams.models import Team
 
-from . import ray_schema, services
+from . import services
 from .models import Application
-from .spec import SPEC_KEYS
 
 MAX_FILE_BYTES = 1024 * 1024
 # Top-level fields of a Serve config that belong to the whole cluster, not to one team's apps.

@@ -14,11 +14,11 @@ from apps.clusters.models import Cluster
 from apps.clusters.services import request_sync
 from apps.core.exceptions import Conflict, PreconditionFailed
 from apps.quotas.services import check_admission
+from apps.servespec.ray_schema import same_app
+from apps.servespec.spec import NAME_RE, check_runtime_env_policy, effective_route, normalize_spec, spec_hash
 from apps.teams.models import Team
 
 from .models import Application, Revision, serve_app_name
-from .ray_schema import same_app
-from .spec import NAME_RE, check_runtime_env_policy, effective_route, normalize_spec, spec_hash
 
 
 class DryRun(Exception):

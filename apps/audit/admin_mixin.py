@@ -15,9 +15,7 @@ def _plain(obj: Any) -> dict:
 
 
 def _team_of(obj: Any) -> Any:
-    from apps.teams.models import Team
-
-    return obj if isinstance(obj, Team) else getattr(obj, "team", None)
+    return obj if obj._meta.label == "teams.Team" else getattr(obj, "team", None)
 
 
 def _audit(request: Any, obj: Any, verb: str) -> None:

@@ -8,7 +8,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.exceptions import ValidationError
 
-from apps.teams.models import Membership, Role
+from apps.core.roles import Role
 
 from .models import AuditEvent
 
@@ -40,7 +40,7 @@ def audit_events_for(user) -> QuerySet[AuditEvent]:  # type: ignore[no-untyped-d
     """Staff see everything; team admins and owners see their teams' events; others see nothing."""
     if user.is_staff and getattr(user, "_token_team_id", None) is None:
         return AuditEvent.objects.all()
-    admin_teams = Membership.objects.filter(user=user, role__in=[Role.ADMIN, Role.OWNER]).values("team_id")
+    admin_teams = user.memberships.filter(role__in=[Role.ADMIN, Role.OWNER]).values("team_id")
     token_team = getattr(user, "_token_team_id", None)
     qs = AuditEvent.objects.filter(team_id__in=admin_teams)
     if token_team is not None:

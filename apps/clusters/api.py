@@ -3,7 +3,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.db.models import Q
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -15,7 +14,7 @@ from apps.teams.selectors import teams_for
 
 from . import services
 from .models import Cluster, GpuPool, SyncRun
-from .selectors import build_serve_config, cluster_state, unmanaged_apps
+from .selectors import unmanaged_apps
 
 
 class PoolSerializer(serializers.ModelSerializer):
@@ -162,11 +161,6 @@ class UnmanagedAppSerializer(serializers.Serializer):
     can_remove = serializers.BooleanField()
 
 
-class AdoptSerializer(serializers.Serializer):
-    team = serializers.SlugField(help_text="The team that takes the app over")
-    name = serializers.CharField(required=False, help_text="Its name in the team (default: its Serve name)")
-
-
 class ClusterViewSet(viewsets.ModelViewSet):
     serializer_class = ClusterSerializer
     permission_classes = [StaffWritesOnly]
@@ -183,55 +177,11 @@ class ClusterViewSet(viewsets.ModelViewSet):
             return Cluster.objects.none()
         return Cluster.objects.prefetch_related("pools").order_by("name")
 
-    @action(detail=True, methods=["get"], url_path="serve-config", permission_classes=[IsAdminUser])
-    def serve_config(self, request, pk=None):  # type: ignore[no-untyped-def]
-        """The exact merged config the next push sends."""
-        merged = build_serve_config(self.get_object())
-        return Response(merged.config, headers={"ETag": f'"{merged.hash}"'})
-
-    @action(detail=True, methods=["get"])
-    def state(self, request, pk=None):  # type: ignore[no-untyped-def]
-        """Nodes with capacity and use, and the replicas on each, as last observed."""
-        return Response(cluster_state(self.get_object()))
-
     @extend_schema(responses=UnmanagedAppSerializer(many=True))
     @action(detail=True, methods=["get"], url_path="unmanaged-apps", permission_classes=[IsAdminUser])
     def unmanaged_apps(self, request, pk=None):  # type: ignore[no-untyped-def]
         """Apps on the cluster that the control plane did not create: pre-existing, unexpected, imperative."""
         return Response(UnmanagedAppSerializer(unmanaged_apps(self.get_object()), many=True).data)
-
-    @extend_schema(request=AdoptSerializer, responses={201: OpenApiTypes.OBJECT})
-    @action(
-        detail=True,
-        methods=["post"],
-        url_path=r"unmanaged-apps/(?P<app_name>[^/]+)/adopt",
-        permission_classes=[IsAdminUser],
-    )
-    def adopt(self, request, pk=None, app_name=None):  # type: ignore[no-untyped-def]
-        """Adopt an app into a team: its first revision is what Ray runs; admitted against the team's quota."""
-        from apps.applications.api import ApplicationSerializer
-        from apps.applications.services import application_adopt
-        from apps.teams.models import Team
-
-        cluster = self.get_object()
-        body = AdoptSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        team = Team.objects.filter(slug=body.validated_data["team"]).first()
-        if team is None:
-            raise serializers.ValidationError({"team": [f"No team {body.validated_data['team']!r}."]})
-        warnings: list[str] = []
-        app = application_adopt(
-            actor=request.user,
-            cluster=cluster,
-            serve_name=app_name,
-            team=team,
-            name=body.validated_data.get("name"),
-            warnings=warnings,
-        )
-        data = dict(ApplicationSerializer(app).data)
-        if warnings:
-            data["warnings"] = warnings
-        return Response(data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={204: None})
     @action(
@@ -244,15 +194,6 @@ class ClusterViewSet(viewsets.ModelViewSet):
         """Remove an app the control plane did not create (the next push deletes it from the cluster)."""
         services.unmanaged_remove(actor=request.user, cluster=self.get_object(), name=app_name)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-    @action(detail=True, methods=["post"], permission_classes=[IsAdminUser])
-    def sync(self, request, pk=None):  # type: ignore[no-untyped-def]
-        """Ask for a push now, even if nothing changed (repairs a cluster that lost its apps)."""
-        from workers.tasks.sync import sync_cluster
-
-        cluster = self.get_object()
-        sync_cluster.delay(cluster.pk, "manual", True)
-        return Response({"detail": "push queued"}, status=status.HTTP_202_ACCEPTED)
 
 
 class SyncRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

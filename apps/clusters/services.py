@@ -1,19 +1,19 @@
-"""Writes to clusters: registration, pools, and the per-cluster push bookkeeping (generation, lock)."""
+"""Writes to clusters: registration, pools, the desired generation a write bumps, apps removed from the cluster."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
-from django.utils import timezone
+from django.db.models import F
+from rest_framework.exceptions import NotFound
 
 from apps.audit.services import audit_record
+from apps.core.exceptions import Conflict
+from apps.core.jobs import enqueue
 
 from .models import Cluster, GpuPool
+from .selectors import unmanaged_app
 
 
 def request_sync(*, cluster_id: int, trigger: str = "write", force: bool = False) -> None:
@@ -24,86 +24,9 @@ def request_sync(*, cluster_id: int, trigger: str = "write", force: bool = False
     """
     Cluster.objects.filter(pk=cluster_id).update(desired_generation=F("desired_generation") + 1)
 
-    def enqueue() -> None:
-        from workers.tasks.sync import sync_cluster
-
-        try:
-            sync_cluster.delay(cluster_id, trigger, force) if force else sync_cluster.delay(cluster_id, trigger)
-        except Exception:  # broker down: the write is saved; beat's reconcile pushes it later
-            import logging
-
-            logging.getLogger(__name__).warning("could not enqueue push for cluster %s", cluster_id, exc_info=True)
-
-    transaction.on_commit(enqueue)
-
-
-def acquire_lock(*, cluster_id: int, owner: str | None = None) -> str | None:
-    """Claim the cluster's push lock with a conditional UPDATE; the lease expires if a worker dies."""
-    owner = owner or uuid.uuid4().hex
-    now = timezone.now()
-    claimed = (
-        Cluster.objects.filter(pk=cluster_id)
-        .filter(Q(lock_owner="") | Q(lock_expires_at__lt=now))
-        .update(lock_owner=owner, lock_expires_at=now + timedelta(seconds=settings.CLUSTER_LOCK_TTL_S))
-    )
-    return owner if claimed else None
-
-
-def release_lock(*, cluster_id: int, owner: str) -> None:
-    Cluster.objects.filter(pk=cluster_id, lock_owner=owner).update(lock_owner="", lock_expires_at=None)
-
-
-def poll_claim(*, cluster_id: int, lease_s: float) -> str | None:
-    """Ask for Serve's status to be followed until it settles.
-
-    Each call counts as a request the poller must follow (``poll_requests``). Returns a token when no poller holds
-    the cluster's poll lease (the caller starts one); None when one runs already (it sees the new request and
-    keeps polling). So a cluster has one status poller at most, however many pushes arrive.
-    """
-    Cluster.objects.filter(pk=cluster_id).update(poll_requests=F("poll_requests") + 1)
-    token = uuid.uuid4().hex
-    now = timezone.now()
-    claimed = (
-        Cluster.objects.filter(pk=cluster_id)
-        .filter(Q(poll_lease_until__isnull=True) | Q(poll_lease_until__lt=now))
-        .update(poll_token=token, poll_lease_until=now + timedelta(seconds=lease_s))
-    )
-    return token if claimed else None
-
-
-def poll_extend(*, cluster_id: int, token: str, lease_s: float) -> int | None:
-    """Keep the poll lease; returns the request count seen, or None when another poller took over."""
-    updated = Cluster.objects.filter(pk=cluster_id, poll_token=token).update(
-        poll_lease_until=timezone.now() + timedelta(seconds=lease_s)
-    )
-    if not updated:
-        return None
-    return Cluster.objects.filter(pk=cluster_id).values_list("poll_requests", flat=True).first()
-
-
-def poll_release(*, cluster_id: int, token: str, requests_seen: int) -> bool:
-    """Let go of the poll lease, unless a push asked for polling since ``requests_seen`` (then keep polling)."""
-    return bool(
-        Cluster.objects.filter(pk=cluster_id, poll_token=token, poll_requests=requests_seen).update(
-            poll_token="", poll_lease_until=None
-        )
-    )
-
-
-def scrape_claim(*, cluster_id: int, lease_s: float) -> str | None:
-    """One scrape per cluster at a time: a lease taken with a conditional UPDATE, expiring if a worker dies."""
-    owner = uuid.uuid4().hex
-    now = timezone.now()
-    claimed = (
-        Cluster.objects.filter(pk=cluster_id)
-        .filter(Q(scrape_owner="") | Q(scrape_lease_until__lt=now))
-        .update(scrape_owner=owner, scrape_lease_until=now + timedelta(seconds=lease_s))
-    )
-    return owner if claimed else None
-
-
-def scrape_release(*, cluster_id: int, owner: str) -> None:
-    Cluster.objects.filter(pk=cluster_id, scrape_owner=owner).update(scrape_owner="", scrape_lease_until=None)
+    args = (cluster_id, trigger, force) if force else (cluster_id, trigger)
+    # broker down: the write is saved and the generation stays pending; beat's reconcile pushes it later
+    transaction.on_commit(lambda: enqueue("workers.tasks.sync.sync_cluster", *args))
 
 
 @transaction.atomic
@@ -118,20 +41,10 @@ def cluster_create(*, actor: Any, data: dict, pools: list[dict]) -> Cluster:
     audit_record(
         actor=actor, action="cluster.create", obj=cluster, after={"name": cluster.name, "pools": pools_summary(cluster)}
     )
-    transaction.on_commit(lambda: _take_inventory_soon(cluster.pk))
+    # A new cluster is observed at once: its pre-existing apps are listed before anyone deploys (broker down: the
+    # first push takes the inventory anyway, and beat's reconcile too).
+    transaction.on_commit(lambda: enqueue("workers.tasks.sync.reconcile_cluster", cluster.pk))
     return cluster
-
-
-def _take_inventory_soon(cluster_id: int) -> None:
-    """A new cluster is observed at once: its pre-existing apps are listed before anyone deploys."""
-    from workers.tasks.sync import reconcile_cluster
-
-    try:
-        reconcile_cluster.delay(cluster_id)
-    except Exception:  # broker down: the first push takes the inventory anyway, and beat's reconcile too
-        import logging
-
-        logging.getLogger(__name__).warning("could not enqueue the inventory of cluster %s", cluster_id, exc_info=True)
 
 
 @transaction.atomic
@@ -165,12 +78,6 @@ def unmanaged_remove(*, actor: Any, cluster: Cluster, name: str, source: str = "
     Only a staff action does this, and it is audited. Apps deployed with serve.run cannot be removed through
     Serve's declarative API; the refusal says so.
     """
-    from rest_framework.exceptions import NotFound
-
-    from apps.core.exceptions import Conflict
-
-    from .selectors import unmanaged_app
-
     with transaction.atomic():
         cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
         entry = unmanaged_app(cluster, name)

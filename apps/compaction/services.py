@@ -12,9 +12,10 @@ from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from apps.applications.models import Application
-from apps.applications.spec import to_decimal
 from apps.audit.services import audit_record
 from apps.clusters.models import Cluster
+from apps.core.jobs import enqueue
+from apps.servespec.spec import to_decimal
 
 from .models import CompactionPlan, CompactionStep
 from .planner import plan as run_planner
@@ -138,12 +139,7 @@ def plan_execute(*, actor: Any, plan: CompactionPlan, source: str = "api") -> Co
             actor=actor, action="compaction.execute", obj=plan, source=source, after={"nodes": plan.nodes_to_drain}
         )
 
-        def enqueue() -> None:
-            from workers.tasks.compaction import execute_plan
-
-            execute_plan.delay(plan.pk)
-
-        transaction.on_commit(enqueue)
+        transaction.on_commit(lambda: enqueue("workers.tasks.compaction.execute_plan", plan.pk))
     return plan
 
 

@@ -8,6 +8,7 @@ import time
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.module_loading import import_string
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
@@ -52,8 +53,9 @@ def exposition_registry(*, with_database: bool = True) -> CollectorRegistry:
         registry = CollectorRegistry()
         registry.register(_Forward(REGISTRY))
     registry.register(InfoCollector())
-    if with_database:
-        registry.register(DatabaseCollector())
+    if with_database:  # numbers that live in the database (settings.METRICS_COLLECTORS), the same in every process
+        for path in settings.METRICS_COLLECTORS:
+            registry.register(import_string(path)())
     return registry
 
 
@@ -72,47 +74,8 @@ class InfoCollector:
         yield info
 
 
-class DatabaseCollector:
-    """Numbers that live in the database, so every web process reports the same values."""
-
-    def describe(self):  # type: ignore[no-untyped-def]
-        return []  # collected lazily: the database is not ready when the module is imported
-
-    def collect(self):  # type: ignore[no-untyped-def]
-        from apps.clusters.models import Cluster, SyncRun
-
-        runs = GaugeMetricFamily(
-            "controlplane_sync_runs", "Sync runs by cluster and state", labels=["cluster", "state"]
-        )
-        for name, state, n in _counts(SyncRun, "cluster__name", "state"):
-            runs.add_metric([name, state], n)
-        yield runs
-        lag = GaugeMetricFamily(
-            "controlplane_pending_generations", "Desired config generations not yet pushed", labels=["cluster"]
-        )
-        healthy = GaugeMetricFamily(
-            "controlplane_cluster_healthy", "1 when the last observation reached Ray", labels=["cluster"]
-        )
-        for c in Cluster.objects.only("name", "desired_generation", "pushed_generation", "health"):
-            lag.add_metric([c.name], c.desired_generation - c.pushed_generation)
-            healthy.add_metric([c.name], 1 if c.health == Cluster.Health.HEALTHY else 0)
-        yield lag
-        yield healthy
-        depth = GaugeMetricFamily("controlplane_queue_depth", "Messages waiting in the Celery broker queue")
-        queued = broker_queue_depth()
-        if queued is not None:
-            depth.add_metric([], queued)
-            yield depth
-
-
-def _counts(model, *fields):  # type: ignore[no-untyped-def]
-    from django.db.models import Count
-
-    return [(*(row[f] for f in fields), row["n"]) for row in model.objects.values(*fields).annotate(n=Count("id"))]
-
-
 def broker_queue_depth() -> int | None:
-    from controlplane.celery import app
+    from celery import current_app as app
 
     try:
         with app.connection_for_read() as conn:
@@ -138,7 +101,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001
         checks["database"] = f"unavailable: {type(exc).__name__}"
-    from controlplane.celery import app
+    from celery import current_app as app
 
     try:
         with app.connection(app.conf.broker_url, transport_options=app.conf.broker_transport_options) as conn:

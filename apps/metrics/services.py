@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Avg, Count, Sum
+from django.db.models import Avg, Count, Q, Sum
 from django.db.models.functions import Trunc
 from django.utils import timezone
 
@@ -63,14 +64,28 @@ def _normalise(samples: list[Any]) -> dict[tuple[str, str], tuple[str, dict[str,
     return out
 
 
+def scrape_claim(*, cluster_id: int, lease_s: float) -> str | None:
+    """One scrape per cluster at a time: a lease taken with a conditional UPDATE, expiring if a worker dies."""
+    owner = uuid.uuid4().hex
+    now = timezone.now()
+    claimed = (
+        Cluster.objects.filter(pk=cluster_id)
+        .filter(Q(scrape_owner="") | Q(scrape_lease_until__lt=now))
+        .update(scrape_owner=owner, scrape_lease_until=now + timedelta(seconds=lease_s))
+    )
+    return owner if claimed else None
+
+
+def scrape_release(*, cluster_id: int, owner: str) -> None:
+    Cluster.objects.filter(pk=cluster_id, scrape_owner=owner).update(scrape_owner="", scrape_lease_until=None)
+
+
 def scrape_cluster(cluster_id: int, targets: list[str] | None = None, now: datetime | None = None) -> ScrapeRun | None:
     """One scrape of every target, fetched concurrently under one deadline. Failures are recorded, never raised.
 
     Returns None when another scrape of the cluster holds its lease: one scrape per cluster at a time, so an
     increase is never counted twice.
     """
-    from apps.clusters.services import scrape_claim, scrape_release
-
     owner = scrape_claim(cluster_id=cluster_id, lease_s=settings.SCRAPE_LEASE_S)
     if owner is None:
         return None

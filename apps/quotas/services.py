@@ -10,9 +10,9 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
-from apps.applications.spec import demand
 from apps.audit.services import audit_record
 from apps.clusters.models import Cluster
+from apps.servespec.spec import demand
 from apps.teams.models import Team
 
 from .models import Quota, QuotaRequest
@@ -54,13 +54,11 @@ def team_pool_usage(
     *, team: Team, cluster: Cluster, spec: dict | None = None, exclude_app_id: int | None = None
 ) -> list[PoolUsage]:
     """Per pool (and per CPU quota where one is set): quota, what the team's other apps use, what spec asks."""
-    from apps.applications.models import Application
-
     quotas = {q.pool_id: q for q in Quota.objects.filter(team=team, cluster=cluster)}
-    apps = list(
-        Application.objects.filter(
-            team=team, cluster=cluster, deleted_at__isnull=True, current_revision__isnull=False
-        ).values_list("pk", "current_revision__spec")
+    apps = list(  # the team's applications through the reverse relation: quotas sit below applications
+        team.applications.filter(cluster=cluster, deleted_at__isnull=True, current_revision__isnull=False).values_list(
+            "pk", "current_revision__spec"
+        )
     )
     others = [s for pk, s in apps if pk != exclude_app_id]
     previous_spec = next((s for pk, s in apps if pk == exclude_app_id), None)

@@ -8,25 +8,15 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from apps.core.roles import ROLE_RANK, Role, role_at_least
+
+__all__ = ["ROLE_RANK", "Role", "role_at_least", "Team", "Membership", "ApiToken"]
+
 # Lowercase words joined by single hyphens: "--" is reserved as the separator of derived Serve app names.
 SLUG_RE = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 slug_validator = RegexValidator(
     SLUG_RE, "Use lowercase letters, digits and single hyphens, starting and ending with a letter or digit."
 )
-
-
-class Role(models.TextChoices):
-    OWNER = "owner", "Owner"
-    ADMIN = "admin", "Admin"
-    MEMBER = "member", "Member"
-    VIEWER = "viewer", "Viewer"
-
-
-ROLE_RANK = {Role.VIEWER: 1, Role.MEMBER: 2, Role.ADMIN: 3, Role.OWNER: 4}
-
-
-def role_at_least(role: str | None, needed: str) -> bool:
-    return role is not None and ROLE_RANK.get(role, 0) >= ROLE_RANK[needed]
 
 
 class Team(models.Model):

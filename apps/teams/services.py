@@ -53,9 +53,7 @@ def team_update(*, actor: Any, team: Team, name: Any, source: str = "api") -> Te
 
 
 def team_delete(*, actor: Any, team: Team, source: str = "api") -> None:
-    from apps.applications.models import Application
-
-    if Application.objects.filter(team=team).exists():
+    if team.applications.exists():  # (the reverse of Application.team: teams sit below applications)
         raise ValidationError({"team": ["Delete the team's applications first."]})
     audit_record(actor=actor, team=None, action="team.delete", obj=team, before={"slug": team.slug}, source=source)
     team.delete()

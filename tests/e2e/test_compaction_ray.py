@@ -9,8 +9,8 @@ import pytest
 import requests
 
 from apps.applications.models import Application
-from apps.clusters.sync import observe_cluster
 from apps.compaction.models import CompactionPlan
+from apps.deploys.sync import observe_cluster
 from tests.conftest import app_body, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.drains_nodes, pytest.mark.django_db(transaction=True)]

@@ -21,8 +21,8 @@ from django.utils import timezone
 from apps.applications.models import Application
 from apps.audit.models import AuditEvent
 from apps.clusters.models import Cluster, SyncRun
-from apps.clusters.sync import reconcile_cluster
-from apps.core.management.commands.seed_models import write_models
+from apps.dashboard.management.commands.seed_models import write_models
+from apps.deploys.sync import reconcile_cluster
 from apps.metrics import services as metrics
 from apps.metrics.models import Series
 from tests.conftest import app_body, reset_serve, wait_for

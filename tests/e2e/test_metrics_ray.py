@@ -12,7 +12,7 @@ import requests
 from django.utils import timezone
 
 from apps.applications.models import Application
-from apps.core.management.commands.seed_models import write_models
+from apps.dashboard.management.commands.seed_models import write_models
 from apps.metrics.selectors import query, residency
 from apps.metrics.services import scrape_cluster
 from tests.conftest import app_body, wait_for

@@ -191,7 +191,7 @@ def test_drift_is_detected_and_repaired(ray_env, ray_cluster, api, alice, team_a
 
 
 def test_drift_is_only_flagged_under_the_flag_policy(ray_env, ray_cluster, api, alice, team_a, grant):
-    from apps.clusters.sync import reconcile_cluster
+    from apps.deploys.sync import reconcile_cluster
 
     grant(team_a, ray_env, "4")
     Cluster.objects.filter(pk=ray_env.pk).update(drift_policy=Cluster.DriftPolicy.FLAG)

@@ -8,7 +8,7 @@ import requests
 
 from apps.applications.models import Application
 from apps.clusters.models import Cluster, SyncRun
-from apps.clusters.sync import push_cluster, reconcile_cluster
+from apps.deploys.sync import push_cluster, reconcile_cluster
 from tests.conftest import app_body, reset_serve, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.django_db(transaction=True)]
@@ -51,7 +51,7 @@ def test_ray_refuses_a_push_with_a_4xx_and_it_is_not_retried(quiet_cluster, ray_
     Revision.objects.filter(pk=app.current_revision_id).update(
         spec={**app.current_revision.spec, "deployments": [{"name": "Hello", "num_replicas": -2}]}
     )
-    monkeypatch.setattr("apps.applications.spec.validate_deploy_config", lambda config: None)
+    monkeypatch.setattr("apps.servespec.spec.validate_deploy_config", lambda config: None)
     result = push_cluster(quiet_cluster.pk)
     assert result.outcome == "failed"
     run = SyncRun.objects.filter(cluster=quiet_cluster).first()

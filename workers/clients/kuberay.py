@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import yaml
 
-from apps.clusters.kuberay import GROUP, PLURAL, VERSION, render_rayservice, serve_config_yaml, validate_manifest
+GROUP, VERSION, PLURAL = "ray.io", "v1", "rayservices"
 
 
 class KubeError(Exception):
@@ -18,11 +19,12 @@ class KubeRejected(Exception):
     """The manifest or patch was refused (schema, 4xx other than conflicts)."""
 
 
-def api_for(cluster: Any) -> Any:
+def api_for(kubeconfig: str) -> Any:
+    """A CustomObjectsApi from a kubeconfig document, or the in-cluster service account when it is empty."""
     from kubernetes import client, config
 
-    if cluster.kubeconfig:
-        api_client = config.new_client_from_config_dict(yaml.safe_load(cluster.kubeconfig))
+    if kubeconfig:
+        api_client = config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
     else:
         config.load_incluster_config()
         api_client = client.ApiClient()
@@ -30,9 +32,20 @@ def api_for(cluster: Any) -> Any:
 
 
 class KubeRayClient:
-    def __init__(self, cluster: Any, api: Any = None, conflict_retries: int = 5, timeout: float = 30.0) -> None:
-        self.cluster = cluster
-        self.api = api or api_for(cluster)
+    """One RayService, ``namespace/name``: read it, create it, or patch its ``spec.serveConfigV2``."""
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        kubeconfig: str = "",
+        api: Any = None,
+        conflict_retries: int = 5,
+        timeout: float = 30.0,
+    ) -> None:
+        self.namespace, self.name = namespace, name
+        self.api = api or api_for(kubeconfig)
         self.retries = conflict_retries
         self.timeout = timeout
 
@@ -57,43 +70,45 @@ class KubeRayClient:
                 self.api.get_namespaced_custom_object,
                 GROUP,
                 VERSION,
-                self.cluster.k8s_namespace,
+                self.namespace,
                 PLURAL,
-                self.cluster.k8s_name,
+                self.name,
             )
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            where = f"{self.cluster.k8s_namespace}/{self.cluster.k8s_name}"
+            where = f"{self.namespace}/{self.name}"
             raise KubeError(f"reading RayService {where}: HTTP {exc.status} {exc.reason}") from exc
 
-    def apply(self, serve_config: dict) -> str:
-        """Create the RayService, or patch only spec.serveConfigV2 with a resourceVersion precondition.
+    def apply(
+        self,
+        *,
+        serve_config_v2: str,
+        create: Callable[[], dict],
+        validate: Callable[[dict], None] | None = None,
+    ) -> str:
+        """Create the RayService (``create()`` renders its manifest), or patch only spec.serveConfigV2 with a
+        resourceVersion precondition.
 
-        Every other field stays as the cluster owner set it. A conflict (someone else wrote in between)
-        is retried with the fresh resourceVersion. Returns "created" or "patched".
+        Every other field stays as the cluster owner set it; ``validate`` sees the object as it will be after the
+        patch. A conflict (someone else wrote in between) is retried with the fresh resourceVersion. Returns
+        "created" or "patched".
         """
         from kubernetes.client.exceptions import ApiException
 
-        ns, name = self.cluster.k8s_namespace, self.cluster.k8s_name
+        ns, name = self.namespace, self.name
         for attempt in range(self.retries):
             current = self.get()
             try:
                 if current is None:
-                    manifest = render_rayservice(
-                        name=name,
-                        namespace=ns,
-                        serve_config=serve_config,
-                        ray_cluster=self.cluster.ray_cluster_template or None,
-                    )
+                    manifest = create()
                     self._call(self.api.create_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, manifest)
                     return "created"
                 candidate = dict(current)
-                candidate["spec"] = {**current.get("spec", {}), "serveConfigV2": serve_config_yaml(serve_config)}
+                candidate["spec"] = {**current.get("spec", {}), "serveConfigV2": serve_config_v2}
                 candidate.pop("status", None)
-                validate_manifest(
-                    {k: v for k, v in candidate.items() if k in ("apiVersion", "kind", "metadata", "spec")}
-                )
+                if validate is not None:
+                    validate({k: v for k, v in candidate.items() if k in ("apiVersion", "kind", "metadata", "spec")})
                 patch = {
                     "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
                     "spec": {"serveConfigV2": candidate["spec"]["serveConfigV2"]},

@@ -38,7 +38,7 @@ def poll_delay(n: int) -> float:
 
 def follow_status(cluster_id: int) -> bool:
     """Start the cluster's status poller unless one runs (it then follows this push too). True if started."""
-    from apps.clusters.services import poll_claim
+    from apps.deploys.locks import poll_claim
 
     token = poll_claim(cluster_id=cluster_id, lease_s=POLL_LEASE_MARGIN_S)
     if token is None:
@@ -50,7 +50,7 @@ def follow_status(cluster_id: int) -> bool:
 @shared_task(bind=True, max_retries=MAX_PUSH_RETRIES, acks_late=True)
 def sync_cluster(self, cluster_id: int, trigger: str = "write", force: bool = False) -> str:  # type: ignore[no-untyped-def]
     from apps.clusters.models import Cluster
-    from apps.clusters.sync import push_cluster
+    from apps.deploys.sync import push_cluster
 
     if not Cluster.objects.filter(pk=cluster_id).exists():
         return "no-such-cluster"
@@ -74,8 +74,8 @@ def poll_status(cluster_id: int, token: str = "", n: int = 0, requests_seen: int
 
     Only the holder of the cluster's poll lease polls; a push that arrives meanwhile makes it start again fast.
     """
-    from apps.clusters.services import poll_extend, poll_release
-    from apps.clusters.sync import observe_cluster
+    from apps.deploys.locks import poll_extend, poll_release
+    from apps.deploys.sync import observe_cluster
 
     requests_now = poll_extend(cluster_id=cluster_id, token=token, lease_s=POLL_LEASE_MARGIN_S + poll_delay(n))
     if requests_now is None:
@@ -108,7 +108,7 @@ def poll_status(cluster_id: int, token: str = "", n: int = 0, requests_seen: int
 
 @shared_task
 def reconcile_cluster(cluster_id: int) -> str:
-    from apps.clusters.sync import reconcile_cluster as reconcile
+    from apps.deploys.sync import reconcile_cluster as reconcile
 
     try:
         outcome = reconcile(cluster_id)

@@ -9,8 +9,9 @@ from typing import Any
 
 import yaml
 
+from workers.clients.kuberay import GROUP, VERSION, KubeRayClient
+
 CRD_PATH = Path(__file__).parent / "schemas" / "ray.io_rayservices.yaml"
-GROUP, VERSION, PLURAL = "ray.io", "v1", "rayservices"
 
 DEFAULT_RAY_CLUSTER = {
     "rayVersion": "2.60.0",
@@ -124,3 +125,24 @@ def serve_status_from_rayservice(obj: dict) -> dict:
         "ready": (conditions.get("Ready") or {}).get("status") == "True",
         "upgrade_in_progress": upgrading,
     }
+
+
+def client_for(cluster: Any, *, timeout: float = 30.0, api: Any = None) -> KubeRayClient:
+    """The client of the cluster's RayService (its kubeconfig, or the in-cluster service account)."""
+    return KubeRayClient(
+        namespace=cluster.k8s_namespace, name=cluster.k8s_name, kubeconfig=cluster.kubeconfig, api=api, timeout=timeout
+    )
+
+
+def apply_serve_config(client: KubeRayClient, cluster: Any, config: dict) -> str:
+    """Create the cluster's RayService with ``config``, or patch its serveConfigV2 to it; "created" or "patched"."""
+    return client.apply(
+        serve_config_v2=serve_config_yaml(config),
+        create=lambda: render_rayservice(
+            name=cluster.k8s_name,
+            namespace=cluster.k8s_namespace,
+            serve_config=config,
+            ray_cluster=cluster.ray_cluster_template or None,
+        ),
+        validate=validate_manifest,
+    )

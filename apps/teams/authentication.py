@@ -69,7 +69,7 @@ try:
     from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
     class TokenAuthenticationScheme(OpenApiAuthenticationExtension):
-        target_class = "apps.core.authentication.TokenAuthentication"
+        target_class = "apps.teams.authentication.TokenAuthentication"
         name = "tokenAuth"
 
         def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]

@@ -15,12 +15,12 @@ from django.views.decorators.http import require_POST
 from rest_framework.exceptions import ValidationError
 
 from apps.applications.models import Application
-from apps.applications.spec import demand
 from apps.audit.api import audit_events_for, filter_events
 from apps.clusters.models import Cluster
 from apps.core.ids import parse_id
 from apps.quotas.models import Quota, QuotaRequest
 from apps.quotas.services import fmt, quota_request_create, quota_request_decide, team_pool_usage
+from apps.servespec.spec import demand
 from apps.teams import services as team_services
 from apps.teams.models import ApiToken, Membership, Role, Team
 from apps.teams.selectors import can, role_in, teams_for

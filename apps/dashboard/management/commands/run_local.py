@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from workers.clients.local_ray import DEMO
+from apps.dashboard.local_ray import DEMO
 
 PIDFILE = Path(settings.VAR_DIR) / "run_local.pid"
 

@@ -16,11 +16,12 @@ from rest_framework.exceptions import ValidationError
 
 from apps.applications import services as app_services
 from apps.applications.models import Application
-from apps.applications.spec import normalize_spec
 from apps.clusters.models import Cluster, SyncRun
-from apps.clusters.selectors import cluster_state
 from apps.core.exceptions import Conflict
 from apps.core.ids import parse_id
+from apps.core.jobs import enqueue
+from apps.deploys.selectors import cluster_state
+from apps.servespec.spec import normalize_spec
 from apps.teams.models import Role, Team
 from apps.teams.selectors import can, role_in, teams_for
 
@@ -124,13 +125,13 @@ def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def cluster_sync(request: HttpRequest, pk: int) -> HttpResponse:
-    from workers.tasks.sync import sync_cluster
-
     cluster = get_object_or_404(Cluster, pk=pk)
     if not request.user.is_staff:
         raise Http404
-    sync_cluster.delay(cluster.pk, SyncRun.Trigger.MANUAL, True)
-    messages.success(request, f"Push to {cluster.name} queued.")
+    if enqueue("workers.tasks.sync.sync_cluster", cluster.pk, SyncRun.Trigger.MANUAL, True):
+        messages.success(request, f"Push to {cluster.name} queued.")
+    else:
+        messages.error(request, "The task queue is unavailable; the reconcile pushes when it is back.")
     return redirect("dashboard:cluster_detail", pk=pk)
 
 

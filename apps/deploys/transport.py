@@ -6,9 +6,13 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from django.conf import settings
+
+from apps.clusters.models import Cluster
+from workers.clients.kuberay import KubeError, KubeRejected
 from workers.clients.ray_dashboard import RayRejected, RayUnavailable, client_for
 
-from .models import Cluster
+from . import kuberay
 
 
 class Transport(Protocol):
@@ -41,37 +45,25 @@ class KubeRayTransport:
         self.cluster = cluster
 
     def _client(self) -> Any:
-        from django.conf import settings
-
-        from workers.clients.kuberay import KubeRayClient
-
         try:
-            return KubeRayClient(self.cluster, timeout=float(settings.RAY_HTTP_TIMEOUT_S))
+            return kuberay.client_for(self.cluster, timeout=float(settings.RAY_HTTP_TIMEOUT_S))
         except Exception as exc:  # a kubeconfig that does not load: say so without echoing its contents
             raise RayUnavailable(f"Cannot build a Kubernetes API client: {type(exc).__name__}") from exc
 
     def put_config(self, config: dict) -> None:
-        from workers.clients.kuberay import KubeError, KubeRejected
-
-        from .kuberay import ManifestInvalid
-
         try:
-            self._client().apply(config)
+            kuberay.apply_serve_config(self._client(), self.cluster, config)
         except KubeError as exc:
             raise RayUnavailable(str(exc)) from exc
-        except (KubeRejected, ManifestInvalid) as exc:
+        except (KubeRejected, kuberay.ManifestInvalid) as exc:
             raise RayRejected(422, str(exc)) from exc
 
     def serve_status(self) -> dict:
-        from workers.clients.kuberay import KubeError
-
-        from .kuberay import serve_status_from_rayservice
-
         try:
             obj = self._client().get()
         except KubeError as exc:
             raise RayUnavailable(str(exc)) from exc
-        return serve_status_from_rayservice(obj or {})
+        return kuberay.serve_status_from_rayservice(obj or {})
 
     def nodes(self) -> list[dict] | None:
         if not self.cluster.dashboard_url:

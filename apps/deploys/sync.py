@@ -11,13 +11,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.applications.models import Application
-from apps.applications.ray_schema import diff_app
 from apps.audit.services import audit_record
+from apps.clusters.models import Cluster, SyncRun
+from apps.servespec.ray_schema import diff_app
 from workers.clients.ray_dashboard import RayRejected, RayUnavailable
 
-from .models import Cluster, SyncRun
-from .selectors import build_serve_config
-from .services import acquire_lock, release_lock
+from .config import build_serve_config
+from .locks import acquire_lock, release_lock
 from .transport import transport_for
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def _push_once(cluster: Cluster, generation: int, *, trigger: str, force: bool, 
     )
     runs.append(run.pk)
     try:
-        from apps.applications.spec import validate_deploy_config
+        from apps.servespec.spec import validate_deploy_config
 
         validate_deploy_config(merged.config)
     except Exception as exc:  # pydantic ValidationError or dropped keys: the config itself is wrong
@@ -393,9 +393,8 @@ def _replica_moves(app: Application, old: dict, new: dict, now: Any) -> list[dic
 
 
 def _record_replica_moves(cluster: Cluster, moves: list[dict]) -> None:
-    from apps.compaction.models import CompactionPlan
-
-    ours = CompactionPlan.objects.filter(cluster=cluster, state=CompactionPlan.State.EXECUTING).exists()
+    # A plan executing on the cluster made these moves (compaction sits above deploys: its rows through the relation).
+    ours = cluster.compaction_plans.filter(state="executing").exists()
     for move in moves:
         move["by"] = "control plane compaction" if ours else "Serve (or Ray) on its own"
     current = Cluster.objects.filter(pk=cluster.pk).values_list("replica_moves", flat=True).first() or []

@@ -2,9 +2,10 @@ from django.urls import path
 
 from apps.catalog import views as catalog_views
 from apps.compaction import views as compaction_views
+from apps.core import observability
 from apps.metrics import views as metrics_views
 
-from . import observability, team_views, views
+from . import team_views, views
 
 app_name = "dashboard"
 

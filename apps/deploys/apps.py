@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DeploysConfig(AppConfig):
+    name = "apps.deploys"
+    label = "deploys"
