@@ -8,8 +8,8 @@ from rest_framework.exceptions import ValidationError
 
 from apps.applications.models import Application
 from apps.metrics.selectors import residency
-from apps.teams.models import Role
-from apps.teams.selectors import can, teams_for
+from apps.teams.models import Role, role_at_least
+from apps.teams.selectors import roles_in, teams_for
 
 from . import services
 from .models import ModelEntry
@@ -24,7 +24,8 @@ def models_page(request: HttpRequest) -> HttpResponse:
             "team", "cluster", "current_revision"
         )
     )
-    writable = [a for a in apps if can(request.user, a.team, Role.MEMBER)]
+    roles = roles_in(request.user, {a.team_id: a.team for a in apps}.values())
+    writable = [a for a in apps if role_at_least(roles[a.team_id], Role.MEMBER)]
     errors: dict[str, list[str]] = {}
     values = {
         k: request.POST.get(k, "")
@@ -69,9 +70,8 @@ def models_page(request: HttpRequest) -> HttpResponse:
             errors = {k: [str(m) for m in v] for k, v in exc.detail.items()} if isinstance(exc.detail, dict) else {}
     by_app = {a.pk: a for a in apps}
     where: dict[tuple[str, str], list[dict]] = {}
-    for cluster in {a.cluster for a in apps}:
-        for r in residency(cluster):
-            where.setdefault((r.get("application", ""), r.get("model_id", "")), []).append(r)
+    for r in residency(list({a.cluster_id: a.cluster for a in apps}.values())):
+        where.setdefault((r.get("application", ""), r.get("model_id", "")), []).append(r)
     rows = []
     for entry in ModelEntry.objects.filter(application__in=apps).order_by(
         "application__team__slug", "application__name", "model_id"

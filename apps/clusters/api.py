@@ -14,7 +14,7 @@ from apps.teams.selectors import teams_for
 
 from . import services
 from .models import Cluster, GpuPool, SyncRun
-from .selectors import unmanaged_apps
+from .selectors import last_sync_runs, unmanaged_apps
 
 
 class PoolSerializer(serializers.ModelSerializer):
@@ -90,7 +90,12 @@ class ClusterSerializer(serializers.ModelSerializer):
         return bool(cluster.kubeconfig)
 
     def get_last_sync(self, cluster: Cluster) -> dict | None:
-        run = cluster.sync_runs.order_by("-created_at", "-id").first()
+        # A list's page comes with every cluster's last run (ClusterViewSet.paginate_queryset); one cluster alone
+        # looks its own up.
+        runs = self.context.get("last_sync_runs")
+        if runs is None:
+            runs = last_sync_runs([cluster])
+        run = runs.get(cluster.pk)
         return SyncRunSerializer(run).data if run else None
 
     def validate_kubeconfig(self, value: str) -> str:
@@ -176,6 +181,14 @@ class ClusterViewSet(viewsets.ModelViewSet):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
             return Cluster.objects.none()
         return Cluster.objects.prefetch_related("pools").order_by("name")
+
+    def paginate_queryset(self, queryset):  # type: ignore[no-untyped-def]
+        page = super().paginate_queryset(queryset)
+        self._last_runs = last_sync_runs(list(page if page is not None else queryset))
+        return page
+
+    def get_serializer_context(self) -> dict:
+        return {**super().get_serializer_context(), "last_sync_runs": getattr(self, "_last_runs", None)}
 
     @extend_schema(responses=UnmanagedAppSerializer(many=True))
     @action(detail=True, methods=["get"], url_path="unmanaged-apps", permission_classes=[IsAdminUser])

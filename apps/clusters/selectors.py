@@ -3,7 +3,9 @@ plane."""
 
 from __future__ import annotations
 
-from .models import Cluster
+from django.db.models import OuterRef, Subquery
+
+from .models import Cluster, SyncRun
 
 
 def unmanaged_apps(cluster: Cluster) -> list[dict]:
@@ -52,3 +54,17 @@ def unmanaged_apps(cluster: Cluster) -> list[dict]:
 
 def unmanaged_app(cluster: Cluster, name: str) -> dict | None:
     return next((u for u in unmanaged_apps(cluster) if u["name"] == name), None)
+
+
+def last_sync_runs(clusters: list[Cluster]) -> dict[int, SyncRun]:
+    """Each cluster's latest push attempt, in two queries however many clusters."""
+    if not clusters:
+        return {}
+    latest = SyncRun.objects.filter(cluster=OuterRef("pk")).order_by("-created_at", "-id").values("id")[:1]
+    ids = dict(
+        Cluster.objects.filter(pk__in=[c.pk for c in clusters])
+        .annotate(last_id=Subquery(latest))
+        .values_list("pk", "last_id")
+    )
+    runs = SyncRun.objects.in_bulk([i for i in ids.values() if i])
+    return {pk: runs[i] for pk, i in ids.items() if i in runs}

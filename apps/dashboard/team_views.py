@@ -19,7 +19,8 @@ from apps.audit.api import audit_events_for, filter_events
 from apps.clusters.models import Cluster
 from apps.core.ids import parse_id
 from apps.quotas.models import Quota, QuotaRequest
-from apps.quotas.services import fmt, quota_request_create, quota_request_decide, team_pool_usage
+from apps.quotas.selectors import quotas_by_team_pool, usage_for
+from apps.quotas.services import fmt, quota_request_create, quota_request_decide
 from apps.servespec.spec import demand
 from apps.teams import services as team_services
 from apps.teams.models import ApiToken, Membership, Role, Team
@@ -137,8 +138,9 @@ def quota_rows(team: Team) -> list[dict]:
         Quota.objects.filter(team=team).values_list("cluster_id", flat=True)
     )
     rows = []
-    for cluster in Cluster.objects.filter(pk__in=cluster_ids).prefetch_related("pools").order_by("name"):
-        for usage in team_pool_usage(team=team, cluster=cluster):
+    usage_of = usage_for((team.pk, c) for c in cluster_ids)
+    for cluster in Cluster.objects.filter(pk__in=cluster_ids).order_by("name"):
+        for usage in usage_of[(team.pk, cluster.pk)]:
             users = []
             for app in apps:
                 if app.cluster_id == cluster.pk:
@@ -289,10 +291,12 @@ def quota_requests_review(request: HttpRequest) -> HttpResponse:
     decided = QuotaRequest.objects.exclude(state=QuotaRequest.State.PENDING).select_related(
         "team", "pool", "cluster", "decided_by"
     )[:30]
+    pending = list(pending)
+    current = quotas_by_team_pool((req.team_id, req.pool_id) for req in pending)
     rows = []
     for req in pending:
-        current = Quota.objects.filter(team=req.team, pool=req.pool).first()
-        rows.append((req, fmt(current.gpus) if current else "none"))
+        quota = current.get((req.team_id, req.pool_id))
+        rows.append((req, fmt(quota.gpus) if quota else "none"))
     return render(request, "teams/quota_requests.html", {"pending": rows, "decided": decided})
 
 

@@ -17,13 +17,14 @@ from rest_framework.exceptions import ValidationError
 from apps.applications import services as app_services
 from apps.applications.models import Application
 from apps.clusters.models import Cluster, SyncRun
+from apps.clusters.selectors import last_sync_runs
 from apps.core.exceptions import Conflict
 from apps.core.ids import parse_id
 from apps.core.jobs import enqueue
 from apps.deploys.selectors import cluster_state
 from apps.servespec.spec import normalize_spec
 from apps.teams.models import Role, Team
-from apps.teams.selectors import can, role_in, teams_for
+from apps.teams.selectors import can, role_in, roles_in, teams_for
 
 from .forms import EXTRA_ROWS, rows_from_post, rows_from_spec, spec_from_post, split_errors
 
@@ -67,6 +68,7 @@ def _visible_app(request: HttpRequest, pk: int) -> Application:
 def home(request: HttpRequest) -> HttpResponse:
     teams = list(teams_for(request.user).order_by("slug"))
     apps = Application.objects.filter(team__in=teams)
+    roles = roles_in(request.user, teams)
     counts = {t.pk: 0 for t in teams}
     for team_id in apps.values_list("team_id", flat=True):
         counts[team_id] = counts.get(team_id, 0) + 1
@@ -74,7 +76,7 @@ def home(request: HttpRequest) -> HttpResponse:
         request,
         "dashboard/home.html",
         {
-            "teams": [(t, counts.get(t.pk, 0), role_in(request.user, t)) for t in teams],
+            "teams": [(t, counts.get(t.pk, 0), roles[t.pk]) for t in teams],
             "clusters": Cluster.objects.order_by("name"),
         },
     )
@@ -83,10 +85,8 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 def cluster_list(request: HttpRequest) -> HttpResponse:
     clusters = list(Cluster.objects.order_by("name").prefetch_related("pools"))
-    last = {}
-    for c in clusters:
-        last[c.pk] = c.sync_runs.order_by("-created_at", "-id").first()
-    return render(request, "dashboard/cluster_list.html", {"rows": [(c, last[c.pk]) for c in clusters]})
+    last = last_sync_runs(clusters)
+    return render(request, "dashboard/cluster_list.html", {"rows": [(c, last.get(c.pk)) for c in clusters]})
 
 
 @login_required
@@ -326,9 +326,9 @@ def _showback(team: Team, apps: list[Application]) -> dict:
     start = (now - timedelta(days=6)).replace(hour=0, minute=0, second=0, microsecond=0)
     days = [start + timedelta(days=i) for i in range(7)]
     rows: dict[str, dict[int, float]] = {}
-    for cluster in {a.cluster for a in apps}:
-        for s in query("gpu_hours", cluster=cluster, start=start, end=now, step=86400, now=now, team=team.slug):
-            rows.setdefault(s["labels"]["application"], {}).update({int(ts): v for ts, v in s["points"]})
+    clusters = list({a.cluster_id: a.cluster for a in apps}.values())
+    for s in query("gpu_hours", cluster=clusters, start=start, end=now, step=86400, now=now, team=team.slug):
+        rows.setdefault(s["labels"]["application"], {}).update({int(ts): v for ts, v in s["points"]})
     table = [
         (app, [round(per_day.get(int(d.timestamp()), 0.0), 2) for d in days]) for app, per_day in sorted(rows.items())
     ]

@@ -7,6 +7,8 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db.models import OuterRef, Subquery
+
 from apps.clusters.models import Cluster
 
 from .models import Point, Series
@@ -34,9 +36,15 @@ def resolution_for(start: datetime, end: datetime, now: datetime) -> int:
 
 
 def _points(
-    cluster: Cluster, name: str, where: dict[str, str], start: datetime, end: datetime, resolution: int
+    cluster: Cluster | list[Cluster],
+    name: str,
+    where: dict[str, str],
+    start: datetime,
+    end: datetime,
+    resolution: int,
 ) -> dict[int, list[tuple[datetime, float]]]:
-    series = Series.objects.filter(cluster=cluster, name=name, **{f"labels__{k}": v for k, v in where.items()})
+    on = {"cluster__in": cluster} if isinstance(cluster, list) else {"cluster": cluster}
+    series = Series.objects.filter(name=name, **on, **{f"labels__{k}": v for k, v in where.items()})
     ids = {s.pk: s for s in series}
     out: dict[int, list[tuple[datetime, float]]] = defaultdict(list)
     if not ids:
@@ -98,7 +106,7 @@ def _quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
 def query(
     name: str,
     *,
-    cluster: Cluster,
+    cluster: Cluster | list[Cluster],
     start: datetime,
     end: datetime,
     step: int,
@@ -106,7 +114,10 @@ def query(
     application: str | None = None,
     team: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The named derived series: [{"labels": {...}, "points": [[unix_ts, value], ...]}]."""
+    """The named derived series: [{"labels": {...}, "points": [[unix_ts, value], ...]}].
+
+    ``cluster`` may be a list: the series of every one of them, read in one query (a team's showback).
+    """
     resolution = resolution_for(start, end, now)
     step = max(step, resolution or 15)
     grid = _grid(start, end, step)
@@ -223,24 +234,41 @@ def query(
     raise ValueError(f"unknown series {name!r}; one of: {', '.join(SERIES)}")
 
 
-def residency(cluster: Cluster, application: str | None = None) -> list[dict[str, Any]]:
-    """Which replicas hold which models now: the last value of ray_serve_registered_multiplexed_model_id."""
-    qs = Series.objects.filter(cluster=cluster, name="ray_serve_registered_multiplexed_model_id")
+def residency(cluster: Cluster | list[Cluster], application: str | None = None) -> list[dict[str, Any]]:
+    """Which replicas hold which models now: the last value of ray_serve_registered_multiplexed_model_id.
+
+    For one cluster or several, in four queries however many clusters, series and points.
+    """
+    clusters = cluster if isinstance(cluster, list) else [cluster]
+    if not clusters:
+        return []
+    qs = Series.objects.filter(cluster__in=clusters, name="ray_serve_registered_multiplexed_model_id")
     if application:
         qs = qs.filter(labels__application=application)
-    latest = cluster.scrapes.exclude(finished_at=None).first()
+    series = list(qs)
+    if not series:
+        return []
+    from .models import ScrapeRun
+
+    newest = ScrapeRun.objects.filter(cluster=OuterRef("pk")).exclude(finished_at=None)
+    latest_start = dict(
+        Cluster.objects.filter(pk__in=[c.pk for c in clusters])
+        .annotate(started=Subquery(newest.order_by("-started_at", "-id").values("started_at")[:1]))
+        .values_list("pk", "started")
+    )
+    points: dict[int, list[tuple[datetime, float]]] = defaultdict(list)
+    rows = Point.objects.filter(series__in=series, resolution=Point.RAW).order_by("series_id", "ts")
+    for sid, ts, value in rows.values_list("series_id", "ts", "value"):
+        points[sid].append((ts, value))
     out = []
-    for s in qs:
-        if latest is None or s.last_seen_at is None or s.last_seen_at < latest.started_at:
+    for s in series:
+        started = latest_start.get(s.cluster_id)
+        if started is None or s.last_seen_at is None or s.last_seen_at < started:
             continue  # gone from the last scrape: the replica is gone
-        last = s.points.filter(resolution=Point.RAW).order_by("-ts").first()
-        if last is None or last.value < 1:
+        pts = points.get(s.pk, [])
+        if not pts or pts[-1][1] < 1:
             continue
-        since = s.points.filter(resolution=Point.RAW, value__lt=1, ts__lt=last.ts).order_by("-ts").first()
-        first = (
-            s.points.filter(resolution=Point.RAW, ts__gt=since.ts if since else last.ts.replace(year=1970))
-            .order_by("ts")
-            .first()
-        )
-        out.append({**s.labels, "resident_since": (first or last).ts.isoformat()})
+        # resident since the first point after the last time it was not loaded
+        since = max((i for i, (_, v) in enumerate(pts) if v < 1), default=-1)
+        out.append({**s.labels, "resident_since": pts[since + 1][0].isoformat()})
     return sorted(out, key=lambda r: (r.get("application", ""), r.get("model_id", ""), r.get("replica", "")))

@@ -14,7 +14,8 @@ from apps.teams.models import Role, Team
 from apps.teams.selectors import teams_for
 
 from .models import Quota, QuotaRequest
-from .services import quota_request_create, quota_request_decide, quota_set, team_pool_usage
+from .selectors import usage_for
+from .services import quota_request_create, quota_request_decide, quota_set
 
 
 class QuotaSerializer(serializers.ModelSerializer):
@@ -37,12 +38,14 @@ class QuotaSerializer(serializers.ModelSerializer):
         return data
 
     def get_in_use(self, quota: Quota) -> str:
-        # One usage computation per (team, cluster) on a page, not one per quota row.
-        cache = self.context.setdefault("_usage", {})
-        key = (quota.team_id, quota.cluster_id)
-        if key not in cache:
-            cache[key] = team_pool_usage(team=quota.team, cluster=quota.cluster, spec=None, exclude_app_id=None)
-        return next((str(u.in_use) for u in cache[key] if u.pool == quota.pool.name), "0")
+        # The page's usage comes computed for every row at once (QuotaViewSet.paginate_queryset); one row alone
+        # (create, update, retrieve) computes its own.
+        usage = self.context.get("usage")
+        if usage is None or (quota.team_id, quota.cluster_id) not in usage:
+            usage = usage_for([(quota.team_id, quota.cluster_id)])
+        rows = usage[(quota.team_id, quota.cluster_id)]
+        mine = (u for u in rows if u.pool == quota.pool.name and u.resource == quota.pool.resource)
+        return next((str(u.in_use) for u in mine), "0")
 
     def create(self, validated: dict) -> Quota:
         return quota_set(
@@ -79,7 +82,7 @@ class QuotaViewSet(
     def get_queryset(self):  # type: ignore[no-untyped-def]
         if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
             return Quota.objects.none()
-        qs = Quota.objects.select_related("team", "cluster", "pool").order_by(
+        qs = Quota.objects.select_related("team", "cluster", "pool__cluster").order_by(
             "team__slug", "cluster__name", "pool__name"
         )
         if not self.request.user.is_staff:
@@ -88,6 +91,14 @@ class QuotaViewSet(
         if team:
             qs = qs.filter(team__slug=team)
         return qs
+
+    def paginate_queryset(self, queryset):  # type: ignore[no-untyped-def]
+        page = super().paginate_queryset(queryset)
+        self._usage = usage_for((q.team_id, q.cluster_id) for q in (page if page is not None else queryset))
+        return page
+
+    def get_serializer_context(self) -> dict:
+        return {**super().get_serializer_context(), "usage": getattr(self, "_usage", None)}
 
     def create(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
         serializer = self.get_serializer(data=request.data)

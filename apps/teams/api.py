@@ -19,7 +19,7 @@ from apps.core.ids import json_object
 
 from . import services
 from .models import ApiToken, Membership, Role, Team
-from .selectors import can, role_in, teams_for
+from .selectors import can, role_in, roles_in, teams_for
 
 
 class TeamSerializer(serializers.ModelSerializer):
@@ -31,7 +31,10 @@ class TeamSerializer(serializers.ModelSerializer):
         read_only_fields = ["created_at", "role"]
 
     def get_role(self, team: Team) -> str | None:
-        return role_in(self.context["request"].user, team)
+        roles = self.context.get("roles")  # a list's page: every row's role in one query (TeamViewSet)
+        if roles is None or team.pk not in roles:
+            return role_in(self.context["request"].user, team)
+        return roles[team.pk]
 
 
 class TeamWriteSerializer(serializers.Serializer):
@@ -69,6 +72,14 @@ class TeamViewSet(viewsets.ModelViewSet):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
             return Team.objects.none()
         return teams_for(self.request.user).order_by("slug")
+
+    def paginate_queryset(self, queryset):  # type: ignore[no-untyped-def]
+        page = super().paginate_queryset(queryset)
+        self._roles = roles_in(self.request.user, page if page is not None else queryset)
+        return page
+
+    def get_serializer_context(self) -> dict:
+        return {**super().get_serializer_context(), "roles": getattr(self, "_roles", None)}
 
     @extend_schema(request=TeamWriteSerializer, responses=TeamSerializer)
     def create(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
@@ -19,17 +21,28 @@ def teams_for(user: AbstractBaseUser) -> QuerySet[Team]:
 
 def role_in(user: AbstractBaseUser, team: Team) -> str | None:
     """The user's role in the team; staff count as owners of every team. A team-scoped API token caps it."""
-    token_team_id = getattr(user, "_token_team_id", None)
-    if token_team_id is not None and token_team_id != team.pk:
-        return None
+    return roles_in(user, [team])[team.pk]
+
+
+def roles_in(user: AbstractBaseUser, teams: Iterable[Team]) -> dict[int, str | None]:
+    """``role_in`` for many teams in one query (team id -> role or None)."""
+    teams = list(teams)
     if user.is_staff:
-        role = Role.OWNER
+        roles: dict[int, str] = {t.pk: Role.OWNER for t in teams}
     else:
-        role = Membership.objects.filter(team=team, user=user).values_list("role", flat=True).first()
+        rows = Membership.objects.filter(user=user, team__in=[t.pk for t in teams]).values_list("team_id", "role")
+        roles = dict(rows)
+    token_team_id = getattr(user, "_token_team_id", None)
     token_role = getattr(user, "_token_role", None)
-    if role and token_role and role_at_least(role, token_role):
-        return token_role
-    return role
+    out: dict[int, str | None] = {}
+    for t in teams:
+        role = roles.get(t.pk)
+        if token_team_id is not None and token_team_id != t.pk:
+            role = None
+        elif role and token_role and role_at_least(role, token_role):
+            role = token_role
+        out[t.pk] = role
+    return out
 
 
 def can(user: AbstractBaseUser, team: Team, needed: str) -> bool:
