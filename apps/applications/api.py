@@ -20,6 +20,7 @@ from apps.teams.models import Role, Team
 from apps.teams.selectors import can, teams_for
 
 from . import serve_files, services
+from .filters import ApplicationFilter
 from .models import Application, Revision
 
 DRY_RUN = OpenApiParameter("dry_run", OpenApiTypes.BOOL, description="Validate and check quota; save nothing.")
@@ -155,6 +156,7 @@ def _body(request: Request) -> dict:
 
 
 class ApplicationViewSet(viewsets.ModelViewSet):
+    filterset_class = ApplicationFilter
     serializer_class = ApplicationSerializer
 
     def get_queryset(self) -> QuerySet[Application]:
@@ -163,12 +165,6 @@ class ApplicationViewSet(viewsets.ModelViewSet):
         qs = Application.objects.filter(team__in=teams_for(self.request.user)).select_related(
             "team", "current_revision", "deployed_revision"
         )
-        team = self.request.query_params.get("team")
-        if team:
-            qs = qs.filter(team__slug=team)
-        cluster = self.request.query_params.get("cluster")
-        if cluster:
-            qs = qs.filter(cluster_id=parse_id(cluster)) if parse_id(cluster) else qs.none()
         return qs.order_by("team__slug", "name", "id")
 
     def _respond(self, app: Application, code: int = status.HTTP_200_OK, warnings: list[str] | None = None) -> Response:
@@ -268,7 +264,7 @@ class ApplicationViewSet(viewsets.ModelViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(responses=RevisionSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], filter_backends=[])
     def revisions(self, request, pk=None):  # type: ignore[no-untyped-def]
         app = self.get_object()
         page = self.paginate_queryset(app.revisions.select_related("author").order_by("-number"))

@@ -12,6 +12,7 @@ from apps.teams.models import Role
 from apps.teams.selectors import can, teams_for
 
 from . import services
+from .filters import ModelEntryFilter
 from .models import ModelEntry
 
 
@@ -36,6 +37,7 @@ class ModelEntrySerializer(serializers.ModelSerializer):
 
 class ModelEntryViewSet(viewsets.ModelViewSet):
     """The multiplexed-model catalog. Writes reach the app's user_config on the next push."""
+    filterset_class = ModelEntryFilter
 
     serializer_class = ModelEntrySerializer
 
@@ -45,9 +47,6 @@ class ModelEntryViewSet(viewsets.ModelViewSet):
         qs = ModelEntry.objects.filter(application__team__in=teams_for(self.request.user)).select_related(
             "application__team"
         )
-        app = self.request.query_params.get("application")
-        if app:
-            qs = qs.filter(application_id=parse_id(app)) if parse_id(app) else qs.none()
         return qs.order_by("application_id", "deployment", "model_id")
 
     def _writable(self, app: Application) -> None:

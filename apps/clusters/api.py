@@ -3,16 +3,17 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.db.models import Q
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 
-from apps.core.ids import StaffWritesOnly, parse_id
+from apps.core.ids import StaffWritesOnly
 from apps.teams.selectors import teams_for
 
 from . import services
+from .filters import SyncRunFilter
 from .models import Cluster, GpuPool, SyncRun
 from .selectors import last_sync_runs, unmanaged_apps
 
@@ -210,6 +211,8 @@ class ClusterViewSet(viewsets.ModelViewSet):
 
 
 class SyncRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    filterset_class = SyncRunFilter
+
     def get_serializer_class(self):  # type: ignore[no-untyped-def]
         return (
             SyncRunDetailSerializer if self.action == "retrieve" and self.request.user.is_staff else SyncRunSerializer
@@ -223,16 +226,4 @@ class SyncRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         if not user.is_staff:
             teams = teams_for(user)
             qs = qs.filter(Q(cluster__applications__team__in=teams) | Q(cluster__quotas__team__in=teams)).distinct()
-        cluster = self.request.query_params.get("cluster")
-        if cluster:
-            if not parse_id(cluster):
-                return qs.none()
-            qs = qs.filter(cluster_id=parse_id(cluster))
-        state = self.request.query_params.get("state")
-        if state:
-            qs = qs.filter(state=state)
         return qs.order_by("-created_at", "-id")
-
-    @extend_schema(parameters=[OpenApiParameter("cluster", int), OpenApiParameter("state", str)])
-    def list(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
-        return super().list(request, *args, **kwargs)

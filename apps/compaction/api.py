@@ -11,6 +11,7 @@ from apps.clusters.models import Cluster
 from apps.core.ids import parse_id
 
 from . import services
+from .filters import CompactionPlanFilter
 from .models import CompactionPlan, CompactionStep
 
 
@@ -47,16 +48,13 @@ class PlanSerializer(serializers.ModelSerializer):
 
 class CompactionPlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Compaction plans: staff only. POST {"cluster": id} plans from the last observed state."""
+    filterset_class = CompactionPlanFilter
 
     serializer_class = PlanSerializer
     permission_classes = [IsAdminUser]
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
-        qs = CompactionPlan.objects.prefetch_related("steps").order_by("-created_at", "-id")
-        cluster = self.request.query_params.get("cluster")
-        if cluster:
-            qs = qs.filter(cluster_id=parse_id(cluster)) if parse_id(cluster) else qs.none()
-        return qs
+        return CompactionPlan.objects.prefetch_related("steps").order_by("-created_at", "-id")
 
     @extend_schema(
         request=inline_serializer("PlanRequest", {"cluster": serializers.IntegerField()}), responses=PlanSerializer

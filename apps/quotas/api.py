@@ -13,6 +13,7 @@ from apps.core.ids import StaffWritesOnly, parse_id
 from apps.teams.models import Role, Team
 from apps.teams.selectors import teams_for
 
+from .filters import QuotaFilter, QuotaRequestFilter
 from .models import Quota, QuotaRequest
 from .selectors import usage_for
 from .services import quota_request_create, quota_request_decide, quota_set
@@ -76,6 +77,7 @@ class QuotaViewSet(
     mixins.DestroyModelMixin,
     viewsets.GenericViewSet,
 ):
+    filterset_class = QuotaFilter
     serializer_class = QuotaSerializer
     permission_classes = [StaffWritesOnly]
 
@@ -87,9 +89,6 @@ class QuotaViewSet(
         )
         if not self.request.user.is_staff:
             qs = qs.filter(team__in=teams_for(self.request.user))
-        team = self.request.query_params.get("team")
-        if team:
-            qs = qs.filter(team__slug=team)
         return qs
 
     def paginate_queryset(self, queryset):  # type: ignore[no-untyped-def]
@@ -155,6 +154,7 @@ class DecisionSerializer(serializers.Serializer):
 
 
 class QuotaRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    filterset_class = QuotaRequestFilter
     serializer_class = QuotaRequestSerializer
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
@@ -163,13 +163,6 @@ class QuotaRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         qs = QuotaRequest.objects.select_related("team", "pool", "requested_by", "decided_by")
         if not self.request.user.is_staff:
             qs = qs.filter(team__in=teams_for(self.request.user))
-        for param in ("state",):
-            value = self.request.query_params.get(param)
-            if value:
-                qs = qs.filter(**{param: value})
-        team = self.request.query_params.get("team")
-        if team:
-            qs = qs.filter(team__slug=team)
         return qs.order_by("-created_at", "-id")
 
     @extend_schema(request=QuotaRequestWriteSerializer, responses=QuotaRequestSerializer)

@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from apps.core.ids import json_object
 
 from . import services
+from .filters import TokenFilter
 from .models import ApiToken, Membership, Role, Team
 from .selectors import can, role_in, roles_in, teams_for
 
@@ -169,6 +170,7 @@ class TokenWriteSerializer(serializers.Serializer):
 
 class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """API tokens. The secret is returned once, by create; only its hash is stored. DELETE revokes."""
+    filterset_class = TokenFilter
 
     serializer_class = TokenSerializer
     throttle_scope = "auth"
@@ -181,11 +183,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Dest
     def get_queryset(self):  # type: ignore[no-untyped-def]
         if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
             return ApiToken.objects.none()
-        qs = services.tokens_manageable_by(self.request.user)
-        team = self.request.query_params.get("team")
-        if team:
-            qs = qs.filter(team__slug=team)
-        return qs.order_by("-created_at", "-id")
+        return services.tokens_manageable_by(self.request.user).order_by("-created_at", "-id")
 
     @extend_schema(
         request=TokenWriteSerializer,
