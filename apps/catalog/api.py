@@ -37,6 +37,7 @@ class ModelEntrySerializer(serializers.ModelSerializer):
 
 class ModelEntryViewSet(viewsets.ModelViewSet):
     """The multiplexed-model catalog. Writes reach the app's user_config on the next push."""
+
     filterset_class = ModelEntryFilter
 
     serializer_class = ModelEntrySerializer

@@ -48,6 +48,7 @@ class PlanSerializer(serializers.ModelSerializer):
 
 class CompactionPlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Compaction plans: staff only. POST {"cluster": id} plans from the last observed state."""
+
     filterset_class = CompactionPlanFilter
 
     serializer_class = PlanSerializer

@@ -170,6 +170,7 @@ class TokenWriteSerializer(serializers.Serializer):
 
 class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """API tokens. The secret is returned once, by create; only its hash is stored. DELETE revokes."""
+
     filterset_class = TokenFilter
 
     serializer_class = TokenSerializer
