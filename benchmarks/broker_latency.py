@@ -59,7 +59,7 @@ def run(broker: str, writes: int) -> list[float]:
         arrivals.append(time.perf_counter())
         return real_put(config)
 
-    ray.put = timed_put  # type: ignore[method-assign]
+    ray.put = timed_put
     user = get_user_model().objects.create_user(f"bench{time.time_ns()}", is_staff=True)
     slug = f"b{time.time_ns() % 10**8}"
     team = team_create(actor=user, slug=slug, name="Bench")

@@ -50,7 +50,7 @@ class Recorder:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # type: ignore[no-untyped-def]
+            def log_message(self, *args):
                 pass
 
             def do_PUT(self) -> None:  # noqa: N802

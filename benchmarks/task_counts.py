@@ -84,13 +84,13 @@ def main() -> None:
     lock = threading.Lock()
 
     @task_prerun.connect
-    def _pre(task_id=None, task=None, **_):  # type: ignore[no-untyped-def]
+    def _pre(task_id=None, task=None, **_):
         with lock:
             counts[task.name.rsplit(".", 1)[-1]] += 1
             started_at[task_id] = time.monotonic()
 
     @task_postrun.connect
-    def _post(task_id=None, task=None, **_):  # type: ignore[no-untyped-def]
+    def _post(task_id=None, task=None, **_):
         with lock:
             spent = time.monotonic() - started_at.pop(task_id, time.monotonic())
             name = task.name.rsplit(".", 1)[-1]

@@ -1,5 +1,6 @@
 """The Celery app: ``celery -A controlplane worker`` and ``celery -A controlplane beat``."""
 
+import logging.config
 import os
 import sys
 
@@ -42,7 +43,6 @@ def _django_logging(**_: object) -> None:
 
 
 def _configure_logging() -> None:
-    import logging.config
 
     from django.conf import settings
 

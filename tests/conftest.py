@@ -45,12 +45,12 @@ def _empty_cache() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _fast_password_hasher(settings) -> None:  # type: ignore[no-untyped-def]
+def _fast_password_hasher(settings) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
-def make_user(db) -> Callable[..., Any]:  # type: ignore[no-untyped-def]
+def make_user(db) -> Callable[..., Any]:
     def make(username: str, **extra: Any) -> Any:
         user = User.objects.create_user(username=username, email=f"{username}@example.com", password=PASSWORD, **extra)
         return user
@@ -59,28 +59,28 @@ def make_user(db) -> Callable[..., Any]:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def staff(make_user):  # type: ignore[no-untyped-def]
+def staff(make_user):
     return make_user("platform", is_staff=True)
 
 
 @pytest.fixture
-def alice(make_user):  # type: ignore[no-untyped-def]
+def alice(make_user):
     return make_user("alice")
 
 
 @pytest.fixture
-def bob(make_user):  # type: ignore[no-untyped-def]
+def bob(make_user):
     return make_user("bob")
 
 
 @pytest.fixture
-def charlie(make_user):  # type: ignore[no-untyped-def]
+def charlie(make_user):
     """An outsider: in no team of alice's or bob's."""
     return make_user("charlie")
 
 
 @pytest.fixture
-def make_team(db) -> Callable[..., Team]:  # type: ignore[no-untyped-def]
+def make_team(db) -> Callable[..., Team]:
     def make(slug: str, owner: Any, members: dict[Any, str] | None = None) -> Team:
         team = team_create(actor=owner, slug=slug, name=slug.title())
         for user, role in (members or {}).items():
@@ -91,17 +91,17 @@ def make_team(db) -> Callable[..., Team]:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def team_a(make_team, alice):  # type: ignore[no-untyped-def]
+def team_a(make_team, alice):
     return make_team("team-a", alice)
 
 
 @pytest.fixture
-def team_b(make_team, bob):  # type: ignore[no-untyped-def]
+def team_b(make_team, bob):
     return make_team("team-b", bob)
 
 
 @pytest.fixture
-def make_cluster(db, staff) -> Callable[..., Cluster]:  # type: ignore[no-untyped-def]
+def make_cluster(db, staff) -> Callable[..., Cluster]:
     """Register a cluster. ``inventoried=True`` (the default) stands for a cluster whose pre-existing apps were
     already recorded (none), as after its first observation; tests of registration itself pass False."""
 
@@ -126,12 +126,12 @@ def make_cluster(db, staff) -> Callable[..., Cluster]:  # type: ignore[no-untype
 
 
 @pytest.fixture
-def cluster(make_cluster) -> Cluster:  # type: ignore[no-untyped-def]
+def cluster(make_cluster) -> Cluster:
     return make_cluster()
 
 
 @pytest.fixture
-def grant(staff) -> Callable[..., Any]:  # type: ignore[no-untyped-def]
+def grant(staff) -> Callable[..., Any]:
     def give(team: Team, cluster: Cluster, gpus: str = "4") -> Any:
         return quota_set(actor=staff, team=team, cluster=cluster, pool_name="a100", gpus=Decimal(gpus))
 
@@ -182,7 +182,7 @@ def ray_cluster() -> Iterator[Any]:
 
 
 @pytest.fixture
-def celery_worker(transactional_db) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+def celery_worker(transactional_db) -> Iterator[Any]:
     """A real Celery worker in a thread of this process, consuming from the configured broker."""
     from celery.contrib.testing.worker import start_worker
 
@@ -203,7 +203,7 @@ def reset_serve(ray_cluster: Any) -> None:
 
 
 @pytest.fixture
-def ray_env(ray_cluster, celery_worker, make_cluster):  # type: ignore[no-untyped-def]
+def ray_env(ray_cluster, celery_worker, make_cluster):
     """The test Ray cluster, emptied, registered as a new cluster would be (its inventory taken by the control
     plane), with a worker running."""
     reset_serve(ray_cluster)
@@ -230,7 +230,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 90, interval: float 
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _close_thread_connections(django_db_setup, django_db_blocker) -> Iterator[None]:  # type: ignore[no-untyped-def]
+def _close_thread_connections(django_db_setup, django_db_blocker) -> Iterator[None]:
     """Worker and live-server threads keep their own connections; end them so the test database can be dropped."""
     yield
     from django.db import connection
@@ -243,7 +243,7 @@ def _close_thread_connections(django_db_setup, django_db_blocker) -> Iterator[No
             )
 
 
-def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
+def pytest_collection_modifyitems(config, items):
     """Tests that drain nodes of the shared test Ray cluster run last (a drained node takes no new replicas),
     and the one that kills its head runs after them."""
     items.sort(
@@ -263,7 +263,7 @@ def require(component: str, install: str) -> None:
     pytest.skip(f"NOT RUN: {message}")
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """How many fuzz cases ran against the API, per role (the count the closing notes report)."""
     import sys
 

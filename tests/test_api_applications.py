@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def setup(team_a, team_b, cluster, grant, alice, bob):  # type: ignore[no-untyped-def]
+def setup(team_a, team_b, cluster, grant, alice, bob):
     grant(team_a, cluster, "4")
     grant(team_b, cluster, "4")
     return cluster

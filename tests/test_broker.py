@@ -27,7 +27,7 @@ def _env(tmp_path: Path) -> dict:
     }
 
 
-def _worker(env: dict, log) -> subprocess.Popen:  # type: ignore[no-untyped-def]
+def _worker(env: dict, log) -> subprocess.Popen:
     celery = str(Path(sys.executable).with_name("celery"))
     return subprocess.Popen(
         [

@@ -31,7 +31,7 @@ applications:
 
 
 @pytest.fixture
-def run(live_server, tmp_path):  # type: ignore[no-untyped-def]
+def run(live_server, tmp_path):
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "SERVECTL_URL": live_server.url}
     env.pop("SERVECTL_TOKEN", None)
 
@@ -44,7 +44,7 @@ def run(live_server, tmp_path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def world(alice, team_a, cluster, grant, tmp_path):  # type: ignore[no-untyped-def]
+def world(alice, team_a, cluster, grant, tmp_path):
     grant(team_a, cluster, "2")
     path = tmp_path / "serve.yaml"
     path.write_text(FILE)

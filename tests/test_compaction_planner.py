@@ -14,7 +14,7 @@ SIZES = [0.25, 0.5, 1.0, 2.0]
 
 
 @st.composite
-def clusters(draw):  # type: ignore[no-untyped-def]
+def clusters(draw):
     n_nodes = draw(st.integers(min_value=1, max_value=12))
     pools = draw(st.lists(st.sampled_from(["a100", "h100"]), min_size=n_nodes, max_size=n_nodes))
     nodes = [{"id": "head", "head": True, "pool": "a100", "resources": {"CPU": 4, "GPU": 0}}]
@@ -67,11 +67,11 @@ def test_every_plan_is_valid_deterministic_and_no_worse_than_first_fit(state):
     assert moved_from <= set(result["nodes_to_drain"])
 
 
-def node(id, gpus=4, pool="a100", head=False, cost=1):  # type: ignore[no-untyped-def] # noqa: A002
+def node(id, gpus=4, pool="a100", head=False, cost=1):  # noqa: A002
     return {"id": id, "head": head, "pool": pool, "resources": {"GPU": gpus, "CPU": 8}, "cost": cost}
 
 
-def rep(id, on, gpus, app="a", dep="d", **extra):  # type: ignore[no-untyped-def] # noqa: A002
+def rep(id, on, gpus, app="a", dep="d", **extra):  # noqa: A002
     return {
         "id": id,
         "node": on,

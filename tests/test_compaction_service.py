@@ -15,7 +15,7 @@ from apps.compaction.models import CompactionPlan
 pytestmark = pytest.mark.django_db
 
 
-def observed(cluster, alice, team_a):  # type: ignore[no-untyped-def]
+def observed(cluster, alice, team_a):
     """Three workers, one replica of 1 GPU on each: two nodes can be freed."""
     cluster.nodes = [
         {

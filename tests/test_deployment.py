@@ -103,7 +103,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def prod_env(tmp_path):  # type: ignore[no-untyped-def]
+def prod_env(tmp_path):
     env = {
         k: v
         for k, v in os.environ.items()
@@ -126,7 +126,7 @@ def prod_env(tmp_path):  # type: ignore[no-untyped-def]
     return env
 
 
-def _run(cmd: list[str], env: dict, **kw):  # type: ignore[no-untyped-def]
+def _run(cmd: list[str], env: dict, **kw):
     exe = str(Path(sys.executable).with_name(cmd[0])) if cmd[0] in ("gunicorn", "celery") else cmd[0]
     if cmd[0] == "python":
         exe = sys.executable

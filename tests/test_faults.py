@@ -28,7 +28,7 @@ class BadDashboard:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # type: ignore[no-untyped-def]
+            def log_message(self, *args):
                 pass
 
             def _reply(self) -> None:
@@ -56,7 +56,7 @@ class BadDashboard:
 
 
 @pytest.fixture
-def app_on(make_cluster, alice, team_a, grant):  # type: ignore[no-untyped-def]
+def app_on(make_cluster, alice, team_a, grant):
     def make(url: str) -> Cluster:
         from apps.applications.services import application_create
 
@@ -117,7 +117,7 @@ def test_writes_are_saved_while_the_broker_is_down(cluster, grant, team_a, api, 
 
     attempts = []
 
-    def broker_down(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def broker_down(*args, **kwargs):
         attempts.append(args)
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 

@@ -45,7 +45,7 @@ def _as_postgres(*cmd: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def private_postgres():  # type: ignore[no-untyped-def]
+def private_postgres():
     pg_bin = _pg_bin()
     if pg_bin is None:
         from tests.conftest import require
@@ -178,7 +178,7 @@ class SlowDashboard:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # type: ignore[no-untyped-def]
+            def log_message(self, *args):
                 pass
 
             def do_PUT(self) -> None:  # noqa: N802

@@ -27,21 +27,21 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def fake_ray():  # type: ignore[no-untyped-def]
+def fake_ray():
     ray = FakeRay().start()
     yield ray
     ray.stop()
 
 
 @pytest.fixture
-def on_fake(make_cluster, fake_ray, team_a, grant):  # type: ignore[no-untyped-def]
+def on_fake(make_cluster, fake_ray, team_a, grant):
     cluster = make_cluster(name="fake", dashboard_url=fake_ray.url, gpus="12")
     grant(team_a, cluster, "8")
     return cluster
 
 
 @pytest.fixture
-def no_tasks(monkeypatch):  # type: ignore[no-untyped-def]
+def no_tasks(monkeypatch):
     """Record what would be enqueued instead of enqueuing it."""
     sent: list[tuple] = []
     monkeypatch.setattr(tasks.poll_status, "apply_async", lambda args, countdown=0: sent.append((args, countdown)))
@@ -158,7 +158,7 @@ def page(requests: float | None, loads: float | None) -> str:
 
 
 @pytest.fixture
-def pages(monkeypatch):  # type: ignore[no-untyped-def]
+def pages(monkeypatch):
     served: dict[str, str] = {}
     delay = {"s": 0.0}
 
@@ -169,7 +169,7 @@ def pages(monkeypatch):  # type: ignore[no-untyped-def]
         return served[target]
 
     monkeypatch.setattr(prometheus, "fetch", fetch)
-    served["_delay"] = delay  # type: ignore[assignment]
+    served["_delay"] = delay
     return served
 
 
@@ -202,7 +202,7 @@ def test_one_scrape_per_cluster_and_overlapping_scrapes_never_double_count(clust
     overlapping: list = []
     real = metrics._team_allocation
 
-    def another_scrape_starts_meanwhile(c):  # type: ignore[no-untyped-def]
+    def another_scrape_starts_meanwhile(c):
         # The beat's next scrape arrives while this one is still at work (as when a worker is busy).
         overlapping.append(metrics.scrape_cluster(cluster.pk, targets=["node"]))
         return real(c)
@@ -232,11 +232,11 @@ def test_targets_are_fetched_concurrently_under_one_deadline(cluster, pages, set
     settings.SCRAPE_DEADLINE_S = 2
     for i in range(8):
         pages[f"n{i}"] = page(None, None)
-    pages["_delay"]["s"] = 1.0  # type: ignore[index]
+    pages["_delay"]["s"] = 1.0
     started = time.monotonic()
     run = metrics.scrape_cluster(cluster.pk, targets=[f"n{i}" for i in range(8)])
     assert run.targets_failed == 0 and time.monotonic() - started < 3  # one after another: 8 s
-    pages["_delay"]["s"] = 3.0  # type: ignore[index]
+    pages["_delay"]["s"] = 3.0
     started = time.monotonic()
     run = metrics.scrape_cluster(cluster.pk, targets=["n0", "n1"])
     assert run.targets_failed == 2 and "within 2 s" in run.errors[0] and time.monotonic() - started < 2.9
@@ -246,7 +246,7 @@ def test_a_scrape_that_outlived_its_lease_stores_nothing(cluster, pages, monkeyp
     pages["node"] = page(1, 1)
     real = metrics._team_allocation
 
-    def steal(c):  # type: ignore[no-untyped-def]
+    def steal(c):
         Cluster.objects.filter(pk=c.pk).update(scrape_owner="someone-else")
         return real(c)
 
@@ -271,7 +271,7 @@ PRE = {
 
 
 @pytest.fixture
-def busy_cluster(fake_ray, make_cluster, team_a, grant, no_tasks):  # type: ignore[no-untyped-def]
+def busy_cluster(fake_ray, make_cluster, team_a, grant, no_tasks):
     fake_ray.put(PRE)
     fake_ray.add_imperative("notebook")
     cluster = make_cluster(name="busy", dashboard_url=fake_ray.url, gpus="12", inventoried=False)

@@ -32,7 +32,7 @@ EXAMPLES = 10
 
 
 @pytest.fixture
-def fuzz_world(make_user, make_cluster, staff):  # type: ignore[no-untyped-def]
+def fuzz_world(make_user, make_cluster, staff):
     owner_of_hidden = make_user("hiddenowner")
     hidden = team_create(actor=owner_of_hidden, slug=SECRET_MARK, name="Hidden team")
     cluster = make_cluster()
@@ -68,7 +68,7 @@ def fuzz_world(make_user, make_cluster, staff):  # type: ignore[no-untyped-def]
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-def test_api_fuzz(case, live_server, fuzz_world):  # type: ignore[no-untyped-def]
+def test_api_fuzz(case, live_server, fuzz_world):
     from django.core.cache import cache
 
     cache.clear()  # the fuzzer would otherwise trip the rate limits, which are tested on their own

@@ -16,14 +16,14 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def _clear_cache():  # type: ignore[no-untyped-def]
+def _clear_cache():
     cache.clear()
     yield
     cache.clear()
 
 
 @pytest.fixture
-def setup(team_a, cluster, grant):  # type: ignore[no-untyped-def]
+def setup(team_a, cluster, grant):
     grant(team_a, cluster, "4")
     return cluster
 

@@ -35,14 +35,14 @@ CONFIG = {
 
 
 @pytest.fixture
-def kube():  # type: ignore[no-untyped-def]
+def kube():
     server = FakeKube().start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def kcluster(make_cluster, kube):  # type: ignore[no-untyped-def]
+def kcluster(make_cluster, kube):
     return make_cluster(
         name="k8s-prod", kind="kuberay", k8s_namespace="ml", k8s_name="serve", kubeconfig=kube.kubeconfig()
     )

@@ -25,7 +25,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(params=["database", "redis"])
-def server(request, tmp_path):  # type: ignore[no-untyped-def]
+def server(request, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL")}
     env.update({"CONTROLPLANE_VAR_DIR": str(tmp_path), "AUTH_THROTTLE_RATE": "40/min", "TRUSTED_PROXIES": ""})
     if request.param == "redis":

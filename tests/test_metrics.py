@@ -44,7 +44,7 @@ def exposition(requests: float, loads: float, replica: str = "r1", buckets: tupl
 
 
 @pytest.fixture
-def fake(monkeypatch):  # type: ignore[no-untyped-def]
+def fake(monkeypatch):
     pages: dict[str, str | Exception] = {}
 
     def fetch(target: str, timeout: float = 5) -> str:
@@ -57,7 +57,7 @@ def fake(monkeypatch):  # type: ignore[no-untyped-def]
     return pages
 
 
-def scrape(cluster, targets, at):  # type: ignore[no-untyped-def]
+def scrape(cluster, targets, at):
     return services.scrape_cluster(cluster.pk, targets=targets, now=at)
 
 

@@ -123,7 +123,7 @@ def _count(client: Client, url: str) -> int:
 
 
 @pytest.fixture
-def world(make_user, staff):  # type: ignore[no-untyped-def]
+def world(make_user, staff):
     owner = make_user("olivia")
     team_create(actor=owner, slug="t0", name="T0")
     _grow(staff, owner, 1, 2)
@@ -131,7 +131,7 @@ def world(make_user, staff):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("who", ["owner", "staff"])
-def test_no_list_endpoint_or_page_grows_with_its_rows(world, who):  # type: ignore[no-untyped-def]
+def test_no_list_endpoint_or_page_grows_with_its_rows(world, who):
     staff, owner = world
     user = owner if who == "owner" else staff
     client = Client()

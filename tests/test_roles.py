@@ -16,7 +16,7 @@ ROLES = ["owner", "admin", "member", "viewer", "outsider", "staff"]
 
 
 @pytest.fixture
-def world(make_user, make_team, make_cluster, grant, staff):  # type: ignore[no-untyped-def]
+def world(make_user, make_team, make_cluster, grant, staff):
     from apps.applications.services import application_create
 
     owner = make_user("owner")
@@ -37,7 +37,7 @@ def world(make_user, make_team, make_cluster, grant, staff):  # type: ignore[no-
     return {"users": users, "team": team, "cluster": cluster, "app": app}
 
 
-def act(world, api, role: str, action: str):  # type: ignore[no-untyped-def]
+def act(world, api, role: str, action: str):
     c = api(world["users"][role])
     app, cluster = world["app"], world["cluster"]
     url = f"/api/v1/applications/{app.pk}/"

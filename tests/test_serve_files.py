@@ -59,7 +59,7 @@ def test_the_corpus_is_real_and_sourced():
 
 
 @pytest.fixture
-def world(team_a, cluster, staff, alice, api):  # type: ignore[no-untyped-def]
+def world(team_a, cluster, staff, alice, api):
     from apps.quotas.services import quota_set
 
     quota_set(actor=staff, team=team_a, cluster=cluster, pool_name="a100", gpus="1000")
@@ -235,7 +235,7 @@ def test_code_named_by_a_config_is_never_imported(world, monkeypatch):
     imported: list[str] = []
     real = importlib.import_module
 
-    def spy(name, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def spy(name, *args, **kwargs):
         imported.append(name)
         return real(name, *args, **kwargs)
 

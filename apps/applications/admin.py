@@ -10,7 +10,7 @@ class RevisionInline(admin.TabularInline):
     readonly_fields = fields
     can_delete = False
 
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request, obj=None):
         return False
 
 
@@ -24,17 +24,17 @@ class ApplicationAdmin(admin.ModelAdmin):
     inlines = [RevisionInline]
     actions = ["delete_from_cluster"]
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request, obj=None):
         return False
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return False
 
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request, obj=None):
         return False
 
     @admin.action(description="Delete from the cluster (through the service)")
-    def delete_from_cluster(self, request, queryset):  # type: ignore[no-untyped-def]
+    def delete_from_cluster(self, request, queryset):
         from .services import application_delete
 
         for app in queryset.filter(deleted_at__isnull=True):

@@ -174,7 +174,7 @@ class ApplicationViewSet(viewsets.ModelViewSet):
             data["warnings"] = warnings  # renamed keys that were translated
         return Response(data, status=code, headers={"ETag": f'"{app.version}"'})
 
-    def retrieve(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def retrieve(self, request, *args, **kwargs):
         app = self.get_object()
         return Response(ApplicationSerializer(app).data, headers={"ETag": f'"{app.version}"'})
 
@@ -183,7 +183,7 @@ class ApplicationViewSet(viewsets.ModelViewSet):
             raise PermissionDenied(f"You need the member role in team {app.team.slug} to change its applications.")
 
     @extend_schema(request=ApplicationWriteSerializer, parameters=[DRY_RUN], responses=ApplicationSerializer)
-    def create(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def create(self, request, *args, **kwargs):
         body = _body(request)
         errors = {}
         team_slug = body.get("team")
@@ -250,14 +250,14 @@ class ApplicationViewSet(viewsets.ModelViewSet):
         return self._respond(app, warnings=warnings)
 
     @extend_schema(request=ApplicationWriteSerializer, parameters=[DRY_RUN], responses=ApplicationSerializer)
-    def update(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def update(self, request, *args, **kwargs):
         return self._update(request, partial=False)
 
     @extend_schema(request=ApplicationWriteSerializer, parameters=[DRY_RUN], responses=ApplicationSerializer)
-    def partial_update(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def partial_update(self, request, *args, **kwargs):
         return self._update(request, partial=True)
 
-    def destroy(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def destroy(self, request, *args, **kwargs):
         app = self.get_object()
         self._writable(app)
         services.application_delete(actor=request.user, application=app, expected_version=_expected_version(request))
@@ -265,7 +265,7 @@ class ApplicationViewSet(viewsets.ModelViewSet):
 
     @extend_schema(responses=RevisionSerializer(many=True))
     @action(detail=True, methods=["get"], filter_backends=[])
-    def revisions(self, request, pk=None):  # type: ignore[no-untyped-def]
+    def revisions(self, request, pk=None):
         app = self.get_object()
         page = self.paginate_queryset(app.revisions.select_related("author").order_by("-number"))
         return self.get_paginated_response(RevisionSerializer(page, many=True).data)
@@ -277,7 +277,7 @@ class ApplicationViewSet(viewsets.ModelViewSet):
         description='Body {"revision": n}: makes a new revision with the spec of revision n.',
     )
     @action(detail=True, methods=["post"])
-    def rollback(self, request, pk=None):  # type: ignore[no-untyped-def]
+    def rollback(self, request, pk=None):
         app = self.get_object()
         self._writable(app)
         body = _body(request)

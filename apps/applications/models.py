@@ -96,7 +96,7 @@ class Revision(models.Model):
     def __str__(self) -> str:
         return f"{self.application_id}#r{self.number}"
 
-    def save(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def save(self, *args, **kwargs) -> None:
         if self.pk is not None:
             raise ValueError("Revisions are immutable; make a new one")
         super().save(*args, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -343,7 +344,6 @@ def application_adopt(
 
 def default_app_name(serve_name: str) -> str:
     """The control-plane name an adopted app gets unless one is given: its Serve name where that is a valid name."""
-    import re
 
     if NAME_RE.match(serve_name) and "--" not in serve_name:
         return serve_name

@@ -28,20 +28,20 @@ def _audit(request: Any, obj: Any, verb: str) -> None:
 
 
 class AuditedAdminMixin:
-    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
-        super().save_model(request, obj, form, change)  # type: ignore[misc]
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
         _audit(request, obj, "update" if change else "create")
 
-    def delete_model(self, request, obj):  # type: ignore[no-untyped-def]
+    def delete_model(self, request, obj):
         _audit(request, obj, "delete")
-        super().delete_model(request, obj)  # type: ignore[misc]
+        super().delete_model(request, obj)
 
-    def delete_queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+    def delete_queryset(self, request, queryset):
         for obj in queryset:
             _audit(request, obj, "delete")
-        super().delete_queryset(request, queryset)  # type: ignore[misc]
+        super().delete_queryset(request, queryset)
 
-    def save_formset(self, request, form, formset, change):  # type: ignore[no-untyped-def]
+    def save_formset(self, request, form, formset, change):
         instances = formset.save(commit=False)
         for obj in formset.deleted_objects:
             _audit(request, obj, "delete")

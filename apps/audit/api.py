@@ -36,7 +36,7 @@ class AuditEventSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-def audit_events_for(user) -> QuerySet[AuditEvent]:  # type: ignore[no-untyped-def]
+def audit_events_for(user) -> QuerySet[AuditEvent]:
     """Staff see everything; team admins and owners see their teams' events; others see nothing."""
     if user.is_staff and getattr(user, "_token_team_id", None) is None:
         return AuditEvent.objects.all()
@@ -48,7 +48,7 @@ def audit_events_for(user) -> QuerySet[AuditEvent]:  # type: ignore[no-untyped-d
     return qs
 
 
-def filter_events(qs, params):  # type: ignore[no-untyped-def]
+def filter_events(qs, params):
     if params.get("team"):
         qs = qs.filter(team_slug=params["team"])
     if params.get("action"):
@@ -74,7 +74,7 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
 
     serializer_class = AuditEventSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
             return AuditEvent.objects.none()
         return filter_events(audit_events_for(self.request.user), self.request.query_params).order_by("-at", "-id")
@@ -82,5 +82,5 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     @extend_schema(
         parameters=[OpenApiParameter(n, str) for n in ("team", "action", "actor", "object_type", "q", "since", "until")]
     )
-    def list(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)

@@ -42,7 +42,7 @@ class ModelEntryViewSet(viewsets.ModelViewSet):
 
     serializer_class = ModelEntrySerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return ModelEntry.objects.none()
         qs = ModelEntry.objects.filter(application__team__in=teams_for(self.request.user)).select_related(
@@ -54,7 +54,7 @@ class ModelEntryViewSet(viewsets.ModelViewSet):
         if not can(self.request.user, app.team, Role.MEMBER):
             raise PermissionDenied(f"You need the member role in team {app.team.slug} to change its models.")
 
-    def create(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def create(self, request, *args, **kwargs):
         data = request.data if isinstance(request.data, dict) else {}
         app_id = data.get("application")
         app = (
@@ -80,7 +80,7 @@ class ModelEntryViewSet(viewsets.ModelViewSet):
         )
         return Response(ModelEntrySerializer(entry).data, status=status.HTTP_201_CREATED)
 
-    def update(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def update(self, request, *args, **kwargs):
         entry = self.get_object()
         self._writable(entry.application)
         data = request.data if isinstance(request.data, dict) else {}
@@ -90,14 +90,14 @@ class ModelEntryViewSet(viewsets.ModelViewSet):
         entry = services.model_update(actor=request.user, entry=entry, data=data)
         return Response(ModelEntrySerializer(entry).data)
 
-    def destroy(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def destroy(self, request, *args, **kwargs):
         entry = self.get_object()
         self._writable(entry.application)
         services.model_delete(actor=request.user, entry=entry)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @action(detail=False, methods=["get"])
-    def residency(self, request):  # type: ignore[no-untyped-def]
+    def residency(self, request):
         """Which replicas hold which models now (from ray_serve_registered_multiplexed_model_id)."""
         app_id = request.query_params.get("application", "")
         app = (

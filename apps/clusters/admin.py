@@ -49,7 +49,7 @@ class ClusterAdmin(AuditedAdminMixin, admin.ModelAdmin):
     ]
     inlines = [PoolInline]
 
-    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+    def save_model(self, request, obj, form, change):
         from . import services
 
         super().save_model(request, obj, form, change)  # the mixin records the one audit event (secrets redacted)
@@ -61,8 +61,8 @@ class SyncRunAdmin(admin.ModelAdmin):
     list_display = ["id", "cluster", "trigger", "state", "app_count", "created_at", "error"]
     list_filter = ["cluster", "state", "trigger"]
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request, obj=None):
         return False
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return False

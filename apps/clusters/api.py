@@ -173,17 +173,17 @@ class ClusterViewSet(viewsets.ModelViewSet):
     http_method_names = ["get", "post", "patch", "put", "delete", "head", "options"]
 
     @extend_schema(exclude=True)
-    def destroy(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def destroy(self, request, *args, **kwargs):
         return Response(
             {"detail": "Clusters are not deleted through the API."}, status=status.HTTP_405_METHOD_NOT_ALLOWED
         )
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
             return Cluster.objects.none()
         return Cluster.objects.prefetch_related("pools").order_by("name")
 
-    def paginate_queryset(self, queryset):  # type: ignore[no-untyped-def]
+    def paginate_queryset(self, queryset):
         page = super().paginate_queryset(queryset)
         self._last_runs = last_sync_runs(list(page if page is not None else queryset))
         return page
@@ -193,7 +193,7 @@ class ClusterViewSet(viewsets.ModelViewSet):
 
     @extend_schema(responses=UnmanagedAppSerializer(many=True))
     @action(detail=True, methods=["get"], url_path="unmanaged-apps", permission_classes=[IsAdminUser])
-    def unmanaged_apps(self, request, pk=None):  # type: ignore[no-untyped-def]
+    def unmanaged_apps(self, request, pk=None):
         """Apps on the cluster that the control plane did not create: pre-existing, unexpected, imperative."""
         return Response(UnmanagedAppSerializer(unmanaged_apps(self.get_object()), many=True).data)
 
@@ -204,7 +204,7 @@ class ClusterViewSet(viewsets.ModelViewSet):
         url_path=r"unmanaged-apps/(?P<app_name>[^/]+)",
         permission_classes=[IsAdminUser],
     )
-    def remove_unmanaged(self, request, pk=None, app_name=None):  # type: ignore[no-untyped-def]
+    def remove_unmanaged(self, request, pk=None, app_name=None):
         """Remove an app the control plane did not create (the next push deletes it from the cluster)."""
         services.unmanaged_remove(actor=request.user, cluster=self.get_object(), name=app_name)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -213,12 +213,12 @@ class ClusterViewSet(viewsets.ModelViewSet):
 class SyncRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     filterset_class = SyncRunFilter
 
-    def get_serializer_class(self):  # type: ignore[no-untyped-def]
+    def get_serializer_class(self):
         return (
             SyncRunDetailSerializer if self.action == "retrieve" and self.request.user.is_staff else SyncRunSerializer
         )
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
             return SyncRun.objects.none()
         qs = SyncRun.objects.all()

@@ -54,13 +54,13 @@ class CompactionPlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vi
     serializer_class = PlanSerializer
     permission_classes = [IsAdminUser]
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         return CompactionPlan.objects.prefetch_related("steps").order_by("-created_at", "-id")
 
     @extend_schema(
         request=inline_serializer("PlanRequest", {"cluster": serializers.IntegerField()}), responses=PlanSerializer
     )
-    def create(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def create(self, request, *args, **kwargs):
         cluster_id = request.data.get("cluster") if isinstance(request.data, dict) else None
         cluster = Cluster.objects.filter(pk=parse_id(cluster_id) or 0).first() if isinstance(cluster_id, int) else None
         if cluster is None:
@@ -70,6 +70,6 @@ class CompactionPlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vi
 
     @extend_schema(request=None, responses={202: PlanSerializer})
     @action(detail=True, methods=["post"])
-    def execute(self, request, pk=None):  # type: ignore[no-untyped-def]
+    def execute(self, request, pk=None):
         plan = services.plan_execute(actor=request.user, plan=self.get_object())
         return Response(PlanSerializer(plan).data, status=status.HTTP_202_ACCEPTED)

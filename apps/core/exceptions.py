@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -36,8 +37,6 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             {"non_field_errors": ["A value in the request cannot be stored."]}, status=status.HTTP_400_BAD_REQUEST
         )
     if isinstance(exc, IntegrityError):  # a constraint the validation missed: refuse, never a 500
-        import logging
-
         logging.getLogger(__name__).error("integrity error escaped validation: %s", exc)
         return Response(
             {"non_field_errors": ["The change conflicts with existing data."]}, status=status.HTTP_409_CONFLICT

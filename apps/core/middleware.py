@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import json
 import logging
 import re
@@ -48,7 +49,6 @@ class ClientAddressMiddleware:
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        import ipaddress
 
         from django.conf import settings
 
@@ -56,7 +56,6 @@ class ClientAddressMiddleware:
         self.trusted = [ipaddress.ip_network(p.strip(), strict=False) for p in settings.TRUSTED_PROXIES if p.strip()]
 
     def _trusted(self, address: str) -> bool:
-        import ipaddress
 
         try:
             ip = ipaddress.ip_address(address.strip())

@@ -63,12 +63,12 @@ class _Forward:
     def __init__(self, source: CollectorRegistry) -> None:
         self.source = source
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self):
         yield from self.source.collect()
 
 
 class InfoCollector:
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self):
         info = GaugeMetricFamily("controlplane_info", "Build information", labels=["version"])
         info.add_metric(["0.1.0"], 1)
         yield info

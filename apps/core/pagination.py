@@ -11,7 +11,7 @@ class Pagination(PageNumberPagination):
 class SafeJSONParser(JSONParser):
     """DRF's JSON parser, but a document nested deeper than Python's recursion limit is a 400, not a 500."""
 
-    def parse(self, stream, media_type=None, parser_context=None):  # type: ignore[no-untyped-def]
+    def parse(self, stream, media_type=None, parser_context=None):
         try:
             return super().parse(stream, media_type, parser_context)
         except RecursionError as exc:

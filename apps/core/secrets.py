@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 from functools import lru_cache
 from typing import Any
 
@@ -86,8 +87,6 @@ class SecretRedactingFilter(logging.Filter):
         if masked != message:
             record.msg, record.args = masked, None
         if record.exc_info and record.exc_info[1] is not None:
-            import traceback
-
             record.exc_text = mask("".join(traceback.format_exception(*record.exc_info)))
             record.exc_info = None
         return True

@@ -53,7 +53,7 @@ class RateLimitedLoginView(LoginView):
         username = str(self.request.POST.get("username", ""))[:150].lower()
         return f"login-failures:{client_ip(self.request)}:{username}"
 
-    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:  # type: ignore[no-untyped-def]
+    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
         if cache.get(self._key(), 0) >= LOGIN_FAILURES_ALLOWED:
             form = self.get_form()
             form.errors.clear()
@@ -61,7 +61,7 @@ class RateLimitedLoginView(LoginView):
             return self.render_to_response(context, status=429)
         return super().post(request, *args, **kwargs)
 
-    def form_invalid(self, form):  # type: ignore[no-untyped-def]
+    def form_invalid(self, form):
         key = self._key()
         cache.add(key, 0, LOGIN_WINDOW_S)
         try:

@@ -81,7 +81,7 @@ class LocalRayCluster:
         except requests.RequestException:
             return False
 
-    def start(self, log=print) -> None:  # type: ignore[no-untyped-def]
+    def start(self, log=print) -> None:
         """Start head and workers; returns once the dashboard answers and every node is alive."""
         env = self._env()
         head = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, time
 from decimal import Decimal
 
 from django.conf import settings
@@ -230,8 +231,6 @@ def tokens(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         expires_at = None
         if values["expires"]:
-            from datetime import datetime, time
-
             from django.utils import timezone
 
             day = parse_date(values["expires"])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import difflib
 import json
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -257,7 +258,6 @@ TEAM_COLOURS = ["#0d6efd", "#198754", "#d63384", "#fd7e14", "#6f42c1", "#20c997"
 
 def _colour_nodes(state: dict) -> dict[str, str]:
     """Give each node a GPU fill bar split by team: fragmentation and ownership at a glance."""
-    from decimal import Decimal
 
     teams = sorted({r["team"] for n in state["nodes"] for r in n["replicas"]})
     colours = {t: TEAM_COLOURS[i % len(TEAM_COLOURS)] for i, t in enumerate(teams)}
@@ -316,7 +316,6 @@ def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 def _showback(team: Team, apps: list[Application]) -> dict:
     """GPU-hours allocated per day and application over the last 7 days (from the stored allocation series)."""
-    from datetime import datetime, timedelta
 
     from django.utils import timezone
 

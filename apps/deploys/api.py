@@ -29,13 +29,13 @@ class AdoptSerializer(serializers.Serializer):
 
 class ClusterViewSet(BaseClusterViewSet):
     @action(detail=True, methods=["get"], url_path="serve-config", permission_classes=[IsAdminUser])
-    def serve_config(self, request, pk=None):  # type: ignore[no-untyped-def]
+    def serve_config(self, request, pk=None):
         """The exact merged config the next push sends."""
         merged = build_serve_config(self.get_object())
         return Response(merged.config, headers={"ETag": f'"{merged.hash}"'})
 
     @action(detail=True, methods=["get"])
-    def state(self, request, pk=None):  # type: ignore[no-untyped-def]
+    def state(self, request, pk=None):
         """Nodes with capacity and use, and the replicas on each, as last observed."""
         return Response(cluster_state(self.get_object()))
 
@@ -46,7 +46,7 @@ class ClusterViewSet(BaseClusterViewSet):
         url_path=r"unmanaged-apps/(?P<app_name>[^/]+)/adopt",
         permission_classes=[IsAdminUser],
     )
-    def adopt(self, request, pk=None, app_name=None):  # type: ignore[no-untyped-def]
+    def adopt(self, request, pk=None, app_name=None):
         """Adopt an app into a team: its first revision is what Ray runs; admitted against the team's quota."""
         cluster = self.get_object()
         body = AdoptSerializer(data=request.data)
@@ -69,7 +69,7 @@ class ClusterViewSet(BaseClusterViewSet):
         return Response(data, status=status.HTTP_201_CREATED)
 
     @action(detail=True, methods=["post"], permission_classes=[IsAdminUser])
-    def sync(self, request, pk=None):  # type: ignore[no-untyped-def]
+    def sync(self, request, pk=None):
         """Ask for a push now, even if nothing changed (repairs a cluster that lost its apps)."""
         cluster = self.get_object()
         if not enqueue("workers.tasks.sync.sync_cluster", cluster.pk, "manual", True):

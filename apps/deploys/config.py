@@ -52,7 +52,7 @@ def build_serve_config(cluster: Cluster) -> MergedConfig:
     )
 
 
-def _catalog(app_ids) -> dict[int, dict[str, dict[str, str]]]:  # type: ignore[no-untyped-def]
+def _catalog(app_ids) -> dict[int, dict[str, dict[str, str]]]:
     """app id -> deployment -> {model_id: uri}, in one query."""
     out: dict[int, dict[str, dict[str, str]]] = {}
     rows = ModelEntry.objects.filter(application_id__in=list(app_ids)).values_list(

@@ -58,7 +58,7 @@ def _openapi_to_jsonschema(node: Any) -> Any:
 
 
 @lru_cache(maxsize=1)
-def _validator():  # type: ignore[no-untyped-def]
+def _validator():
     import jsonschema
 
     return jsonschema.Draft7Validator(_openapi_to_jsonschema(rayservice_schema()))

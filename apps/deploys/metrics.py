@@ -13,10 +13,10 @@ from apps.core.observability import broker_queue_depth
 class ClusterCollector:
     """Numbers that live in the database, so every web process reports the same values."""
 
-    def describe(self):  # type: ignore[no-untyped-def]
+    def describe(self):
         return []  # collected lazily: the database is not ready when the module is imported
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self):
         runs = GaugeMetricFamily(
             "controlplane_sync_runs", "Sync runs by cluster and state", labels=["cluster", "state"]
         )
@@ -41,5 +41,5 @@ class ClusterCollector:
             yield depth
 
 
-def _counts(model, *fields):  # type: ignore[no-untyped-def]
+def _counts(model, *fields):
     return [(*(row[f] for f in fields), row["n"]) for row in model.objects.values(*fields).annotate(n=Count("id"))]

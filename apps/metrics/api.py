@@ -45,7 +45,7 @@ class MetricsView(APIView):
         ],
         responses={200: dict},
     )
-    def get(self, request):  # type: ignore[no-untyped-def]
+    def get(self, request):
         p = request.query_params
         name = p.get("series", "")
         if name not in SERIES:

@@ -54,7 +54,7 @@ def _points(
     )
     for sid, ts, value in rows.iterator(chunk_size=5000):
         out[sid].append((ts, value))
-    out["_series"] = ids  # type: ignore[index]
+    out["_series"] = ids
     return out
 
 

@@ -7,6 +7,7 @@ import json
 import logging
 import uuid
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -162,7 +163,6 @@ def _scrape(cluster_id: int, owner: str, targets: list[str] | None, now: datetim
 
 def fetch_all(targets: list[str], *, deadline_s: float) -> dict[str, list[Any] | Exception]:
     """Fetch and parse every target at once; whatever has not answered by the deadline is a failure."""
-    from concurrent.futures import ThreadPoolExecutor, wait
 
     from workers.clients import prometheus
 

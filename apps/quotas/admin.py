@@ -8,7 +8,7 @@ class QuotaAdmin(admin.ModelAdmin):
     list_display = ["team", "cluster", "pool", "gpus", "cpus"]
     list_filter = ["cluster"]
 
-    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+    def save_model(self, request, obj, form, change):
         from .services import quota_set
 
         quota_set(

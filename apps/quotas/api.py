@@ -81,7 +81,7 @@ class QuotaViewSet(
     serializer_class = QuotaSerializer
     permission_classes = [StaffWritesOnly]
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
             return Quota.objects.none()
         qs = Quota.objects.select_related("team", "cluster", "pool__cluster").order_by(
@@ -91,7 +91,7 @@ class QuotaViewSet(
             qs = qs.filter(team__in=teams_for(self.request.user))
         return qs
 
-    def paginate_queryset(self, queryset):  # type: ignore[no-untyped-def]
+    def paginate_queryset(self, queryset):
         page = super().paginate_queryset(queryset)
         self._usage = usage_for((q.team_id, q.cluster_id) for q in (page if page is not None else queryset))
         return page
@@ -99,7 +99,7 @@ class QuotaViewSet(
     def get_serializer_context(self) -> dict:
         return {**super().get_serializer_context(), "usage": getattr(self, "_usage", None)}
 
-    def create(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         quota = serializer.save()
@@ -157,7 +157,7 @@ class QuotaRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
     filterset_class = QuotaRequestFilter
     serializer_class = QuotaRequestSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
             return QuotaRequest.objects.none()
         qs = QuotaRequest.objects.select_related("team", "pool", "requested_by", "decided_by")
@@ -166,7 +166,7 @@ class QuotaRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         return qs.order_by("-created_at", "-id")
 
     @extend_schema(request=QuotaRequestWriteSerializer, responses=QuotaRequestSerializer)
-    def create(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def create(self, request, *args, **kwargs):
         from apps.teams.api import require
 
         data = request.data if isinstance(request.data, dict) else {}
@@ -193,7 +193,7 @@ class QuotaRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         )
         return Response(QuotaRequestSerializer(req).data, status=status.HTTP_201_CREATED)
 
-    def _decide(self, request, approve: bool) -> Response:  # type: ignore[no-untyped-def]
+    def _decide(self, request, approve: bool) -> Response:
         req = self.get_object()  # 404 for teams the caller cannot see
         if not request.user.is_staff:
             raise PermissionDenied("Only platform admins decide on quota requests.")
@@ -203,10 +203,10 @@ class QuotaRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
 
     @extend_schema(request=DecisionSerializer, responses=QuotaRequestSerializer)
     @action(detail=True, methods=["post"])
-    def approve(self, request, pk=None):  # type: ignore[no-untyped-def]
+    def approve(self, request, pk=None):
         return self._decide(request, True)
 
     @extend_schema(request=DecisionSerializer, responses=QuotaRequestSerializer)
     @action(detail=True, methods=["post"])
-    def reject(self, request, pk=None):  # type: ignore[no-untyped-def]
+    def reject(self, request, pk=None):
         return self._decide(request, False)

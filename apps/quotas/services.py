@@ -38,10 +38,6 @@ class PoolUsage:
             return True
         return self.quota is not None and self.demand <= self.quota
 
-    @property
-    def over_quota(self) -> bool:
-        return self.quota is not None and self.in_use + self.requested > self.quota
-
 
 def fmt(value: Decimal | None) -> str:
     if value is None:

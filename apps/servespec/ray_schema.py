@@ -16,6 +16,7 @@ Three jobs:
 from __future__ import annotations
 
 import copy
+import json
 import re
 import types
 import typing
@@ -71,8 +72,8 @@ def schemas() -> RaySchemas:
     from ray.serve.schema import DeploymentSchema, HTTPOptionsSchema, ServeApplicationSchema, ServeDeploySchema
 
     # Validate the named code's import path; never import it (it is the cluster's code, maybe not installed here).
-    AutoscalingPolicy.serialize_policy = _check_policy_path  # type: ignore[method-assign]
-    RequestRouterConfig._serialize_request_router_cls = _check_router_path  # type: ignore[method-assign]
+    AutoscalingPolicy.serialize_policy = _check_policy_path
+    RequestRouterConfig._serialize_request_router_cls = _check_router_path
     return RaySchemas(
         deploy=ServeDeploySchema,
         application=ServeApplicationSchema,
@@ -270,7 +271,6 @@ def canonical_app(config: dict) -> dict:
     Raises ValueError (or pydantic's ValidationError) when Ray's schema refuses the config. Memoised on the
     config's text: the poller compares the same configs again and again.
     """
-    import json
 
     return copy.deepcopy(_canonical_cached(json.dumps(config, sort_keys=True, default=_plain)))
 
@@ -284,7 +284,6 @@ def _plain(value: Any) -> Any:
 
 @lru_cache(maxsize=4096)
 def _canonical_cached(text: str) -> dict:
-    import json
 
     return _canonical(json.loads(text))
 

@@ -58,7 +58,7 @@ class MemberWriteSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
 
 
-def require(user, team: Team, role: str, what: str) -> None:  # type: ignore[no-untyped-def]
+def require(user, team: Team, role: str, what: str) -> None:
     if not can(user, team, role):
         raise PermissionDenied(f"You need the {role} role in team {team.slug} to {what}.")
 
@@ -69,12 +69,12 @@ class TeamViewSet(viewsets.ModelViewSet):
     lookup_value_regex = r"[a-z0-9-]+"
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
             return Team.objects.none()
         return teams_for(self.request.user).order_by("slug")
 
-    def paginate_queryset(self, queryset):  # type: ignore[no-untyped-def]
+    def paginate_queryset(self, queryset):
         page = super().paginate_queryset(queryset)
         self._roles = roles_in(self.request.user, page if page is not None else queryset)
         return page
@@ -83,7 +83,7 @@ class TeamViewSet(viewsets.ModelViewSet):
         return {**super().get_serializer_context(), "roles": getattr(self, "_roles", None)}
 
     @extend_schema(request=TeamWriteSerializer, responses=TeamSerializer)
-    def create(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def create(self, request, *args, **kwargs):
         if getattr(request.user, "_token_team_id", None) is not None:
             raise PermissionDenied("A team-scoped token cannot create teams.")
         team = services.team_create(
@@ -92,13 +92,13 @@ class TeamViewSet(viewsets.ModelViewSet):
         return Response(TeamSerializer(team, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=TeamWriteSerializer, responses=TeamSerializer)
-    def partial_update(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def partial_update(self, request, *args, **kwargs):
         team = self.get_object()
         require(request.user, team, Role.ADMIN, "change the team")
         services.team_update(actor=request.user, team=team, name=json_object(request).get("name", team.name))
         return Response(TeamSerializer(team, context={"request": request}).data)
 
-    def destroy(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def destroy(self, request, *args, **kwargs):
         team = self.get_object()
         require(request.user, team, Role.OWNER, "delete the team")
         services.team_delete(actor=request.user, team=team)
@@ -106,7 +106,7 @@ class TeamViewSet(viewsets.ModelViewSet):
 
     @extend_schema(request=MemberWriteSerializer, responses=MemberSerializer(many=True))
     @action(detail=True, methods=["get", "post"])
-    def members(self, request, slug=None):  # type: ignore[no-untyped-def]
+    def members(self, request, slug=None):
         team = self.get_object()
         if request.method == "POST":
             require(request.user, team, Role.ADMIN, "add members")
@@ -123,7 +123,7 @@ class TeamViewSet(viewsets.ModelViewSet):
 
     @extend_schema(request=MemberWriteSerializer, responses=MemberSerializer)
     @action(detail=True, methods=["patch", "delete"], url_path=r"members/(?P<username>[^/]+)")
-    def member(self, request, slug=None, username=None):  # type: ignore[no-untyped-def]
+    def member(self, request, slug=None, username=None):
         team = self.get_object()
         m = get_object_or_404(Membership.objects.select_related("user", "team"), team=team, user__username=username)
         require(request.user, team, Role.ADMIN, "manage members")
@@ -176,12 +176,12 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Dest
     serializer_class = TokenSerializer
     throttle_scope = "auth"
 
-    def get_throttles(self):  # type: ignore[no-untyped-def]
+    def get_throttles(self):
         from rest_framework.throttling import ScopedRateThrottle
 
         return [ScopedRateThrottle()] if self.action == "create" else []
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
             return ApiToken.objects.none()
         return services.tokens_manageable_by(self.request.user).order_by("-created_at", "-id")
@@ -192,7 +192,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Dest
             "TokenCreated", {"token": serializers.CharField(), "id": serializers.IntegerField()}
         ),
     )
-    def create(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def create(self, request, *args, **kwargs):
         body = TokenWriteSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
@@ -211,7 +211,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Dest
         )
         return Response({**TokenSerializer(token).data, "token": secret}, status=status.HTTP_201_CREATED)
 
-    def destroy(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def destroy(self, request, *args, **kwargs):
         services.token_revoke(actor=request.user, token=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -236,7 +236,7 @@ class ObtainTokenView(APIView):
             {"token": serializers.CharField(), "expires_at": serializers.DateTimeField(allow_null=True)},
         ),
     )
-    def post(self, request):  # type: ignore[no-untyped-def]
+    def post(self, request):
         body = TokenRequest(data=request.data)
         body.is_valid(raise_exception=True)
         user = authenticate(request, username=body.validated_data["username"], password=body.validated_data["password"])

@@ -14,7 +14,7 @@ BAD_TOKENS_ALLOWED = 30
 BAD_TOKEN_WINDOW_S = 300
 
 
-def _count_bad_token(request) -> None:  # type: ignore[no-untyped-def]
+def _count_bad_token(request) -> None:
     """Guessing tokens is throttled per client address: after 30 wrong ones in 5 minutes, 429."""
     key = f"bad-token:{request.META.get('REMOTE_ADDR', '?')}"
     cache.add(key, 0, BAD_TOKEN_WINDOW_S)
@@ -30,7 +30,7 @@ def _count_bad_token(request) -> None:  # type: ignore[no-untyped-def]
 class TokenAuthentication(authentication.BaseAuthentication):
     keyword = "Token"
 
-    def authenticate(self, request):  # type: ignore[no-untyped-def]
+    def authenticate(self, request):
         header = authentication.get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword.lower().encode():
             return None
@@ -61,7 +61,7 @@ class TokenAuthentication(authentication.BaseAuthentication):
             user._token_role = token.role or None
         return (user, token)
 
-    def authenticate_header(self, request) -> str:  # type: ignore[no-untyped-def]
+    def authenticate_header(self, request) -> str:
         return self.keyword
 
 
@@ -72,7 +72,7 @@ try:
         target_class = "apps.teams.authentication.TokenAuthentication"
         name = "tokenAuth"
 
-        def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
+        def get_security_definition(self, auto_schema):
             return {
                 "type": "apiKey",
                 "in": "header",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -14,7 +15,6 @@ User = get_user_model()
 
 
 def team_create(*, actor: Any, slug: Any, name: Any, source: str = "api") -> Team:
-    import re
 
     errors = {}
     if not isinstance(slug, str) or not re.match(SLUG_RE, slug) or len(slug) > 30:
@@ -215,7 +215,7 @@ def token_revoke(*, actor: Any, token: Any, source: str = "api") -> Any:
     return token
 
 
-def tokens_manageable_by(user: Any):  # type: ignore[no-untyped-def]
+def tokens_manageable_by(user: Any):
     """The user's own tokens, and every token of the teams where the user is an admin or owner."""
     from django.db.models import Q
 

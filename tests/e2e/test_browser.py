@@ -26,7 +26,7 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture
-def page(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+def page(tmp_path, monkeypatch):
     from playwright.sync_api import sync_playwright
 
     if not os.path.exists(CHROMIUM):
@@ -42,7 +42,7 @@ def page(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
         browser.close()
 
 
-def login(page, live_server, username: str) -> None:  # type: ignore[no-untyped-def]
+def login(page, live_server, username: str) -> None:
     page.goto(f"{live_server.url}/accounts/login/")
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(PASSWORD)

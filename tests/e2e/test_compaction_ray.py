@@ -16,7 +16,7 @@ from tests.conftest import app_body, wait_for
 pytestmark = [pytest.mark.ray, pytest.mark.drains_nodes, pytest.mark.django_db(transaction=True)]
 
 
-def ray_apps(ray_cluster) -> dict:  # type: ignore[no-untyped-def]
+def ray_apps(ray_cluster) -> dict:
     return (
         requests.get(f"{ray_cluster.dashboard_url}/api/serve/applications/", timeout=10).json().get("applications")
         or {}

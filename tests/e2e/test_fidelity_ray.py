@@ -120,7 +120,7 @@ REAL_OPTIONS = [
 ]
 
 
-def ray_apps(ray_cluster) -> dict:  # type: ignore[no-untyped-def]
+def ray_apps(ray_cluster) -> dict:
     """Serve's apps as Ray reports them. A dashboard busy starting a dozen replicas on two cores can take a while
     to answer: a slow answer is retried, not a failure of what is being tested."""
     url = f"{ray_cluster.dashboard_url}/api/serve/applications/"

@@ -35,7 +35,7 @@ def lru_loads(sequence: list[str], capacity: int) -> int:
     return loads
 
 
-def ray_counter(ray_cluster, family: str, application: str) -> float:  # type: ignore[no-untyped-def]
+def ray_counter(ray_cluster, family: str, application: str) -> float:
     total = 0.0
     for target in prometheus.discover_targets(ray_cluster.dashboard_url):
         try:

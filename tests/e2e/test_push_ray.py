@@ -14,7 +14,7 @@ from tests.conftest import app_body, wait_for
 pytestmark = [pytest.mark.ray, pytest.mark.django_db(transaction=True)]
 
 
-def ray_apps(ray_cluster) -> dict:  # type: ignore[no-untyped-def]
+def ray_apps(ray_cluster) -> dict:
     return (
         requests.get(f"{ray_cluster.dashboard_url}/api/serve/applications/", timeout=10).json().get("applications")
         or {}
@@ -25,7 +25,7 @@ def app_state(app_id: int) -> str:
     return Application.objects.get(pk=app_id).state
 
 
-def serve_get(ray_cluster, route: str) -> requests.Response:  # type: ignore[no-untyped-def]
+def serve_get(ray_cluster, route: str) -> requests.Response:
     return requests.get(f"{ray_cluster.serve_url}{route}", timeout=10)
 
 
@@ -36,7 +36,7 @@ def test_two_teams_deploy_update_and_delete_without_touching_each_other(
     grant(team_b, ray_env, "4")
     results: dict[str, dict] = {}
 
-    def create(user, team):  # type: ignore[no-untyped-def]
+    def create(user, team):
         body = app_body(team, ray_env.pk, "hello", args={"greeting": f"hi from {team}"})
         body["import_path"] = "examples.hello:build"
         resp = api(user).post("/api/v1/applications/", body, format="json")
@@ -95,7 +95,7 @@ def test_twenty_concurrent_writes_from_five_teams_lose_nothing(ray_env, ray_clus
     statuses: list[int] = []
     lock = threading.Lock()
 
-    def write(client, team, n):  # type: ignore[no-untyped-def]
+    def write(client, team, n):
         body = app_body(team, ray_env.pk, f"app{n}")
         body["deployments"] = [{"name": "Hello", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.01}}]
         resp = client.post("/api/v1/applications/", body, format="json")

@@ -14,12 +14,12 @@ from tests.conftest import app_body, reset_serve, wait_for
 pytestmark = [pytest.mark.ray, pytest.mark.django_db(transaction=True)]
 
 
-def ray_apps(ray_cluster) -> dict:  # type: ignore[no-untyped-def]
+def ray_apps(ray_cluster) -> dict:
     return requests.get(f"{ray_cluster.dashboard_url}/api/serve/applications/", timeout=30).json()["applications"]
 
 
 @pytest.fixture
-def quiet_cluster(ray_cluster, make_cluster, team_a, grant):  # type: ignore[no-untyped-def]
+def quiet_cluster(ray_cluster, make_cluster, team_a, grant):
     """The test cluster registered with no worker running: the test pushes when it chooses."""
     reset_serve(ray_cluster)
     cluster = make_cluster(

@@ -49,7 +49,7 @@ class KubeRayClient:
         self.retries = conflict_retries
         self.timeout = timeout
 
-    def _call(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _call(self, fn, *args, **kwargs):
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 

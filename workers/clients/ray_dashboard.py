@@ -94,16 +94,6 @@ class RayDashboardClient:
         except (KeyError, TypeError) as exc:
             raise RayUnavailable(f"Ray dashboard at {self.base_url} sent an unexpected node list") from exc
 
-    def list_serve_replica_actors(self) -> list[dict]:
-        data = self._request(
-            "GET", "/api/v0/actors?detail=true&limit=10000&filter_keys=state&filter_predicates=%3D&filter_values=ALIVE"
-        )
-        try:
-            actors = data["data"]["result"]["result"]
-        except (KeyError, TypeError) as exc:
-            raise RayUnavailable(f"Ray dashboard at {self.base_url} sent an unexpected actor list") from exc
-        return [a for a in actors if str(a.get("class_name", "")).startswith("ServeReplica:")]
-
 
 def client_for(cluster: Any, timeout: float | None = None) -> RayDashboardClient:
     from django.conf import settings

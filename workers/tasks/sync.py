@@ -48,7 +48,7 @@ def follow_status(cluster_id: int) -> bool:
 
 
 @shared_task(bind=True, max_retries=MAX_PUSH_RETRIES, acks_late=True)
-def sync_cluster(self, cluster_id: int, trigger: str = "write", force: bool = False) -> str:  # type: ignore[no-untyped-def]
+def sync_cluster(self, cluster_id: int, trigger: str = "write", force: bool = False) -> str:
     from apps.clusters.models import Cluster
     from apps.deploys.sync import push_cluster
 

@@ -9,10 +9,10 @@ from apps.compaction.planner import plan, validate
 class Command(BaseCommand):
     help = 'Plan replica compaction offline: reads {"nodes": [...], "replicas": [...]} and prints the plan as JSON.'
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser):
         parser.add_argument("--input", required=True, help="state JSON file, or - for standard input")
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options):
         try:
             text = sys.stdin.read() if options["input"] == "-" else open(options["input"]).read()  # noqa: SIM115
             state = json.loads(text)

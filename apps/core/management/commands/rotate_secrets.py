@@ -12,7 +12,7 @@ from apps.core.secrets import EncryptedTextField
 class Command(BaseCommand):
     help = "Re-encrypt secrets at rest with the first (newest) key in FIELD_ENCRYPTION_KEYS."
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options):
         total = 0
         for model in apps.get_models():
             fields = [f.name for f in model._meta.get_fields() if isinstance(f, EncryptedTextField)]

@@ -27,12 +27,12 @@ PIDFILE = Path(settings.VAR_DIR) / "run_local.pid"
 class Command(BaseCommand):
     help = "Start the whole control plane locally (Ray cluster, web, worker, beat, demo data, traffic)."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("WEB_PORT", "8088")))
         parser.add_argument("--no-traffic", action="store_true")
         parser.add_argument("--stop", action="store_true", help="stop a run started from another shell")
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options):
         if options["stop"]:
             self._stop_other()
             return

@@ -27,14 +27,14 @@ DEMO_PASSWORD = "demo-password-1"
 class Command(BaseCommand):
     help = "Create demo users, teams, the local cluster, quotas and one running app per team (idempotent)."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser):
         parser.add_argument("--dashboard-url", default=os.environ.get("DEMO_RAY_DASHBOARD", "http://127.0.0.1:8265"))
         parser.add_argument("--serve-url", default=os.environ.get("DEMO_RAY_SERVE", "http://127.0.0.1:8000"))
         parser.add_argument("--http-port", type=int, default=8000)
         parser.add_argument("--gpus", default="8", help="GPUs in the a100 pool (logical GPUs of the workers)")
 
     @transaction.atomic
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options):
         User = get_user_model()
         admin, created = User.objects.get_or_create(
             username="admin", defaults={"email": "admin@example.com", "is_staff": True, "is_superuser": True}

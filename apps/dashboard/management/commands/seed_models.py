@@ -22,10 +22,10 @@ def write_models(directory: Path, count: int, dim: int = 16) -> list[Path]:
 class Command(BaseCommand):
     help = "Write the demo multiplexed models (numpy weight files) under var/models/."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser):
         parser.add_argument("--count", type=int, default=8)
         parser.add_argument("--dir", default=str(Path(settings.BASE_DIR) / "var" / "models"))
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options):
         paths = write_models(Path(options["dir"]), options["count"])
         self.stdout.write(f"wrote {len(paths)} models to {options['dir']}")

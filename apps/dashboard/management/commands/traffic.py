@@ -19,12 +19,12 @@ def zipf_choice(rng: random.Random, items: list[str], s: float = 1.2) -> str:
 class Command(BaseCommand):
     help = "Send demo traffic to the running applications (Ctrl-C to stop)."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser):
         parser.add_argument("--rate", type=float, default=5.0, help="requests per second in all")
         parser.add_argument("--duration", type=float, default=0, help="seconds; 0 runs until stopped")
         parser.add_argument("--seed", type=int, default=7)
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options):
         rng = random.Random(options["seed"])
         session = requests.Session()
         started = time.monotonic()
