@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.clusters.models import Cluster
+from apps.clusters.selectors import cluster_by_id
 from apps.core.ids import json_object, parse_id
 from apps.servespec.spec import SPEC_KEYS
 from apps.teams.models import Role, Team
@@ -22,6 +23,7 @@ from apps.teams.selectors import can, teams_for
 from . import serve_files, services
 from .filters import ApplicationFilter
 from .models import Application, Revision
+from .selectors import visible_applications
 
 DRY_RUN = OpenApiParameter("dry_run", OpenApiTypes.BOOL, description="Validate and check quota; save nothing.")
 
@@ -162,9 +164,7 @@ class ApplicationViewSet(viewsets.ModelViewSet):
     def get_queryset(self) -> QuerySet[Application]:
         if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
             return Application.objects.none()
-        qs = Application.objects.filter(team__in=teams_for(self.request.user)).select_related(
-            "team", "current_revision", "deployed_revision"
-        )
+        qs = visible_applications(self.request.user).select_related("team", "current_revision", "deployed_revision")
         return qs.order_by("team__slug", "name", "id")
 
     def _respond(self, app: Application, code: int = status.HTTP_200_OK, warnings: list[str] | None = None) -> Response:
@@ -195,7 +195,7 @@ class ApplicationViewSet(viewsets.ModelViewSet):
         if team is None:
             errors["team"] = ["Required: the slug of a team you belong to."]
         cluster_id = body.get("cluster")
-        cluster = Cluster.objects.filter(pk=parse_id(cluster_id) or 0).first() if isinstance(cluster_id, int) else None
+        cluster = cluster_by_id(cluster_id) if isinstance(cluster_id, int) else None
         if cluster is None:
             errors["cluster"] = ["Required: the id of a registered cluster."]
         unknown = sorted(set(body) - {"team", "cluster", "name", "version", *SPEC_KEYS})

@@ -6,7 +6,7 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from apps.applications.models import Application
-from apps.core.ids import parse_id
+from apps.applications.selectors import visible_application
 from apps.metrics.selectors import residency
 from apps.teams.models import Role
 from apps.teams.selectors import can, teams_for
@@ -57,15 +57,7 @@ class ModelEntryViewSet(viewsets.ModelViewSet):
     def create(self, request, *args, **kwargs):
         data = request.data if isinstance(request.data, dict) else {}
         app_id = data.get("application")
-        app = (
-            (
-                Application.objects.filter(pk=app_id, team__in=teams_for(request.user), deleted_at__isnull=True)
-                .select_related("team", "cluster", "current_revision")
-                .first()
-            )
-            if isinstance(app_id, int)
-            else None
-        )
+        app = visible_application(request.user, app_id, live=True) if isinstance(app_id, int) else None
         if app is None:
             raise ValidationError({"application": ["Required: the id of one of your teams' applications."]})
         self._writable(app)
@@ -100,11 +92,7 @@ class ModelEntryViewSet(viewsets.ModelViewSet):
     def residency(self, request):
         """Which replicas hold which models now (from ray_serve_registered_multiplexed_model_id)."""
         app_id = request.query_params.get("application", "")
-        app = (
-            Application.objects.filter(pk=parse_id(app_id) or 0, team__in=teams_for(request.user))
-            .select_related("team", "cluster")
-            .first()
-        )
+        app = visible_application(request.user, app_id)
         if app is None:
             raise ValidationError({"application": ["Required: the id of one of your teams' applications."]})
         return Response({"application": app.pk, "resident": residency(app.cluster, app.serve_name)})

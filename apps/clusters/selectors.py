@@ -3,7 +3,11 @@ plane."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import OuterRef, Subquery
+
+from apps.core.ids import parse_id
 
 from .models import Cluster, SyncRun
 
@@ -68,3 +72,9 @@ def last_sync_runs(clusters: list[Cluster]) -> dict[int, SyncRun]:
     )
     runs = SyncRun.objects.in_bulk([i for i in ids.values() if i])
     return {pk: runs[i] for pk, i in ids.items() if i in runs}
+
+
+def cluster_by_id(value: Any) -> Cluster | None:
+    """The cluster a user-given id names (an int or its text), or None when it names none."""
+    pk = parse_id(value)
+    return Cluster.objects.filter(pk=pk).first() if pk else None

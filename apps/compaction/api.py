@@ -7,8 +7,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 
-from apps.clusters.models import Cluster
-from apps.core.ids import parse_id
+from apps.clusters.selectors import cluster_by_id
 
 from . import services
 from .filters import CompactionPlanFilter
@@ -62,7 +61,7 @@ class CompactionPlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vi
     )
     def create(self, request, *args, **kwargs):
         cluster_id = request.data.get("cluster") if isinstance(request.data, dict) else None
-        cluster = Cluster.objects.filter(pk=parse_id(cluster_id) or 0).first() if isinstance(cluster_id, int) else None
+        cluster = cluster_by_id(cluster_id) if isinstance(cluster_id, int) else None
         if cluster is None:
             raise ValidationError({"cluster": ["Required: the id of a registered cluster."]})
         plan = services.plan_create(actor=request.user, cluster=cluster)

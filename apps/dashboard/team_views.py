@@ -18,7 +18,7 @@ from rest_framework.exceptions import ValidationError
 from apps.applications.models import Application
 from apps.audit.api import audit_events_for, filter_events
 from apps.clusters.models import Cluster
-from apps.core.ids import parse_id
+from apps.clusters.selectors import cluster_by_id
 from apps.quotas.models import Quota, QuotaRequest
 from apps.quotas.selectors import quotas_by_team_pool, usage_for
 from apps.quotas.services import fmt, quota_request_create, quota_request_decide
@@ -176,7 +176,7 @@ def quota(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         if not is_admin:
             raise Http404
-        cluster = Cluster.objects.filter(pk=parse_id(values["cluster"]) or 0).first()
+        cluster = cluster_by_id(values["cluster"])
         try:
             if cluster is None:
                 raise ValidationError({"cluster": ["Choose a cluster."]})

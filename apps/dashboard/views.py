@@ -17,8 +17,9 @@ from rest_framework.exceptions import ValidationError
 
 from apps.applications import services as app_services
 from apps.applications.models import Application
+from apps.applications.selectors import visible_application
 from apps.clusters.models import Cluster, SyncRun
-from apps.clusters.selectors import last_sync_runs
+from apps.clusters.selectors import cluster_by_id, last_sync_runs
 from apps.core.exceptions import Conflict
 from apps.core.ids import parse_id
 from apps.core.jobs import enqueue
@@ -55,11 +56,7 @@ BLANK_ROW = {
 
 
 def _visible_app(request: HttpRequest, pk: int) -> Application:
-    app = (
-        Application.objects.filter(pk=pk, team__in=teams_for(request.user))
-        .select_related("team", "cluster", "current_revision", "deployed_revision")
-        .first()
-    )
+    app = visible_application(request.user, pk)
     if app is None:
         raise Http404("No such application")
     return app
@@ -478,7 +475,7 @@ def app_form(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         try:
             if app is None:
                 team = teams_for(request.user).filter(slug=values["team"]).first()
-                cluster = Cluster.objects.filter(pk=parse_id(values["cluster"]) or 0).first()
+                cluster = cluster_by_id(values["cluster"])
                 if team is None or not can(request.user, team, Role.MEMBER):
                     raise ValidationError({"team": ["Choose a team in which you may deploy."]})
                 if cluster is None:

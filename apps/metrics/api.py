@@ -9,9 +9,8 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.applications.models import Application
-from apps.clusters.models import Cluster
-from apps.core.ids import parse_id
+from apps.applications.selectors import visible_application
+from apps.clusters.selectors import cluster_by_id
 from apps.teams.selectors import teams_for
 
 from .selectors import SERIES, query
@@ -64,11 +63,7 @@ class MetricsView(APIView):
         application = None
         cluster = None
         if p.get("application"):
-            app = (
-                Application.objects.filter(pk=parse_id(p["application"]) or 0, team__in=teams_for(request.user))
-                .select_related("team", "cluster")
-                .first()
-            )
+            app = visible_application(request.user, p["application"])
             if app is None:
                 raise ValidationError({"application": ["No such application among your teams'."]})
             application, cluster = app.serve_name, app.cluster
@@ -79,7 +74,7 @@ class MetricsView(APIView):
             raise ValidationError({"team": ["Required for team_gpus_allocated."]})
         if cluster is None:
             cluster_id = p.get("cluster", "")
-            cluster = Cluster.objects.filter(pk=parse_id(cluster_id) or 0).first()
+            cluster = cluster_by_id(cluster_id)
             if cluster is None:
                 raise ValidationError({"cluster": ["Required (or application): the id of a registered cluster."]})
         data = query(

@@ -9,9 +9,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from apps.applications.models import Application
-from apps.clusters.models import Cluster
-from apps.core.ids import parse_id
+from apps.applications.selectors import visible_application
+from apps.clusters.selectors import cluster_by_id
 from apps.quotas.models import Quota
 from apps.teams.selectors import teams_for
 
@@ -50,20 +49,13 @@ def chart(request: HttpRequest) -> HttpResponse:
     application = team = None
     quota = None
     if request.GET.get("application"):
-        app = (
-            Application.objects.filter(
-                pk=parse_id(request.GET["application"]) or 0,
-                team__in=teams_for(request.user),
-            )
-            .select_related("team", "cluster")
-            .first()
-        )
+        app = visible_application(request.user, request.GET["application"])
         if app is None:
             raise Http404
         cluster, application = app.cluster, app.serve_name
     else:
         cluster_id = request.GET.get("cluster", "")
-        cluster = Cluster.objects.filter(pk=parse_id(cluster_id) or 0).first()
+        cluster = cluster_by_id(cluster_id)
         if cluster is None:
             raise Http404
     if name == "team_gpus_allocated":

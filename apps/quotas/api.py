@@ -9,7 +9,8 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from apps.clusters.models import Cluster
-from apps.core.ids import StaffWritesOnly, parse_id
+from apps.clusters.selectors import cluster_by_id
+from apps.core.ids import StaffWritesOnly
 from apps.teams.models import Role, Team
 from apps.teams.selectors import teams_for
 
@@ -174,7 +175,7 @@ class QuotaRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
             teams_for(request.user).filter(slug=data.get("team")).first() if isinstance(data.get("team"), str) else None
         )
         cluster_id = data.get("cluster")
-        cluster = Cluster.objects.filter(pk=parse_id(cluster_id) or 0).first() if isinstance(cluster_id, int) else None
+        cluster = cluster_by_id(cluster_id) if isinstance(cluster_id, int) else None
         errors = {}
         if team is None:
             errors["team"] = ["Required: the slug of a team you belong to."]
