@@ -12,6 +12,7 @@ from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from apps.applications.models import Application
+from apps.applications.selectors import placed_replicas
 from apps.audit.services import audit_record
 from apps.clusters.models import Cluster
 from apps.core.jobs import enqueue
@@ -56,22 +57,18 @@ def planner_input(cluster: Cluster) -> dict[str, Any]:
         )
     known = {n["id"] for n in nodes}
     replicas = []
-    apps = Application.objects.filter(cluster=cluster, deleted_at__isnull=True).select_related("team")
-    for app in apps:
-        for dep_name, dep in (app.status.get("deployments") or {}).items():
-            resources = {k: float(to_decimal(v)) for k, v in (dep.get("required_resources") or {}).items()}
-            for rep in dep.get("replicas") or []:
-                if rep.get("node_id") in known and rep.get("state") == "RUNNING":
-                    replicas.append(
-                        {
-                            "id": rep["replica_id"],
-                            "node": rep["node_id"],
-                            "app": app.serve_name,
-                            "deployment": dep_name,
-                            "team": app.team.slug,
-                            "resources": resources,
-                        }
-                    )
+    for rep in placed_replicas(cluster):
+        if rep.node_id in known and rep.running:
+            replicas.append(
+                {
+                    "id": rep.replica["replica_id"],
+                    "node": rep.node_id,
+                    "app": rep.app.serve_name,
+                    "deployment": rep.deployment,
+                    "team": rep.app.team.slug,
+                    "resources": {k: float(to_decimal(v)) for k, v in rep.resources.items()},
+                }
+            )
     return {"nodes": nodes, "replicas": replicas}
 
 

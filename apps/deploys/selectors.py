@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from apps.applications.models import Application
+from apps.applications.selectors import placed_replicas
 from apps.clusters.models import Cluster
 from apps.servespec.spec import to_decimal
 
@@ -31,43 +31,34 @@ def cluster_state(cluster: Cluster) -> dict:
             "replicas": [],
         }
     # Only apps Ray reported on: a cluster with thousands of registered apps renders as fast as its placement.
-    apps = (
-        Application.objects.filter(cluster=cluster, deleted_at__isnull=True)
-        .exclude(status={})
-        .select_related("team")
-        .only("id", "name", "status", "team__slug")
-    )
-    for app in apps:
-        for dep_name, dep in (app.status.get("deployments") or {}).items():
-            resources = dep.get("required_resources") or {}
-            for rep in dep.get("replicas") or []:
-                node = nodes.setdefault(
-                    rep.get("node_id", ""),
-                    {
-                        "id": rep.get("node_id", ""),
-                        "ip": rep.get("node_ip", ""),
-                        "is_head": False,
-                        "state": "",
-                        "pool": "",
-                        "labels": {},
-                        "capacity": {},
-                        "used": {},
-                        "replicas": [],
-                    },
-                )
-                node["replicas"].append(
-                    {
-                        "replica": rep.get("replica_id", ""),
-                        "app": app.serve_name,
-                        "application_id": app.pk,
-                        "deployment": dep_name,
-                        "team": app.team.slug,
-                        "state": rep.get("state", ""),
-                        "resources": {k: str(to_decimal(v)) for k, v in resources.items()},
-                    }
-                )
-                for k, v in resources.items():
-                    node["used"][k] = str(to_decimal(node["used"].get(k, "0")) + to_decimal(v))
+    for rep in placed_replicas(cluster):
+        node = nodes.setdefault(
+            rep.node_id,
+            {
+                "id": rep.node_id,
+                "ip": rep.replica.get("node_ip", ""),
+                "is_head": False,
+                "state": "",
+                "pool": "",
+                "labels": {},
+                "capacity": {},
+                "used": {},
+                "replicas": [],
+            },
+        )
+        node["replicas"].append(
+            {
+                "replica": rep.replica.get("replica_id", ""),
+                "app": rep.app.serve_name,
+                "application_id": rep.app.pk,
+                "deployment": rep.deployment,
+                "team": rep.app.team.slug,
+                "state": rep.replica.get("state", ""),
+                "resources": {k: str(to_decimal(v)) for k, v in rep.resources.items()},
+            }
+        )
+        for k, v in rep.resources.items():
+            node["used"][k] = str(to_decimal(node["used"].get(k, "0")) + to_decimal(v))
     return {
         "cluster": cluster.pk,
         "observed_at": cluster.last_seen_at.isoformat() if cluster.last_seen_at else None,

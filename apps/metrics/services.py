@@ -18,6 +18,7 @@ from django.db.models.functions import Trunc
 from django.utils import timezone
 
 from apps.applications.models import Application
+from apps.applications.selectors import placed_replicas
 from apps.clusters.models import Cluster
 
 from .models import Point, ScrapeRun, Series
@@ -196,26 +197,23 @@ def _team_allocation(cluster: Cluster) -> dict[tuple[str, str], tuple[str, dict[
     per_team: dict[str, float] = defaultdict(float)
     out = {}
     apps = Application.objects.filter(cluster=cluster, deleted_at__isnull=True).select_related("team")
+    placed = placed_replicas(cluster)
+    held: dict[int, float] = defaultdict(float)
+    for rep in placed:
+        if rep.running:
+            held[rep.app.pk] += float(rep.resources.get("GPU", 0) or 0)
     for app in apps:
-        per_team.setdefault(app.team.slug, 0.0)
-        held = 0.0
-        for dep in (app.status.get("deployments") or {}).values():
-            gpus = float((dep.get("required_resources") or {}).get("GPU", 0) or 0)
-            held += gpus * sum(1 for r in dep.get("replicas") or [] if r.get("state") == "RUNNING")
-        per_team[app.team.slug] += held
+        per_team[app.team.slug] += held[app.pk]
         labels = {"team": app.team.slug, "application": app.serve_name}
-        out[("cp_app_gpus_allocated", series_key("cp_app_gpus_allocated", labels))] = ("gauge", labels, held)
+        out[("cp_app_gpus_allocated", series_key("cp_app_gpus_allocated", labels))] = ("gauge", labels, held[app.pk])
     for team, gpus in per_team.items():
         labels = {"team": team}
         out[("cp_team_gpus_allocated", series_key("cp_team_gpus_allocated", labels))] = ("gauge", labels, gpus)
     # Per node, from placement: distinct even where several nodes share an IP (as on one machine).
     per_node: dict[str, float] = {n["node_id"]: 0.0 for n in cluster.nodes or [] if n.get("state") == "ALIVE"}
-    for app in apps:
-        for dep in (app.status.get("deployments") or {}).values():
-            gpus = float((dep.get("required_resources") or {}).get("GPU", 0) or 0)
-            for r in dep.get("replicas") or []:
-                if r.get("state") == "RUNNING" and r.get("node_id"):
-                    per_node[r["node_id"]] = per_node.get(r["node_id"], 0.0) + gpus
+    for rep in placed:
+        if rep.running and rep.node_id:
+            per_node[rep.node_id] = per_node.get(rep.node_id, 0.0) + float(rep.resources.get("GPU", 0) or 0)
     for node_id, gpus in per_node.items():
         labels = {"node": node_id[:12]}
         out[("cp_node_gpus_allocated", series_key("cp_node_gpus_allocated", labels))] = ("gauge", labels, gpus)
