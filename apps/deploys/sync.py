@@ -246,36 +246,63 @@ def observe_cluster(cluster_id: int) -> bool:
     """
     cluster = Cluster.objects.get(pk=cluster_id)
     transport = transport_for(cluster)
+    ray_apps = _read_serve_status(cluster, transport)
+    nodes = _read_nodes(cluster, transport)
+    merged = build_serve_config(cluster)
+    now = timezone.now()
+    apps = list(Application.objects.filter(cluster=cluster, deleted_at__isnull=True).select_related("team"))
+    settled, diffs = _observe_apps(cluster, apps, ray_apps, merged, now)
+    drift = _drift(merged, ray_apps, diffs)
+    unmanaged = _unmanaged(cluster, apps, ray_apps, drift)
+    Cluster.objects.filter(pk=cluster_id).update(
+        health=Cluster.Health.HEALTHY,
+        health_message="",
+        last_seen_at=now,
+        drift=drift,
+        unmanaged_apps=unmanaged,
+        nodes=nodes,
+    )
+    return settled
+
+
+def _read_serve_status(cluster: Cluster, transport: Any) -> dict:
+    """Serve's applications by name (taking the inventory first on a cluster never read); unreachable is recorded."""
     try:
         if cluster.inventory_taken_at is None:
             take_inventory(cluster)
             cluster.refresh_from_db()
         data = transport.serve_status()
     except RayUnavailable as exc:
-        Cluster.objects.filter(pk=cluster_id).update(health=Cluster.Health.UNREACHABLE, health_message=str(exc)[:2000])
+        Cluster.objects.filter(pk=cluster.pk).update(health=Cluster.Health.UNREACHABLE, health_message=str(exc)[:2000])
         raise
     except RayRejected as exc:
-        Cluster.objects.filter(pk=cluster_id).update(health=Cluster.Health.UNREACHABLE, health_message=str(exc)[:2000])
+        Cluster.objects.filter(pk=cluster.pk).update(health=Cluster.Health.UNREACHABLE, health_message=str(exc)[:2000])
         raise RayUnavailable(str(exc)) from exc
-    ray_apps: dict = data.get("applications") or {}
+    return data.get("applications") or {}
+
+
+def _read_nodes(cluster: Cluster, transport: Any) -> list[dict]:
+    """Ray's nodes, or the last known list when they cannot be listed (Serve's status is what matters here)."""
     try:
         listed = transport.nodes()
-        nodes = (
-            [
-                {k: n.get(k) for k in ("node_id", "node_ip", "state", "is_head_node", "resources_total", "labels")}
-                for n in listed
-            ]
-            if listed is not None
-            else cluster.nodes
-        )
     except (RayUnavailable, RayRejected):
-        nodes = cluster.nodes  # keep the last known list; Serve status is what matters here
-    merged = build_serve_config(cluster)
-    now = timezone.now()
+        return cluster.nodes
+    if listed is None:
+        return cluster.nodes
+    keep = ("node_id", "node_ip", "state", "is_head_node", "resources_total", "labels")
+    return [{k: n.get(k) for k in keep} for n in listed]
+
+
+def _observe_apps(
+    cluster: Cluster, apps: list[Application], ray_apps: dict, merged: Any, now: Any
+) -> tuple[bool, dict[str, list]]:
+    """Each managed app's state, status and config diff from what Ray reports; writes only what changed.
+
+    Returns whether every app settled, and each app's diff by Serve name.
+    """
     settled = True
     moves: list[dict] = []
     diffs: dict[str, list] = {}
-    apps = list(Application.objects.filter(cluster=cluster, deleted_at__isnull=True).select_related("team"))
     before = {app.pk: (app.state, app.status, app.status_message, app.config_diff) for app in apps}
     for app in apps:
         seen = ray_apps.get(app.serve_name)
@@ -284,19 +311,9 @@ def observe_cluster(cluster_id: int) -> bool:
         # Compared by meaning (Ray's schema, defaults, numbers by value), never by text.
         app.config_diff = diff_app(desired, observed_config) if desired and isinstance(observed_config, dict) else []
         diffs[app.serve_name] = app.config_diff
-        if app.current_revision_id != app.deployed_revision_id or seen is None:
-            app.state = (
-                Application.State.PENDING
-                if seen is None or app.deployed_revision_id is None
-                else Application.State.DEPLOYING
-            )
+        app.state = _state_of(app, seen)
+        if app.state not in Application.SETTLED or app.current_revision_id != app.deployed_revision_id:
             settled = False
-        else:
-            app.state = RAY_TO_STATE.get(seen.get("status", ""), Application.State.DEPLOYING)
-            if app.config_diff and app.state == Application.State.RUNNING:
-                app.state = Application.State.DEPLOYING  # Ray runs something else than what we asked
-            if app.state not in Application.SETTLED:
-                settled = False
         new_status = _status_doc(seen)
         if app.state == Application.State.RUNNING and app.current_revision_id == app.deployed_revision_id:
             moves.extend(_replica_moves(app, app.status, new_status, now))
@@ -309,7 +326,22 @@ def observe_cluster(cluster_id: int) -> bool:
     Application.objects.filter(pk__in=[a.pk for a in apps]).update(observed_at=now)
     if moves:
         _record_replica_moves(cluster, moves)
+    return settled, diffs
 
+
+def _state_of(app: Application, seen: dict | None) -> str:
+    if app.current_revision_id != app.deployed_revision_id or seen is None:
+        if seen is None or app.deployed_revision_id is None:
+            return Application.State.PENDING
+        return Application.State.DEPLOYING
+    state = RAY_TO_STATE.get(seen.get("status", ""), Application.State.DEPLOYING)
+    if app.config_diff and state == Application.State.RUNNING:
+        return Application.State.DEPLOYING  # Ray runs something else than what we asked
+    return state
+
+
+def _drift(merged: Any, ray_apps: dict, diffs: dict[str, list]) -> list[dict]:
+    """Desired apps missing from the cluster or running another config."""
     drift = []
     for name, desired in merged.app_configs.items():
         seen = ray_apps.get(name)
@@ -328,6 +360,11 @@ def observe_cluster(cluster_id: int) -> bool:
                     "diff": diff,
                 }
             )
+    return drift
+
+
+def _unmanaged(cluster: Cluster, apps: list[Application], ray_apps: dict, drift: list[dict]) -> list[dict]:
+    """Apps on the cluster the control plane did not create; unexpected ones are added to ``drift``."""
     managed = {app.serve_name for app in apps} | {
         a.serve_name
         for a in Application.objects.filter(cluster=cluster, deleted_at__isnull=False).select_related("team")
@@ -354,15 +391,7 @@ def observe_cluster(cluster_id: int) -> bool:
                 "config": config if isinstance(config, dict) else None,
             }
         )
-    Cluster.objects.filter(pk=cluster_id).update(
-        health=Cluster.Health.HEALTHY,
-        health_message="",
-        last_seen_at=now,
-        drift=drift,
-        unmanaged_apps=unmanaged,
-        nodes=nodes,
-    )
-    return settled
+    return unmanaged
 
 
 def _replica_moves(app: Application, old: dict, new: dict, now: Any) -> list[dict]:
