@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import OuterRef, Subquery
 
 from apps.clusters.models import Cluster
@@ -103,6 +105,41 @@ def _quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
     return prev_bound
 
 
+@dataclass(frozen=True)
+class _Ask:
+    """One query's window and filters, as every series reader needs them."""
+
+    cluster: Cluster | list[Cluster]
+    start: datetime
+    end: datetime
+    step: int
+    now: datetime
+    resolution: int
+    grid: list[datetime]
+    app_filter: dict[str, str]
+    team: str | None
+
+    def points(self, name: str, where: dict[str, str], resolution: int | None = None) -> dict:
+        return _points(
+            self.cluster, name, where, self.start, self.end, self.resolution if resolution is None else resolution
+        )
+
+    def sum_by(self, pts: dict, keys: tuple[str, ...], how: str = "sum") -> dict:
+        return _sum_by(pts, keys, self.start, self.step, how)
+
+    def emit(self, groups: dict[tuple, dict[int, float]], keys: tuple[str, ...], scale: float = 1.0) -> list[dict]:
+        grid = self.grid
+        return [
+            {
+                "labels": dict(zip(keys, group, strict=False)),
+                "points": [
+                    [int(grid[b].timestamp()), round(v * scale, 6)] for b, v in sorted(buckets.items()) if b < len(grid)
+                ],
+            }
+            for group, buckets in sorted(groups.items())
+        ]
+
+
 def query(
     name: str,
     *,
@@ -118,120 +155,126 @@ def query(
 
     ``cluster`` may be a list: the series of every one of them, read in one query (a team's showback).
     """
+    reader = _READERS.get(name)
+    if reader is None:
+        raise ValueError(f"unknown series {name!r}; one of: {', '.join(SERIES)}")
     resolution = resolution_for(start, end, now)
     step = max(step, resolution or 15)
-    grid = _grid(start, end, step)
-    app_filter = {"application": application} if application else {}
+    ask = _Ask(
+        cluster=cluster,
+        start=start,
+        end=end,
+        step=step,
+        now=now,
+        resolution=resolution,
+        grid=_grid(start, end, step),
+        app_filter={"application": application} if application else {},
+        team=team,
+    )
+    return reader(ask, name)
 
-    def emit(groups: dict[tuple, dict[int, float]], keys: tuple[str, ...], scale: float = 1.0) -> list[dict]:
-        return [
+
+def _gpu_utilization(q: _Ask, name: str) -> list[dict]:
+    keys = ("ip", "GpuIndex")
+    return q.emit(q.sum_by(q.points("ray_node_gpus_utilization", {}), keys, "avg"), keys)
+
+
+def _gpu_allocated(q: _Ask, name: str) -> list[dict]:
+    # Placement-based allocation per node; Ray's ray_resources (keyed by node IP) where that is missing.
+    pts = q.points("cp_node_gpus_allocated", {})
+    if len(pts) > 1:
+        return q.emit(q.sum_by(pts, ("node",), "avg"), ("node",))
+    pts = q.points("ray_resources", {"Name": "GPU", "State": "USED"})
+    return q.emit(q.sum_by(pts, ("NodeAddress",), "avg"), ("node",))
+
+
+def _team_gpus_allocated(q: _Ask, name: str) -> list[dict]:
+    pts = q.points("cp_team_gpus_allocated", {"team": q.team} if q.team else {})
+    return q.emit(q.sum_by(pts, ("team",), "avg"), ("team",))
+
+
+def _gpu_hours(q: _Ask, name: str) -> list[dict]:
+    """Showback: GPU-hours allocated per day and application; each point stands for its sampling interval."""
+    day = 86400
+    weight_h = (q.resolution or settings.SCRAPE_INTERVAL_S) / 3600
+    pts = q.points("cp_app_gpus_allocated", {"team": q.team} if q.team else q.app_filter)
+    series = pts.pop("_series", {})
+    out = []
+    for sid, values in sorted(pts.items(), key=lambda kv: series[kv[0]].labels.get("application", "")):
+        per_day: dict[int, float] = defaultdict(float)
+        for ts, v in values:
+            per_day[int(ts.timestamp()) // day * day] += v * weight_h
+        labels = series[sid].labels
+        out.append(
             {
-                "labels": dict(zip(keys, group, strict=False)),
-                "points": [
-                    [int(grid[b].timestamp()), round(v * scale, 6)] for b, v in sorted(buckets.items()) if b < len(grid)
-                ],
+                "labels": {"team": labels.get("team", ""), "application": labels.get("application", "")},
+                "points": [[d, round(h, 3)] for d, h in sorted(per_day.items())],
             }
-            for group, buckets in sorted(groups.items())
-        ]
+        )
+    return out
 
-    if name == "gpu_utilization":
-        return emit(
-            _sum_by(
-                _points(cluster, "ray_node_gpus_utilization", {}, start, end, resolution),
-                ("ip", "GpuIndex"),
-                start,
-                step,
-                "avg",
-            ),
-            ("ip", "GpuIndex"),
-        )
-    if name == "gpu_allocated":
-        # Placement-based allocation per node; Ray's ray_resources (keyed by node IP) where that is missing.
-        pts = _points(cluster, "cp_node_gpus_allocated", {}, start, end, resolution)
-        if len(pts) > 1:
-            return emit(_sum_by(pts, ("node",), start, step, "avg"), ("node",))
-        pts = _points(cluster, "ray_resources", {"Name": "GPU", "State": "USED"}, start, end, resolution)
-        return emit(_sum_by(pts, ("NodeAddress",), start, step, "avg"), ("node",))
-    if name == "team_gpus_allocated":
-        pts = _points(cluster, "cp_team_gpus_allocated", {"team": team} if team else {}, start, end, resolution)
-        return emit(_sum_by(pts, ("team",), start, step, "avg"), ("team",))
-    if name == "gpu_hours":
-        # Showback: GPU-hours allocated per day and application; each point stands for its sampling interval.
-        from django.conf import settings
 
-        day = 86400
-        res = resolution_for(start, end, now)
-        weight_h = (res or settings.SCRAPE_INTERVAL_S) / 3600
-        pts = _points(cluster, "cp_app_gpus_allocated", {"team": team} if team else app_filter, start, end, res)
-        series = pts.pop("_series", {})
-        out = []
-        for sid, values in sorted(pts.items(), key=lambda kv: series[kv[0]].labels.get("application", "")):
-            per_day: dict[int, float] = defaultdict(float)
-            for ts, v in values:
-                per_day[int(ts.timestamp()) // day * day] += v * weight_h
-            labels = series[sid].labels
-            out.append(
-                {
-                    "labels": {"team": labels.get("team", ""), "application": labels.get("application", "")},
-                    "points": [[d, round(h, 3)] for d, h in sorted(per_day.items())],
-                }
-            )
-        return out
-    if name == "models_resident":
-        pts = _points(cluster, "ray_serve_num_multiplexed_models", app_filter, start, end, resolution)
-        return emit(
-            _sum_by(pts, ("application", "deployment", "replica"), start, step, "avg"),
-            ("application", "deployment", "replica"),
-        )
-    if name in ("cache_hit_rate", "model_loads"):
-        keys = ("application", "deployment")
-        loads = _sum_by(
-            _points(cluster, "ray_serve_multiplexed_models_load_counter", app_filter, start, end, resolution),
-            keys,
-            start,
-            step,
-        )
-        if name == "model_loads":
-            return emit(loads, keys, scale=60.0 / step)  # loads per minute
-        reqs = _sum_by(
-            _points(cluster, "ray_serve_multiplexed_get_model_requests_counter", app_filter, start, end, resolution),
-            keys,
-            start,
-            step,
-        )
-        rates = {
-            group: {b: 1 - loads.get(group, {}).get(b, 0.0) / r for b, r in buckets.items() if r > 0}
-            for group, buckets in reqs.items()
-        }
-        return emit(rates, keys)
-    if name == "requests":
-        pts = _points(cluster, "ray_serve_num_http_requests", app_filter, start, end, resolution)
-        return emit(_sum_by(pts, ("application",), start, step), ("application",), scale=1.0 / step)
-    if name in ("model_load_latency_ms", "request_latency_ms"):
-        family = (
-            "ray_serve_multiplexed_model_load_latency_ms_bucket"
-            if name == "model_load_latency_ms"
-            else "ray_serve_http_request_latency_ms_bucket"
-        )
-        keys = ("application", "deployment") if name == "model_load_latency_ms" else ("application",)
-        pts = _points(cluster, family, app_filter, start, end, resolution)
-        per_le = _sum_by(pts, (*keys, "le"), start, step)
-        grouped: dict[tuple, dict[int, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
-        for group, buckets in per_le.items():
-            le = float(group[-1]) if group[-1] not in ("+Inf", "") else math.inf
-            for b, count in buckets.items():
-                grouped[group[:-1]][b].append((le, count))
-        out = []
-        for group, buckets in sorted(grouped.items()):
-            for q, label in ((0.5, "p50"), (0.95, "p95")):
-                pts_q = [
-                    [int(grid[b].timestamp()), round(v, 3)]
-                    for b, bs in sorted(buckets.items())
-                    if b < len(grid) and (v := _quantile(q, bs)) is not None
-                ]
-                out.append({"labels": {**dict(zip(keys, group, strict=False)), "quantile": label}, "points": pts_q})
-        return out
-    raise ValueError(f"unknown series {name!r}; one of: {', '.join(SERIES)}")
+def _models_resident(q: _Ask, name: str) -> list[dict]:
+    keys = ("application", "deployment", "replica")
+    return q.emit(q.sum_by(q.points("ray_serve_num_multiplexed_models", q.app_filter), keys, "avg"), keys)
+
+
+def _model_cache(q: _Ask, name: str) -> list[dict]:
+    """model_loads (per minute) and cache_hit_rate (1 - loads / get_model requests)."""
+    keys = ("application", "deployment")
+    loads = q.sum_by(q.points("ray_serve_multiplexed_models_load_counter", q.app_filter), keys)
+    if name == "model_loads":
+        return q.emit(loads, keys, scale=60.0 / q.step)  # loads per minute
+    reqs = q.sum_by(q.points("ray_serve_multiplexed_get_model_requests_counter", q.app_filter), keys)
+    rates = {
+        group: {b: 1 - loads.get(group, {}).get(b, 0.0) / r for b, r in buckets.items() if r > 0}
+        for group, buckets in reqs.items()
+    }
+    return q.emit(rates, keys)
+
+
+def _requests(q: _Ask, name: str) -> list[dict]:
+    pts = q.points("ray_serve_num_http_requests", q.app_filter)
+    return q.emit(q.sum_by(pts, ("application",)), ("application",), scale=1.0 / q.step)
+
+
+def _latency(q: _Ask, name: str) -> list[dict]:
+    """p50 and p95 from Ray's histogram buckets (model loads per deployment, HTTP requests per application)."""
+    if name == "model_load_latency_ms":
+        family, keys = "ray_serve_multiplexed_model_load_latency_ms_bucket", ("application", "deployment")
+    else:
+        family, keys = "ray_serve_http_request_latency_ms_bucket", ("application",)
+    per_le = q.sum_by(q.points(family, q.app_filter), (*keys, "le"))
+    grouped: dict[tuple, dict[int, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    for group, buckets in per_le.items():
+        le = float(group[-1]) if group[-1] not in ("+Inf", "") else math.inf
+        for b, count in buckets.items():
+            grouped[group[:-1]][b].append((le, count))
+    out = []
+    grid = q.grid
+    for group, buckets in sorted(grouped.items()):
+        for quantile, label in ((0.5, "p50"), (0.95, "p95")):
+            pts_q = [
+                [int(grid[b].timestamp()), round(v, 3)]
+                for b, bs in sorted(buckets.items())
+                if b < len(grid) and (v := _quantile(quantile, bs)) is not None
+            ]
+            out.append({"labels": {**dict(zip(keys, group, strict=False)), "quantile": label}, "points": pts_q})
+    return out
+
+
+_READERS = {
+    "gpu_utilization": _gpu_utilization,
+    "gpu_allocated": _gpu_allocated,
+    "team_gpus_allocated": _team_gpus_allocated,
+    "gpu_hours": _gpu_hours,
+    "models_resident": _models_resident,
+    "cache_hit_rate": _model_cache,
+    "model_loads": _model_cache,
+    "requests": _requests,
+    "model_load_latency_ms": _latency,
+    "request_latency_ms": _latency,
+}
 
 
 def residency(cluster: Cluster | list[Cluster], application: str | None = None) -> list[dict[str, Any]]:
