@@ -292,3 +292,32 @@ def test_openapi_schema_builds(api, alice):
     resp = api(alice).get("/api/schema/", HTTP_ACCEPT="application/json")
     assert resp.status_code == 200
     assert "/api/v1/applications/{id}/rollback/" in resp.json()["paths"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"name": 5}, "name"),
+        ({"cluster": "1"}, "cluster"),
+        ({"cluster": True}, "cluster"),
+        ({"import_path": ["examples.hello:app"]}, "import_path"),
+        ({"args": [1]}, "args"),
+        ({"deployments": [{"name": 3}]}, "deployments[0].name"),
+        ({"deployments": [{"name": "Hello", "max_ongoing_requests": "5"}]}, "deployments[0].max_ongoing_requests"),
+        ({"deployments": ["Hello"]}, "deployments[0]"),
+    ],
+)
+def test_the_write_serializer_enforces_the_schema_naming_the_field(setup, api, alice, change, field):
+    """What the OpenAPI schema declares is what the server takes: types are not coerced, errors name the field."""
+    body = {**app_body("team-a", setup.pk, "typed"), **change}
+    resp = api(alice).post("/api/v1/applications/", body, format="json")
+    assert resp.status_code == 400 and field in resp.json(), resp.json()
+    assert not Application.objects.filter(name="typed").exists()
+
+
+def test_deployment_fields_the_serializer_does_not_declare_reach_rays_schema(setup, api, alice):
+    body = app_body("team-a", setup.pk, "extra")
+    body["deployments"][0]["graceful_shutdown_timeout_s"] = 5
+    resp = api(alice).post("/api/v1/applications/", body, format="json")
+    assert resp.status_code == 201, resp.json()
+    assert resp.json()["deployments"][0]["graceful_shutdown_timeout_s"] == 5

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from apps.clusters.models import Cluster
 from apps.clusters.selectors import cluster_by_id
+from apps.core.fields import StrictCharField, StrictIntegerField, flat_errors
 from apps.core.ids import json_object, parse_id
 from apps.servespec.spec import SPEC_KEYS
 from apps.teams.models import Role, Team
@@ -29,22 +30,32 @@ DRY_RUN = OpenApiParameter("dry_run", OpenApiTypes.BOOL, description="Validate a
 
 
 class DeploymentSchemaSerializer(serializers.Serializer):
-    """Documentation only: deployments take Ray Serve's own field names (every DeploymentSchema field)."""
+    """A deployment under Ray Serve's own field names. The fields below are checked here; every other field of
+    Ray's DeploymentSchema is passed on as given and judged by Ray's schema, naming the field."""
 
-    name = serializers.CharField()
+    name = StrictCharField()
     num_replicas = serializers.JSONField(required=False, help_text='A whole number, or "auto"')
     autoscaling_config = serializers.DictField(required=False)
     ray_actor_options = serializers.DictField(required=False)
-    max_ongoing_requests = serializers.IntegerField(required=False)
+    max_ongoing_requests = StrictIntegerField(required=False)
     user_config = serializers.DictField(required=False)
+
+    def to_internal_value(self, data: Any) -> Any:
+        super().to_internal_value(data)
+        return data  # as given: Ray's schema judges every field next
 
 
 class ApplicationWriteSerializer(serializers.Serializer):
-    team = serializers.CharField(help_text="Team slug")
-    cluster = serializers.IntegerField()
-    name = serializers.CharField()
-    route_prefix = serializers.CharField(required=False, allow_null=True, help_text='Default "/"; null: no HTTP route')
-    import_path = serializers.CharField()
+    """An application as written: its team, cluster and name (fixed once created) and its spec under Ray Serve's
+    field names. A PUT replaces the spec; a PATCH changes the fields it carries."""
+
+    # context: ``request``; for a PUT or PATCH also ``application``, whose team, cluster and name cannot change
+
+    team = StrictCharField(help_text="Team slug")
+    cluster = StrictIntegerField()
+    name = StrictCharField()
+    route_prefix = StrictCharField(required=False, allow_null=True, help_text='Default "/"; null: no HTTP route')
+    import_path = StrictCharField()
     args = serializers.DictField(required=False)
     runtime_env = serializers.DictField(required=False)
     deployments = DeploymentSchemaSerializer(many=True, required=False)
@@ -52,6 +63,53 @@ class ApplicationWriteSerializer(serializers.Serializer):
     autoscaling_policy = serializers.DictField(required=False, allow_null=True)
     external_scaler_enabled = serializers.BooleanField(required=False)
     version = serializers.IntegerField(required=False, help_text="For updates: the version you read")
+
+    def to_internal_value(self, data: Any) -> dict:
+        errors = {}
+        if isinstance(data, dict):
+            for key in sorted(set(data) - set(self.fields)):
+                errors[key] = [f"Unknown field {key!r}."]
+        try:
+            values = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({**flat_errors(exc.detail), **errors}) from exc
+        if errors:
+            raise serializers.ValidationError(errors)
+        return values
+
+    def _unchanged(self, key: str, value: Any, current: Any) -> None:
+        if value != current:
+            raise serializers.ValidationError(f"Cannot be changed ({current!r}); create a new application instead.")
+
+    def validate_team(self, slug: str) -> Team:
+        app = self.context.get("application")
+        if app is not None:
+            self._unchanged("team", slug, app.team.slug)
+            return app.team
+        team = teams_for(self.context["request"].user).filter(slug=slug).first()
+        if team is None:
+            raise serializers.ValidationError("Required: the slug of a team you belong to.")
+        return team
+
+    def validate_cluster(self, value: int) -> Cluster:
+        app = self.context.get("application")
+        if app is not None:
+            self._unchanged("cluster", value, app.cluster_id)
+            return app.cluster
+        cluster = cluster_by_id(value)
+        if cluster is None:
+            raise serializers.ValidationError("Required: the id of a registered cluster.")
+        return cluster
+
+    def validate_name(self, value: str) -> str:
+        app = self.context.get("application")
+        if app is not None:
+            self._unchanged("name", value, app.name)
+        return value
+
+    def spec(self) -> dict:
+        """The spec part of the body as sent (Ray's schema validates and normalises it next)."""
+        return {k: self.initial_data[k] for k in SPEC_KEYS if k in self.initial_data}
 
 
 class ApplicationSerializer(serializers.ModelSerializer):
@@ -184,35 +242,19 @@ class ApplicationViewSet(viewsets.ModelViewSet):
 
     @extend_schema(request=ApplicationWriteSerializer, parameters=[DRY_RUN], responses=ApplicationSerializer)
     def create(self, request, *args, **kwargs):
-        body = _body(request)
-        errors = {}
-        team_slug = body.get("team")
-        team = (
-            Team.objects.filter(slug=team_slug, pk__in=teams_for(request.user)).first()
-            if isinstance(team_slug, str)
-            else None
-        )
-        if team is None:
-            errors["team"] = ["Required: the slug of a team you belong to."]
-        cluster_id = body.get("cluster")
-        cluster = cluster_by_id(cluster_id) if isinstance(cluster_id, int) else None
-        if cluster is None:
-            errors["cluster"] = ["Required: the id of a registered cluster."]
-        unknown = sorted(set(body) - {"team", "cluster", "name", "version", *SPEC_KEYS})
-        for key in unknown:
-            errors[key] = [f"Unknown field {key!r}."]
-        if errors:
-            raise ValidationError(errors)
+        body = ApplicationWriteSerializer(data=_body(request), context={"request": request})
+        body.is_valid(raise_exception=True)
+        team, cluster = body.validated_data["team"], body.validated_data["cluster"]
         if not can(request.user, team, Role.MEMBER):
             raise PermissionDenied(f"You need the member role in team {team.slug} to deploy applications.")
-        spec = {k: body[k] for k in SPEC_KEYS if k in body}
+        spec = body.spec()
         warnings: list[str] = []
         try:
             app = services.application_create(
                 actor=request.user,
                 team=team,
                 cluster=cluster,
-                name=body.get("name"),
+                name=body.validated_data["name"],
                 spec=spec,
                 dry_run=_dry_run(request),
                 warnings=warnings,
@@ -224,17 +266,12 @@ class ApplicationViewSet(viewsets.ModelViewSet):
     def _update(self, request: Request, partial: bool) -> Response:
         app = self.get_object()
         self._writable(app)
-        body = _body(request)
-        errors = {}
-        for key, current in (("team", app.team.slug), ("cluster", app.cluster_id), ("name", app.name)):
-            if key in body and body[key] != current:
-                errors[key] = [f"Cannot be changed ({current!r}); create a new application instead."]
-        for key in sorted(set(body) - {"team", "cluster", "name", "version", *SPEC_KEYS}):
-            errors[key] = [f"Unknown field {key!r}."]
-        if errors:
-            raise ValidationError(errors)
+        body = ApplicationWriteSerializer(
+            data=_body(request), partial=True, context={"request": request, "application": app}
+        )
+        body.is_valid(raise_exception=True)
         spec = dict(app.current_revision.spec) if partial and app.current_revision else {}
-        spec.update({k: body[k] for k in SPEC_KEYS if k in body})
+        spec.update(body.spec())
         warnings: list[str] = []
         try:
             app = services.application_update(
