@@ -104,7 +104,8 @@ def test_app_form_errors_are_next_to_the_fields(alice, team_a, cluster, grant):
             "name": "x",
             "route_prefix": "/team-a/x",
             "import_path": "examples.hello:app",
-            "dep-count": "1",
+            "dep-TOTAL_FORMS": "1",
+            "dep-INITIAL_FORMS": "0",
             "dep-0-name": "Hello",
             "dep-0-num_replicas": "3",
             "dep-0-num_gpus": "0.5",
@@ -121,7 +122,8 @@ def test_app_form_errors_are_next_to_the_fields(alice, team_a, cluster, grant):
             "name": "x",
             "route_prefix": "/team-a/x",
             "import_path": "examples.hello:app",
-            "dep-count": "1",
+            "dep-TOTAL_FORMS": "1",
+            "dep-INITIAL_FORMS": "0",
             "dep-0-name": "Hello",
             "dep-0-num_replicas": "-2",
             "dep-0-user_config": "{bad",
@@ -277,3 +279,58 @@ def test_the_app_page_shows_what_differs_field_by_field(alice, team_a, cluster, 
     )
     page = logged_in(alice).get(f"/apps/{app_id}/").content.decode()
     assert "Ray runs a different config" in page and "deployments[Hello].num_replicas" in page
+
+
+def test_forms_refuse_what_they_cannot_parse_and_say_why(alice, team_a, cluster, grant):
+    """Pages parse their POSTs with Django forms: a bad value is a message next to its field, a tampered form a 404,
+    never a 500, and nothing is saved."""
+    from apps.catalog.models import ModelEntry
+    from apps.teams.models import ApiToken
+
+    grant(team_a, cluster, "2")
+    c = logged_in(alice)
+    resp = c.post("/teams/team-a/tokens/", {"name": "ci", "role": "member", "expires": "31/01/2027"})
+    assert resp.status_code == 400 and "Use a date like 2027-01-31." in resp.content.decode()
+    assert not ApiToken.objects.filter(name="ci").exists()
+    assert c.post("/teams/team-a/tokens/", {"op": "revoke", "token": "abc"}).status_code == 404
+    assert c.post("/teams/team-a/members/", {"op": "promote", "username": "bob"}).status_code == 404
+    assert c.post("/teams/team-a/members/", {"op": "role", "membership": "x", "role": "admin"}).status_code == 404
+    resp = c.post("/teams/team-a/quota/", {"cluster": "first", "pool": "a100", "gpus": "1", "reason": "r"})
+    assert resp.status_code == 400 and "Choose a cluster." in resp.content.decode()
+    from apps.applications.services import application_create
+    from tests.conftest import app_body
+
+    spec = {k: v for k, v in app_body("team-a", cluster.pk, "m").items() if k not in ("team", "cluster", "name")}
+    app = application_create(actor=alice, team=team_a, cluster=cluster, name="m", spec=spec)
+    resp = c.post(
+        "/models/",
+        {"application": str(app.pk), "deployment": "Hello", "model_id": "m", "uri": "s3://b/m", "size_bytes": "big"},
+    )
+    assert resp.status_code == 400 and "Must be a whole number of bytes." in resp.content.decode()
+    assert not ModelEntry.objects.exists()
+    # An app form without the formset's management fields: no deployment is read, the page says so.
+    resp = c.post(
+        "/apps/new/",
+        {
+            "team": "team-a",
+            "cluster": cluster.pk,
+            "name": "x",
+            "import_path": "examples.hello:app",
+            "dep-0-name": "Hello",
+        },
+    )
+    assert resp.status_code == 400 and "deployment" in resp.content.decode().lower()
+    resp = c.post(
+        "/apps/new/",
+        {
+            "team": "team-a",
+            "cluster": cluster.pk,
+            "name": "x",
+            "import_path": "examples.hello:app",
+            "dep-TOTAL_FORMS": "1",
+            "dep-INITIAL_FORMS": "0",
+            "dep-0-name": "Hello",
+            "dep-0-num_gpus": "inf",
+        },
+    )
+    assert resp.status_code == 400 and "Must be a finite number." in resp.content.decode()

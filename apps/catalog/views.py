@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -7,12 +8,25 @@ from django.shortcuts import get_object_or_404, redirect, render
 from rest_framework.exceptions import ValidationError
 
 from apps.applications.models import Application
+from apps.core.fields import error_fields
+from apps.core.ids import parse_id
 from apps.metrics.selectors import residency
 from apps.teams.models import Role, role_at_least
 from apps.teams.selectors import roles_in, teams_for
 
 from . import services
 from .models import ModelEntry
+
+
+class ModelEntryForm(forms.Form):
+    application = forms.IntegerField(required=False, min_value=1)
+    deployment = forms.CharField(required=False)
+    model_id = forms.CharField(required=False)
+    uri = forms.CharField(required=False)
+    size_bytes = forms.IntegerField(
+        required=False, min_value=0, error_messages={"invalid": "Must be a whole number of bytes."}
+    )
+    description = forms.CharField(required=False)
 
 
 @login_required
@@ -35,7 +49,7 @@ def models_page(request: HttpRequest) -> HttpResponse:
         if request.POST.get("op") == "delete":
             entry = get_object_or_404(
                 ModelEntry.objects.select_related("application__team"),
-                pk=request.POST.get("entry"),
+                pk=parse_id(request.POST.get("entry")) or 0,
                 application__in=writable,
             )
             services.model_delete(actor=request.user, entry=entry, source="ui")
@@ -43,21 +57,22 @@ def models_page(request: HttpRequest) -> HttpResponse:
                 request, f"Model {entry.model_id} removed; the app's user_config changes on the next push."
             )
             return redirect("dashboard:models")
-        app = next((a for a in writable if str(a.pk) == values["application"]), None)
+        form = ModelEntryForm(request.POST)
+        data = form.cleaned_data if form.is_valid() else {}
+        app = next((a for a in writable if a.pk == data.get("application")), None)
         try:
+            if form.errors.get("size_bytes"):
+                raise ValidationError({"size_bytes": list(form.errors["size_bytes"])})
             if app is None:
                 raise ValidationError({"application": ["Choose an application your team may change."]})
-            size = int(values["size_bytes"]) if values["size_bytes"].strip().isdigit() else None
-            if values["size_bytes"].strip() and size is None:
-                raise ValidationError({"size_bytes": ["Must be a whole number of bytes."]})
             entry = services.model_create(
                 actor=request.user,
                 application=app,
-                deployment=values["deployment"],
-                model_id=values["model_id"].strip(),
-                uri=values["uri"].strip(),
-                size_bytes=size,
-                description=values["description"],
+                deployment=data["deployment"],
+                model_id=data["model_id"].strip(),
+                uri=data["uri"].strip(),
+                size_bytes=data["size_bytes"],
+                description=data["description"],
                 source="ui",
             )
             messages.success(
@@ -67,7 +82,7 @@ def models_page(request: HttpRequest) -> HttpResponse:
             )
             return redirect("dashboard:models")
         except ValidationError as exc:
-            errors = {k: [str(m) for m in v] for k, v in exc.detail.items()} if isinstance(exc.detail, dict) else {}
+            errors = error_fields(exc)
     by_app = {a.pk: a for a in apps}
     where: dict[tuple[str, str], list[dict]] = {}
     for r in residency(list({a.cluster_id: a.cluster for a in apps}.values())):

@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 from rest_framework.exceptions import ValidationError
 
 from apps.clusters.models import Cluster
+from apps.core.fields import error_text
 
 from . import services
 from .models import CompactionPlan
@@ -82,7 +83,7 @@ def plan_new(request: HttpRequest, cluster_id: int) -> HttpResponse:
     try:
         plan = services.plan_create(actor=request.user, cluster=cluster, source="ui")
     except ValidationError as exc:
-        messages.error(request, " ".join(str(m) for v in exc.detail.values() for m in v))
+        messages.error(request, error_text(exc))
         return redirect("dashboard:cluster_detail", pk=cluster.pk)
     return redirect("dashboard:compaction_plan", pk=plan.pk)
 
@@ -96,5 +97,5 @@ def plan_execute(request: HttpRequest, pk: int) -> HttpResponse:
         services.plan_execute(actor=request.user, plan=plan, source="ui")
         messages.success(request, "Compaction started; steps update below as each node drains.")
     except ValidationError as exc:
-        messages.error(request, " ".join(str(m) for v in exc.detail.values() for m in v))
+        messages.error(request, error_text(exc))
     return redirect("dashboard:compaction_plan", pk=plan.pk)

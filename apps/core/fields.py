@@ -51,3 +51,19 @@ def flat_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
         items = detail if isinstance(detail, list) else [detail]
         out[prefix or "non_field_errors"] = [str(x) for x in items]
     return out
+
+
+def error_fields(exc: Exception) -> dict[str, list[str]]:
+    """A validation error (DRF's or Django's) as {field: [messages]} for a form on a page; internal keys dropped."""
+    detail = getattr(exc, "detail", None)
+    if detail is None:
+        detail = getattr(exc, "message_dict", None) or {"non_field_errors": getattr(exc, "messages", [str(exc)])}
+    if not isinstance(detail, dict):
+        detail = {"non_field_errors": detail}
+    return {k: v for k, v in flat_errors(detail).items() if k != "quota_detail" and not k.startswith("quota_detail")}
+
+
+def error_text(exc: Exception) -> str:
+    """The same as one line for a message: "field: message; ..." (general messages without a field name)."""
+    general = ("detail", "non_field_errors", "quota")
+    return "; ".join(m if k in general else f"{k}: {m}" for k, messages in error_fields(exc).items() for m in messages)

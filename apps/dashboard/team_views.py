@@ -11,7 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils.dateparse import parse_date
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 from rest_framework.exceptions import ValidationError
 
@@ -19,6 +19,8 @@ from apps.applications.models import Application
 from apps.audit.api import audit_events_for, filter_events
 from apps.clusters.models import Cluster
 from apps.clusters.selectors import cluster_by_id
+from apps.core.fields import error_fields, error_text
+from apps.core.ids import parse_id
 from apps.quotas.models import Quota, QuotaRequest
 from apps.quotas.selectors import quotas_by_team_pool, usage_for
 from apps.quotas.services import fmt, quota_request_create, quota_request_decide
@@ -27,10 +29,7 @@ from apps.teams import services as team_services
 from apps.teams.models import ApiToken, Membership, Role, Team
 from apps.teams.selectors import can, role_in, teams_for
 
-
-def _errors(exc: ValidationError) -> dict[str, list[str]]:
-    detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
-    return {k: [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in detail.items() if k != "quota_detail"}
+from .forms import MemberForm, QuotaDecisionForm, QuotaRequestForm, TeamForm, TokenForm, form_errors
 
 
 def _team(request: HttpRequest, slug: str, needed: str = Role.VIEWER) -> Team:
@@ -45,17 +44,20 @@ def _team(request: HttpRequest, slug: str, needed: str = Role.VIEWER) -> Team:
 @login_required
 def team_create(request: HttpRequest) -> HttpResponse:
     errors: dict[str, list[str]] = {}
+    form = TeamForm(request.POST or None)
     values = {"slug": request.POST.get("slug", ""), "name": request.POST.get("name", "")}
-    if request.method == "POST":
+    if request.method == "POST" and form.is_valid():
         try:
-            team = team_services.team_create(actor=request.user, slug=values["slug"], name=values["name"], source="ui")
+            team = team_services.team_create(
+                actor=request.user, slug=form.cleaned_data["slug"], name=form.cleaned_data["name"], source="ui"
+            )
             messages.success(request, f"Team {team.slug} created; you are its owner.")
             nxt = request.POST.get("next", "")
             if nxt.startswith("/") and not nxt.startswith("//"):
                 return redirect(nxt)
             return redirect("dashboard:team_detail", slug=team.slug)
         except ValidationError as exc:
-            errors = _errors(exc)
+            errors = error_fields(exc)
     return render(
         request,
         "teams/team_form.html",
@@ -72,30 +74,31 @@ def members(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         if not is_admin:
             raise Http404
-        op = request.POST.get("op")
+        form = MemberForm(request.POST)
+        if not form.is_valid():
+            raise Http404  # only a tampered form has no valid op or membership id
+        op, data = form.cleaned_data["op"], form.cleaned_data
         try:
             if op == "add":
                 m = team_services.membership_add(
                     actor=request.user,
                     team=team,
-                    username=request.POST.get("username", "").strip(),
-                    role=request.POST.get("role"),
+                    username=data["username"].strip(),
+                    role=data["role"],
                     source="ui",
                 )
                 messages.success(request, f"{m.user.username} added as {m.role}.")
             else:
-                m = get_object_or_404(Membership, team=team, pk=request.POST.get("membership"))
+                m = get_object_or_404(Membership, team=team, pk=data["membership"])
                 if op == "role":
-                    team_services.membership_change(
-                        actor=request.user, membership=m, role=request.POST.get("role"), source="ui"
-                    )
+                    team_services.membership_change(actor=request.user, membership=m, role=data["role"], source="ui")
                     messages.success(request, f"{m.user.username} is now {m.role}.")
                 elif op == "remove":
                     team_services.membership_remove(actor=request.user, membership=m, source="ui")
                     messages.success(request, f"{m.user.username} removed from {team.slug}.")
             return redirect("dashboard:team_members", slug=team.slug)
         except ValidationError as exc:
-            errors = _errors(exc)
+            errors = error_fields(exc)
     return render(
         request,
         "teams/members.html",
@@ -122,7 +125,7 @@ def team_delete(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         team_services.team_delete(actor=request.user, team=team, source="ui")
     except ValidationError as exc:
-        messages.error(request, " ".join(m for v in _errors(exc).values() for m in v))
+        messages.error(request, error_text(exc))
         return redirect("dashboard:team_members", slug=slug)
     messages.success(request, f"Team {slug} deleted.")
     return redirect("dashboard:home")
@@ -176,7 +179,9 @@ def quota(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         if not is_admin:
             raise Http404
-        cluster = cluster_by_id(values["cluster"])
+        form = QuotaRequestForm(request.POST)
+        data = form.cleaned_data if form.is_valid() else {}
+        cluster = cluster_by_id(data.get("cluster"))
         try:
             if cluster is None:
                 raise ValidationError({"cluster": ["Choose a cluster."]})
@@ -184,9 +189,9 @@ def quota(request: HttpRequest, slug: str) -> HttpResponse:
                 actor=request.user,
                 team=team,
                 cluster=cluster,
-                pool_name=values["pool"],
-                gpus=values["gpus"],
-                reason=values["reason"],
+                pool_name=data["pool"],
+                gpus=data["gpus"],
+                reason=data["reason"],
                 source="ui",
             )
             messages.success(
@@ -195,7 +200,7 @@ def quota(request: HttpRequest, slug: str) -> HttpResponse:
             )
             return redirect("dashboard:team_quota", slug=team.slug)
         except ValidationError as exc:
-            errors = _errors(exc)
+            errors = error_fields(exc)
     rows = quota_rows(team)
     return render(
         request,
@@ -224,33 +229,28 @@ def tokens(request: HttpRequest, slug: str) -> HttpResponse:
     created_secret = None
     values = {k: request.POST.get(k, "") for k in ("name", "role", "expires")}
     if request.method == "POST" and request.POST.get("op") == "revoke":
-        token = get_object_or_404(ApiToken, pk=request.POST.get("token"), team=team)
+        token = get_object_or_404(ApiToken, pk=parse_id(request.POST.get("token")) or 0, team=team)
         team_services.token_revoke(actor=request.user, token=token, source="ui")
         messages.success(request, f"Token {token.name} ({token.prefix}…) revoked; it stops working now.")
         return redirect("dashboard:team_tokens", slug=team.slug)
     if request.method == "POST":
-        expires_at = None
-        if values["expires"]:
-            from django.utils import timezone
-
-            day = parse_date(values["expires"])
-            if day is None:
-                errors["expires_at"] = ["Use a date like 2027-01-31."]
-            else:
-                expires_at = timezone.make_aware(datetime.combine(day, time(23, 59, 59)))
+        form = TokenForm(request.POST)
+        errors = {} if form.is_valid() else form_errors(form, {"expires": "expires_at"})
+        day = form.cleaned_data.get("expires") if not errors else None
+        expires_at = timezone.make_aware(datetime.combine(day, time(23, 59, 59))) if day else None
         if not errors:
             try:
                 token, created_secret = team_services.token_create(
                     actor=request.user,
-                    name=values["name"],
+                    name=form.cleaned_data["name"],
                     team=team,
-                    role=values["role"] or Role.MEMBER,
+                    role=form.cleaned_data["role"] or Role.MEMBER,
                     expires_at=expires_at,
                     source="ui",
                 )
                 values = {"name": "", "role": "", "expires": ""}
             except ValidationError as exc:
-                errors = _errors(exc)
+                errors = error_fields(exc)
     return render(
         request,
         "teams/tokens.html",
@@ -271,18 +271,21 @@ def quota_requests_review(request: HttpRequest) -> HttpResponse:
     if not request.user.is_staff:
         raise Http404
     if request.method == "POST":
-        req = get_object_or_404(QuotaRequest, pk=request.POST.get("request"))
-        approve = request.POST.get("decision") == "approve"
+        form = QuotaDecisionForm(request.POST)
+        if not form.is_valid():
+            raise Http404  # only a tampered form names no request or decision
+        req = get_object_or_404(QuotaRequest, pk=form.cleaned_data["request"])
+        approve = form.cleaned_data["decision"] == "approve"
         try:
             quota_request_decide(
-                actor=request.user, request=req, approve=approve, comment=request.POST.get("comment", ""), source="ui"
+                actor=request.user, request=req, approve=approve, comment=form.cleaned_data["comment"], source="ui"
             )
             messages.success(
                 request,
                 f"Request from {req.team.slug} {'approved: quota set to ' + fmt(req.gpus) if approve else 'rejected'}.",
             )
         except ValidationError as exc:
-            messages.error(request, " ".join(m for v in _errors(exc).values() for m in v))
+            messages.error(request, error_text(exc))
         return redirect("dashboard:quota_requests")
     pending = QuotaRequest.objects.filter(state=QuotaRequest.State.PENDING).select_related(
         "team", "pool", "cluster", "requested_by"
@@ -306,7 +309,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     try:
         qs = filter_events(qs, {k: v for k, v in params.items() if v})
     except ValidationError as exc:
-        messages.error(request, " ".join(m for v in _errors(exc).values() for m in v))
+        messages.error(request, error_text(exc))
     page = Paginator(qs.order_by("-at", "-id"), 50).get_page(request.GET.get("page"))
     query = "&".join(f"{k}={v}" for k, v in params.items() if v)
     return render(
@@ -367,7 +370,8 @@ def welcome(request: HttpRequest) -> HttpResponse:
 def my_tokens(request: HttpRequest) -> HttpResponse:
     """The user's own tokens (the ones POST /api/v1/auth/token/ mints, and personal ones), to see and revoke."""
     if request.method == "POST" and request.POST.get("op") == "revoke":
-        token = get_object_or_404(ApiToken, pk=request.POST.get("token"), user=request.user, team__isnull=True)
+        pk = parse_id(request.POST.get("token")) or 0
+        token = get_object_or_404(ApiToken, pk=pk, user=request.user, team__isnull=True)
         team_services.token_revoke(actor=request.user, token=token, source="ui")
         messages.success(request, f"Token {token.name} ({token.prefix}…) revoked; it stops working now.")
         return redirect("dashboard:my_tokens")

@@ -21,6 +21,7 @@ from apps.applications.selectors import visible_application
 from apps.clusters.models import Cluster, SyncRun
 from apps.clusters.selectors import cluster_by_id, last_sync_runs
 from apps.core.exceptions import Conflict
+from apps.core.fields import error_fields, error_text
 from apps.core.ids import parse_id
 from apps.core.jobs import enqueue
 from apps.deploys.selectors import cluster_state
@@ -28,7 +29,7 @@ from apps.servespec.spec import normalize_spec
 from apps.teams.models import Role, Team
 from apps.teams.selectors import can, role_in, roles_in, teams_for
 
-from .forms import EXTRA_ROWS, rows_from_post, rows_from_spec, spec_from_post, split_errors
+from .forms import EXTRA_ROWS, AppForm, deployment_formset, rows_from_spec, spec_from_forms, split_errors
 
 TEMPLATES = {
     "hello": ("examples.hello:app", [{"name": "Hello", "num_replicas": 1, "num_cpus": 0.1}]),
@@ -133,18 +134,6 @@ def cluster_sync(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("dashboard:cluster_detail", pk=pk)
 
 
-def _messages_of(exc: Exception) -> str:
-    detail = getattr(exc, "detail", None)
-    if isinstance(detail, dict):
-        return "; ".join(
-            f"{k}: {m}" if k not in ("detail", "non_field_errors", "quota") else str(m)
-            for k, v in detail.items()
-            if k != "quota_detail"
-            for m in (v if isinstance(v, list) else [v])
-        )
-    return str(detail if detail is not None else exc)
-
-
 @login_required
 @require_POST
 def cluster_adopt(request: HttpRequest, pk: int) -> HttpResponse:
@@ -170,7 +159,7 @@ def cluster_adopt(request: HttpRequest, pk: int) -> HttpResponse:
             source="ui",
         )
     except (ValidationError, APIException, Conflict) as exc:
-        messages.error(request, f"{serve_name} was not adopted: {_messages_of(exc)}")
+        messages.error(request, f"{serve_name} was not adopted: {error_text(exc)}")
         return redirect("dashboard:cluster_detail", pk=pk)
     messages.success(request, f"{serve_name} is now {team.slug}/{app.name}; it keeps running unchanged.")
     return redirect("dashboard:app_detail", pk=app.pk)
@@ -193,7 +182,7 @@ def cluster_unmanaged_remove(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         unmanaged_remove(actor=request.user, cluster=cluster, name=name, source="ui")
     except (APIException, Conflict) as exc:
-        messages.error(request, f"{name} was not removed: {_messages_of(exc)}")
+        messages.error(request, f"{name} was not removed: {error_text(exc)}")
         return redirect("dashboard:cluster_detail", pk=pk)
     messages.success(request, f"{name} will be removed from {cluster.name} with the next push (queued now).")
     return redirect("dashboard:cluster_detail", pk=pk)
@@ -235,8 +224,10 @@ def team_serve_config(request: HttpRequest, slug: str) -> HttpResponse:
             source="ui",
         )
     except (ValidationError, Conflict) as exc:
-        detail = exc.detail if isinstance(exc.detail, dict) else {"file": exc.detail}
-        context["errors"] = {k: [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in detail.items()}
+        errors = error_fields(exc)
+        if not isinstance(exc.detail, dict):  # a refusal of the whole file
+            errors["file"] = errors.pop("non_field_errors", [])
+        context["errors"] = errors
         return render(request, "teams/serve_config.html", context, status=400)
     if apply:
         messages.success(
@@ -445,32 +436,20 @@ def app_form(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         rows += [dict(BLANK_ROW) for _ in range(EXTRA_ROWS)]
         return render(request, "dashboard/app_form.html", _form_context(request, app, rows, values, {}))
 
-    post = request.POST
-    values: dict = {
-        k: post.get(k, "")
-        for k in (
-            "team",
-            "cluster",
-            "name",
-            "route_prefix",
-            "import_path",
-            "args",
-            "runtime_env",
-            "logging_config",
-            "autoscaling_policy",
-            "version",
-        )
-    }
-    values["external_scaler_enabled"] = post.get("external_scaler_enabled") == "on"
-    spec, errors = spec_from_post(post)
-    rows = [r for r in rows_from_post(post) if any(str(v).strip() for k, v in r.items() if k != "autoscale")]
+    form = AppForm(request.POST)
+    form.is_valid()
+    formset = deployment_formset(request.POST)
+    formset.is_valid()
+    values = {f: form[f].value() or "" for f in form.fields}
+    values["external_scaler_enabled"] = bool(form["external_scaler_enabled"].value())
+    spec, errors = spec_from_forms(form, formset)
+    rows = [row.row() for row in formset.forms if not row.is_blank()]
     rows += [dict(BLANK_ROW) for _ in range(EXTRA_ROWS)]
     if errors:  # show every problem at once, not only the ones the form itself found
         try:
             normalize_spec(spec)
         except ValidationError as exc:
-            if isinstance(exc.detail, dict):
-                errors = {**{k: [str(m) for m in v] for k, v in exc.detail.items() if isinstance(v, list)}, **errors}
+            errors = {**error_fields(exc), **errors}
     if not errors:
         try:
             if app is None:
@@ -492,9 +471,9 @@ def app_form(request: HttpRequest, pk: int | None = None) -> HttpResponse:
                 messages.success(request, f"Saved revision {app.current_revision.number} of {app.name}.")
             return redirect("dashboard:app_detail", pk=app.pk)
         except ValidationError as exc:
-            errors = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+            errors = error_fields(exc)
         except Conflict as exc:
-            errors = {k: v for k, v in exc.detail.items() if isinstance(v, list)}
+            errors = error_fields(exc)
     return render(request, "dashboard/app_form.html", _form_context(request, app, rows, values, errors), status=400)
 
 
