@@ -54,6 +54,8 @@ PAGES = [
     "/models/",
     "/account/tokens/",
     "/welcome/",
+    "/apps/{app}/",
+    "/apps/{app}/status/",
 ]
 
 
@@ -138,7 +140,9 @@ def test_no_list_endpoint_or_page_grows_with_its_rows(world, who):
     client.force_login(user)
     cluster = Cluster.objects.order_by("pk").first()
     staff_only = {"/api/v1/compaction/plans/", "/quota-requests/"}
-    urls = [u for u in API + [p.format(cluster=cluster.pk) for p in PAGES] if user.is_staff or u not in staff_only]
+    app = Application.objects.filter(team__slug="t0").order_by("pk").first()
+    pages = [p.format(cluster=cluster.pk, app=app.pk) for p in PAGES]
+    urls = [u for u in API + pages if user.is_staff or u not in staff_only]
     small = {url: _count(client, url) for url in urls}
     _grow(staff, owner, 3, 4)  # three times the rows
     large = {url: _count(client, url) for url in urls}

@@ -1,16 +1,10 @@
 from __future__ import annotations
 
-from datetime import datetime
-
-from django.db.models import Q, QuerySet
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, viewsets
-from rest_framework.exceptions import ValidationError
-
-from apps.core.roles import Role
 
 from .models import AuditEvent
+from .selectors import audit_events_for, filter_events
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
@@ -34,39 +28,6 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "request_id",
         ]
         read_only_fields = fields
-
-
-def audit_events_for(user) -> QuerySet[AuditEvent]:
-    """Staff see everything; team admins and owners see their teams' events; others see nothing."""
-    if user.is_staff and getattr(user, "_token_team_id", None) is None:
-        return AuditEvent.objects.all()
-    admin_teams = user.memberships.filter(role__in=[Role.ADMIN, Role.OWNER]).values("team_id")
-    token_team = getattr(user, "_token_team_id", None)
-    qs = AuditEvent.objects.filter(team_id__in=admin_teams)
-    if token_team is not None:
-        qs = qs.filter(team_id=token_team)
-    return qs
-
-
-def filter_events(qs, params):
-    if params.get("team"):
-        qs = qs.filter(team_slug=params["team"])
-    if params.get("action"):
-        qs = qs.filter(action__startswith=params["action"])
-    if params.get("actor"):
-        qs = qs.filter(actor_label=params["actor"])
-    if params.get("object_type"):
-        qs = qs.filter(object_type=params["object_type"])
-    if params.get("q"):
-        q = params["q"]
-        qs = qs.filter(Q(object_repr__icontains=q) | Q(request_id=q))
-    for key, op in (("since", "gte"), ("until", "lt")):
-        if params.get(key):
-            value: datetime | None = parse_datetime(params[key])
-            if value is None:
-                raise ValidationError({key: ["Must be an ISO 8601 date-time, e.g. 2026-11-21T10:00:00Z."]})
-            qs = qs.filter(**{f"at__{op}": value})
-    return qs
 
 
 class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

@@ -141,7 +141,6 @@ class GpuPool(models.Model):
 
 class SyncRun(models.Model):
     class State(models.TextChoices):
-        QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         SKIPPED = "skipped", "Skipped (unchanged)"
@@ -155,7 +154,7 @@ class SyncRun(models.Model):
 
     cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="sync_runs")
     trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.WRITE)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.RUNNING)
     generation = models.PositiveBigIntegerField(default=0)
     attempt = models.PositiveIntegerField(default=0)
     config_hash = models.CharField(max_length=64, blank=True)

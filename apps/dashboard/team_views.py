@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime, time
-from decimal import Decimal
 
 from django.conf import settings
 from django.contrib import messages
@@ -16,20 +15,20 @@ from django.views.decorators.http import require_POST
 from rest_framework.exceptions import ValidationError
 
 from apps.applications.models import Application
-from apps.audit.api import audit_events_for, filter_events
+from apps.audit.selectors import audit_events_for, filter_events
 from apps.clusters.models import Cluster
 from apps.clusters.selectors import cluster_by_id
 from apps.core.fields import error_fields, error_text
 from apps.core.ids import parse_id
 from apps.quotas.models import Quota, QuotaRequest
-from apps.quotas.selectors import quotas_by_team_pool, usage_for
+from apps.quotas.selectors import quotas_by_team_pool
 from apps.quotas.services import fmt, quota_request_create, quota_request_decide
-from apps.servespec.spec import demand
 from apps.teams import services as team_services
 from apps.teams.models import ApiToken, Membership, Role, Team
 from apps.teams.selectors import can, role_in, teams_for
 
 from .forms import MemberForm, QuotaDecisionForm, QuotaRequestForm, TeamForm, TokenForm, form_errors
+from .selectors import quota_rows
 
 
 def _team(request: HttpRequest, slug: str, needed: str = Role.VIEWER) -> Team:
@@ -129,45 +128,6 @@ def team_delete(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("dashboard:team_members", slug=slug)
     messages.success(request, f"Team {slug} deleted.")
     return redirect("dashboard:home")
-
-
-def quota_rows(team: Team) -> list[dict]:
-    """Per cluster and pool: quota, what the team's apps may use (demand), bar widths, apps using it."""
-    apps = list(
-        Application.objects.filter(team=team, deleted_at__isnull=True, current_revision__isnull=False).select_related(
-            "cluster", "current_revision"
-        )
-    )
-    cluster_ids = {a.cluster_id for a in apps} | set(
-        Quota.objects.filter(team=team).values_list("cluster_id", flat=True)
-    )
-    rows = []
-    usage_of = usage_for((team.pk, c) for c in cluster_ids)
-    for cluster in Cluster.objects.filter(pk__in=cluster_ids).order_by("name"):
-        for usage in usage_of[(team.pk, cluster.pk)]:
-            users = []
-            for app in apps:
-                if app.cluster_id == cluster.pk:
-                    amount = demand(app.current_revision.spec, usage.resource)
-                    if amount:
-                        users.append((app, fmt(amount)))
-            if usage.quota is None and not users:
-                continue
-            scale = max(usage.quota or Decimal(0), usage.in_use, Decimal("0.0001"))
-            rows.append(
-                {
-                    "cluster": cluster,
-                    "pool": usage.pool,
-                    "resource": usage.resource,
-                    "quota": fmt(usage.quota) if usage.quota is not None else None,
-                    "allocated": fmt(usage.in_use),
-                    "over": usage.quota is not None and usage.in_use > usage.quota,
-                    "pct": int(min(usage.in_use, scale) / scale * 100),
-                    "quota_pct": int((usage.quota or 0) / scale * 100),
-                    "apps": users,
-                }
-            )
-    return rows
 
 
 @login_required

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import json
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.contrib import messages
@@ -30,6 +29,7 @@ from apps.teams.models import Role, Team
 from apps.teams.selectors import can, role_in, roles_in, teams_for
 
 from .forms import EXTRA_ROWS, AppForm, deployment_formset, rows_from_spec, spec_from_forms, split_errors
+from .selectors import showback
 
 TEMPLATES = {
     "hello": ("examples.hello:app", [{"name": "Hello", "num_replicas": 1, "num_cpus": 0.1}]),
@@ -284,7 +284,7 @@ def _team_apps(team: Team) -> list[Application]:
 def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
     team = _team_or_404(request, slug)
     apps = _team_apps(team)
-    showback = _showback(team, apps)
+    gpu_hours = showback(team, apps)
     return render(
         request,
         "dashboard/team_detail.html",
@@ -294,34 +294,12 @@ def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "role": role_in(request.user, team),
             "can_deploy": can(request.user, team, Role.MEMBER),
             "polling": any(not a.settled for a in apps),
-            "showback": showback,
+            "showback": gpu_hours,
             "charts": [
                 f"series=team_gpus_allocated&team={team.slug}&cluster={c}" for c in sorted({a.cluster_id for a in apps})
             ],
         },
     )
-
-
-def _showback(team: Team, apps: list[Application]) -> dict:
-    """GPU-hours allocated per day and application over the last 7 days (from the stored allocation series)."""
-
-    from django.utils import timezone
-
-    from apps.metrics.selectors import query
-
-    now = timezone.now()
-    start = (now - timedelta(days=6)).replace(hour=0, minute=0, second=0, microsecond=0)
-    days = [start + timedelta(days=i) for i in range(7)]
-    rows: dict[str, dict[int, float]] = {}
-    clusters = list({a.cluster_id: a.cluster for a in apps}.values())
-    for s in query("gpu_hours", cluster=clusters, start=start, end=now, step=86400, now=now, team=team.slug):
-        rows.setdefault(s["labels"]["application"], {}).update({int(ts): v for ts, v in s["points"]})
-    table = [
-        (app, [round(per_day.get(int(d.timestamp()), 0.0), 2) for d in days]) for app, per_day in sorted(rows.items())
-    ]
-    totals = [round(sum(r[1][i] for r in table), 2) for i in range(len(days))]
-    labels = [datetime.fromtimestamp(d.timestamp(), tz=UTC).strftime("%m-%d") for d in days]
-    return {"days": labels, "rows": table, "totals": totals}
 
 
 @login_required
