@@ -76,6 +76,9 @@ def main() -> None:
     from controlplane.celery import app as celery_app
 
     call_command("migrate", verbosity=0)
+    # Before anything is enqueued: the app's producer pool keeps the broker it first connected to.
+    celery_app.conf.broker_url = "memory://"
+    celery_app.conf.broker_transport_options = {"polling_interval": 0.1}
     started = False
     if not TEST.is_up():
         TEST.start(log=lambda m: None)
@@ -97,9 +100,6 @@ def main() -> None:
         _, secret = issue_token(user=user, name="bench")
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Token {secret}")
-        celery_app.conf.broker_url = "memory://"
-        celery_app.conf.broker_transport_options = {"polling_interval": 0.1}
-
         bare, through = [], []
         with start_worker(celery_app, pool="threads", concurrency=2, perform_ping_check=False):
             for i in range(args.rounds):
@@ -124,7 +124,19 @@ def main() -> None:
                     format="json",
                 )
                 assert resp.status_code == 201, resp.content
-                through.append(wait_running(TEST.dashboard_url, f"bench--cp{i}") - t0)
+                try:
+                    through.append(wait_running(TEST.dashboard_url, f"bench--cp{i}") - t0)
+                except TimeoutError:
+                    from apps.clusters.models import SyncRun
+
+                    runs = list(SyncRun.objects.values_list("state", "trigger", "error"))
+                    print(
+                        "did not reach RUNNING; sync runs:",
+                        runs,
+                        "app:",
+                        Application.objects.values_list("state", "status_message").first(),
+                    )
+                    raise
             clear(TEST.dashboard_url, TEST.serve_port)
 
         spec = {"import_path": "examples.hello:app", "deployments": [{"name": "Hello", "num_replicas": 1}]}
