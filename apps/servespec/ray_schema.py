@@ -272,14 +272,7 @@ def canonical_app(config: dict) -> dict:
     config's text: the poller compares the same configs again and again.
     """
 
-    return copy.deepcopy(_canonical_cached(json.dumps(config, sort_keys=True, default=_plain)))
-
-
-def _plain(value: Any) -> Any:
-    """Ray's validators can leave its own config objects (a GangSchedulingConfig, ...) in a dict: their values."""
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    raise TypeError(f"{type(value).__name__} is not a config value")
+    return copy.deepcopy(_canonical_cached(json.dumps(config, sort_keys=True)))
 
 
 @lru_cache(maxsize=4096)
