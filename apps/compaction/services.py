@@ -17,6 +17,8 @@ from apps.audit.services import audit_record
 from apps.clusters.models import Cluster
 from apps.core.jobs import enqueue
 from apps.servespec.spec import to_decimal
+from workers.clients.ray_dashboard import RayError, client_for
+from workers.clients.ray_gcs import DrainError, drain_node
 
 from .models import CompactionPlan, CompactionStep
 from .planner import plan as run_planner
@@ -169,8 +171,6 @@ def _targets(client: Any) -> dict[str, int]:
 
 def run_plan(plan_id: int, *, step_timeout_s: float = STEP_TIMEOUT_S, poll_s: float = 1.0) -> str:
     """Drain the plan's nodes one by one; after each, check the node is empty and nothing fell below its count."""
-    from workers.clients.ray_dashboard import RayError, client_for
-    from workers.clients.ray_gcs import DrainError, drain_node
 
     plan = CompactionPlan.objects.select_related("cluster").get(pk=plan_id)
     if plan.state != CompactionPlan.State.EXECUTING:

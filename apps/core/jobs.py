@@ -26,14 +26,10 @@ def task(name: str) -> Any:
     return _registry()[name]
 
 
-def enqueue(name: str, *args: Any, countdown: float | None = None) -> bool:
+def enqueue(name: str, *args: Any) -> bool:
     """Send ``name(*args)`` to the broker; False (logged) when the broker refuses it."""
     try:
-        t = task(name)
-        if countdown is None:
-            t.delay(*args)
-        else:
-            t.apply_async(args, countdown=countdown)
+        task(name).delay(*args)
         return True
     except Exception:  # noqa: BLE001 - broker down: the caller's write is saved, the reconcile catches up
         log.warning("could not enqueue %s%r", name, args, exc_info=True)

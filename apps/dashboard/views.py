@@ -6,24 +6,32 @@ import difflib
 import json
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, ValidationError
 
+from apps.applications import serve_files
 from apps.applications import services as app_services
 from apps.applications.models import Application
 from apps.applications.selectors import visible_application
+from apps.applications.services import application_adopt
+from apps.catalog.models import ModelEntry
 from apps.clusters.models import Cluster, SyncRun
-from apps.clusters.selectors import cluster_by_id, last_sync_runs
+from apps.clusters.selectors import cluster_by_id, last_sync_runs, unmanaged_apps
+from apps.clusters.services import unmanaged_remove
+from apps.compaction.models import CompactionPlan
+from apps.compaction.services import drained_node_ids
 from apps.core.exceptions import Conflict
 from apps.core.fields import error_fields, error_text
 from apps.core.ids import parse_id
 from apps.core.jobs import enqueue
 from apps.deploys.selectors import cluster_state
+from apps.metrics.selectors import residency
 from apps.servespec.spec import normalize_spec
 from apps.teams.models import Role, Team
 from apps.teams.selectors import can, role_in, roles_in, teams_for
@@ -94,13 +102,8 @@ def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
     runs = Paginator(cluster.sync_runs.order_by("-created_at", "-id"), 20).get_page(request.GET.get("page"))
     state = cluster_state(cluster)
     visible = set(teams_for(request.user).values_list("slug", flat=True))
-    from apps.compaction.models import CompactionPlan
-    from apps.compaction.services import drained_node_ids
 
     plans = CompactionPlan.objects.filter(cluster=cluster).exclude(state=CompactionPlan.State.SUPERSEDED)[:5]
-    from django.conf import settings
-
-    from apps.clusters.selectors import unmanaged_apps
 
     return render(
         request,
@@ -137,9 +140,6 @@ def cluster_sync(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def cluster_adopt(request: HttpRequest, pk: int) -> HttpResponse:
-    from rest_framework.exceptions import APIException
-
-    from apps.applications.services import application_adopt
 
     if not request.user.is_staff:
         raise Http404
@@ -168,9 +168,6 @@ def cluster_adopt(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def cluster_unmanaged_remove(request: HttpRequest, pk: int) -> HttpResponse:
-    from rest_framework.exceptions import APIException
-
-    from apps.clusters.services import unmanaged_remove
 
     if not request.user.is_staff:
         raise Http404
@@ -191,7 +188,6 @@ def cluster_unmanaged_remove(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def team_serve_config(request: HttpRequest, slug: str) -> HttpResponse:
     """Apply a Serve config file (upload or paste): the plan first, then apply; export the team's own."""
-    from apps.applications import serve_files
 
     team = _team_or_404(request, slug)
     clusters = list(Cluster.objects.order_by("name"))
@@ -316,8 +312,6 @@ def app_detail(request: HttpRequest, pk: int) -> HttpResponse:
     app = _visible_app(request, pk)
     revisions = list(app.revisions.select_related("author").order_by("-number")[:50])
     runs = app.cluster.sync_runs.order_by("-created_at", "-id")[:10]
-    from apps.catalog.models import ModelEntry
-    from apps.metrics.selectors import residency
 
     where: dict[str, list[dict]] = {}
     for r in residency(app.cluster, app.serve_name):

@@ -13,6 +13,8 @@ from django.utils import timezone
 from apps.applications.models import Application
 from apps.audit.services import audit_record
 from apps.clusters.models import Cluster, SyncRun
+from apps.core.observability import PUSH_SECONDS, PUSHES
+from apps.servespec import spec
 from apps.servespec.ray_schema import diff_app
 from workers.clients.ray_dashboard import RayRejected, RayUnavailable
 
@@ -92,9 +94,7 @@ def _push_once(cluster: Cluster, generation: int, *, trigger: str, force: bool, 
                 finished_at=now,
             )
             runs.append(run.pk)
-            Cluster.objects.filter(pk=cluster.pk).update(
-                health=Cluster.Health.UNREACHABLE, health_message=str(exc)[:2000]
-            )
+            _mark_unreachable(cluster, exc)
             raise
         cluster.refresh_from_db()
     merged = build_serve_config(cluster)
@@ -112,9 +112,7 @@ def _push_once(cluster: Cluster, generation: int, *, trigger: str, force: bool, 
     )
     runs.append(run.pk)
     try:
-        from apps.servespec.spec import validate_deploy_config
-
-        validate_deploy_config(merged.config)
+        spec.validate_deploy_config(merged.config)
     except Exception as exc:  # pydantic ValidationError or dropped keys: the config itself is wrong
         _finish(run, SyncRun.State.FAILED, f"The merged config failed Ray's ServeDeploySchema: {exc}")
         _observe_push(cluster, "invalid", run)
@@ -131,7 +129,7 @@ def _push_once(cluster: Cluster, generation: int, *, trigger: str, force: bool, 
     except RayUnavailable as exc:
         _finish(run, SyncRun.State.FAILED, str(exc))
         _observe_push(cluster, "unreachable", run)
-        Cluster.objects.filter(pk=cluster.pk).update(health=Cluster.Health.UNREACHABLE, health_message=str(exc)[:2000])
+        _mark_unreachable(cluster, exc)
         raise
     except RayRejected as exc:
         _finish(run, SyncRun.State.FAILED, str(exc))
@@ -200,7 +198,6 @@ def take_inventory(cluster: Cluster) -> dict:
 
 
 def _observe_push(cluster: Cluster, outcome: str, run: SyncRun) -> None:
-    from apps.core.observability import PUSH_SECONDS, PUSHES
 
     PUSHES.labels(cluster.name, outcome).inc()
     if run.started_at and run.finished_at:
@@ -273,12 +270,16 @@ def _read_serve_status(cluster: Cluster, transport: Any) -> dict:
             cluster.refresh_from_db()
         data = transport.serve_status()
     except RayUnavailable as exc:
-        Cluster.objects.filter(pk=cluster.pk).update(health=Cluster.Health.UNREACHABLE, health_message=str(exc)[:2000])
+        _mark_unreachable(cluster, exc)
         raise
-    except RayRejected as exc:
-        Cluster.objects.filter(pk=cluster.pk).update(health=Cluster.Health.UNREACHABLE, health_message=str(exc)[:2000])
+    except RayRejected as exc:  # a status read that is refused is as good as none
+        _mark_unreachable(cluster, exc)
         raise RayUnavailable(str(exc)) from exc
     return data.get("applications") or {}
+
+
+def _mark_unreachable(cluster: Cluster, exc: Exception) -> None:
+    Cluster.objects.filter(pk=cluster.pk).update(health=Cluster.Health.UNREACHABLE, health_message=str(exc)[:2000])
 
 
 def _read_nodes(cluster: Cluster, transport: Any) -> list[dict]:

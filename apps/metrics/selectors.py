@@ -13,7 +13,7 @@ from django.db.models import OuterRef, Subquery
 
 from apps.clusters.models import Cluster
 
-from .models import Point, Series
+from .models import Point, ScrapeRun, Series
 
 SERIES = (
     "gpu_utilization",
@@ -291,7 +291,6 @@ def residency(cluster: Cluster | list[Cluster], application: str | None = None) 
     series = list(qs)
     if not series:
         return []
-    from .models import ScrapeRun
 
     newest = ScrapeRun.objects.filter(cluster=OuterRef("pk")).exclude(finished_at=None)
     latest_start = dict(

@@ -20,6 +20,8 @@ from django.utils import timezone
 from apps.applications.models import Application
 from apps.applications.selectors import placed_replicas
 from apps.clusters.models import Cluster
+from apps.core.observability import SCRAPES
+from workers.clients import prometheus
 
 from .models import Point, ScrapeRun, Series
 
@@ -98,7 +100,6 @@ def scrape_cluster(cluster_id: int, targets: list[str] | None = None, now: datet
 
 
 def _scrape(cluster_id: int, owner: str, targets: list[str] | None, now: datetime | None) -> ScrapeRun:
-    from workers.clients.prometheus import ScrapeError, discover_targets
 
     cluster = Cluster.objects.get(pk=cluster_id)
     now = now or timezone.now()
@@ -108,8 +109,8 @@ def _scrape(cluster_id: int, owner: str, targets: list[str] | None, now: datetim
         targets = [str(t) for t in cluster.metrics_targets]
     if targets is None:
         try:
-            targets = discover_targets(cluster.dashboard_url, token=cluster.auth_token)
-        except ScrapeError as exc:
+            targets = prometheus.discover_targets(cluster.dashboard_url, token=cluster.auth_token)
+        except prometheus.ScrapeError as exc:
             errors.append(str(exc))
             targets = []
     pages = fetch_all(targets, deadline_s=settings.SCRAPE_DEADLINE_S)
@@ -156,7 +157,6 @@ def _scrape(cluster_id: int, owner: str, targets: list[str] | None, now: datetim
     run.targets, run.targets_failed, run.samples = len(targets), failed, samples
     run.points_written, run.counter_resets, run.errors = written, resets, errors[:50]
     run.save()
-    from apps.core.observability import SCRAPES
 
     SCRAPES.labels(cluster.name, "failed" if errors and not ok_now else "partial" if errors else "ok").inc()
     return run
@@ -164,8 +164,6 @@ def _scrape(cluster_id: int, owner: str, targets: list[str] | None, now: datetim
 
 def fetch_all(targets: list[str], *, deadline_s: float) -> dict[str, list[Any] | Exception]:
     """Fetch and parse every target at once; whatever has not answered by the deadline is a failure."""
-
-    from workers.clients import prometheus
 
     def one(target: str) -> list[Any]:
         return list(prometheus.parse(prometheus.fetch(target, timeout=deadline_s), set(FAMILIES)))

@@ -13,6 +13,8 @@ from django.db import transaction
 
 from apps.applications.models import Application
 from apps.applications.services import application_create
+from apps.catalog.models import ModelEntry
+from apps.catalog.services import model_create
 from apps.clusters.models import Cluster
 from apps.clusters.services import cluster_create
 from apps.quotas.services import quota_set
@@ -131,8 +133,6 @@ class Command(BaseCommand):
                     actor=teams[slug].created_by, team=teams[slug], cluster=cluster, name=name, spec=spec, source="seed"
                 )
         # The multiplexed app's models come from the catalog, which the push puts into its user_config.
-        from apps.catalog.models import ModelEntry
-        from apps.catalog.services import model_create
 
         mux = Application.objects.get(team=teams["search"], name="models", deleted_at__isnull=True)
         for i in range(1, 9):
