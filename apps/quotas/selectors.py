@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from decimal import Decimal
 
 from apps.clusters.models import GpuPool
-from apps.servespec.spec import demand
 from apps.teams.models import Team
 
 from .models import Quota
-from .services import PoolUsage
+from .services import PoolUsage, pool_usage
 
 Pair = tuple[int, int]  # (team id, cluster id)
 
@@ -26,7 +24,9 @@ def usage_for(pairs: Iterable[Pair]) -> dict[Pair, list[PoolUsage]]:
     pools: dict[int, list[GpuPool]] = defaultdict(list)
     for pool in GpuPool.objects.filter(cluster_id__in=cluster_ids).order_by("name"):
         pools[pool.cluster_id].append(pool)
-    quotas = {(q.team_id, q.pool_id): q for q in Quota.objects.filter(team_id__in=team_ids, cluster_id__in=cluster_ids)}
+    quotas: dict[int, dict[int, Quota]] = defaultdict(dict)  # team id -> pool id -> quota
+    for quota in Quota.objects.filter(team_id__in=team_ids, cluster_id__in=cluster_ids):
+        quotas[quota.team_id][quota.pool_id] = quota
     specs: dict[Pair, list[dict]] = defaultdict(list)
     apps = Team.objects.filter(  # the teams' applications through the reverse relation: quotas sit below them
         pk__in=team_ids,
@@ -36,21 +36,7 @@ def usage_for(pairs: Iterable[Pair]) -> dict[Pair, list[PoolUsage]]:
     ).values_list("pk", "applications__cluster_id", "applications__current_revision__spec")
     for team_id, cluster_id, spec in apps:
         specs[(team_id, cluster_id)].append(spec)
-    out: dict[Pair, list[PoolUsage]] = {}
-    for team_id, cluster_id in pairs:
-        rows = []
-        for pool in pools[cluster_id]:
-            quota = quotas.get((team_id, pool.pk))
-            limits = [(pool.resource, quota.gpus if quota else None)]
-            if quota is not None and quota.cpus is not None:
-                limits.append(("CPU", quota.cpus))
-            for resource, limit in limits:
-                used = sum((demand(s, resource) for s in specs[(team_id, cluster_id)]), Decimal(0))
-                rows.append(
-                    PoolUsage(pool=pool.name, resource=resource, quota=limit, in_use=used, requested=Decimal(0))
-                )
-        out[(team_id, cluster_id)] = rows
-    return out
+    return {(t, c): pool_usage(pools[c], quotas[t], specs[(t, c)]) for t, c in pairs}
 
 
 def quotas_by_team_pool(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], Quota]:

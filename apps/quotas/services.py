@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -58,8 +59,21 @@ def team_pool_usage(
     )
     others = [s for pk, s in apps if pk != exclude_app_id]
     previous_spec = next((s for pk, s in apps if pk == exclude_app_id), None)
+    return pool_usage(cluster.pools.all(), quotas, others, spec=spec, previous_spec=previous_spec)
+
+
+def pool_usage(
+    pools: Iterable[Any],
+    quotas: dict[int, Quota],
+    specs: list[dict],
+    *,
+    spec: dict | None = None,
+    previous_spec: dict | None = None,
+) -> list[PoolUsage]:
+    """Each pool's rows (its resource, and CPU where a CPU quota is set): the quota, what ``specs`` use, what ``spec``
+    asks and what ``previous_spec`` used. ``quotas`` maps pool ids to the team's quotas."""
     out = []
-    for pool in cluster.pools.all():
+    for pool in pools:
         quota = quotas.get(pool.pk)
         rows = [(pool.resource, quota.gpus if quota else None)]
         if quota is not None and quota.cpus is not None:
@@ -70,7 +84,7 @@ def team_pool_usage(
                     pool=pool.name,
                     resource=resource,
                     quota=limit,
-                    in_use=sum((demand(s, resource) for s in others), Decimal(0)),
+                    in_use=sum((demand(s, resource) for s in specs), Decimal(0)),
                     requested=demand(spec, resource) if spec else Decimal(0),
                     previous=demand(previous_spec, resource) if previous_spec else Decimal(0),
                 )
