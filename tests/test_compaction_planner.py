@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from apps.compaction.planner import naive_plan, parse, plan, validate
+from apps.compaction.planner import naive_plan, net_value, parse, plan, validate
 
 SIZES = [0.25, 0.5, 1.0, 2.0]
 
@@ -60,8 +60,9 @@ def test_every_plan_is_valid_deterministic_and_no_worse_than_first_fit(state):
     assert plan(json.loads(json.dumps(state))) == result
     nodes, replicas = parse(state)
     baseline = naive_plan(nodes, replicas)
-    cost = {n.id: n.cost for n in nodes}
-    assert sum(cost[n] for n in result["nodes_to_drain"]) >= sum(cost[n] for n in baseline.nodes_to_drain)
+    assert net_value(nodes, replicas, result["nodes_to_drain"], result["moves"]) >= net_value(
+        nodes, replicas, baseline.nodes_to_drain, baseline.moves
+    )
     assert "head" not in result["nodes_to_drain"]
     moved_from = {m["from"] for m in result["moves"]}
     assert moved_from <= set(result["nodes_to_drain"])
@@ -81,6 +82,33 @@ def rep(id, on, gpus, app="a", dep="d", **extra):  # noqa: A002
         "resources": {"GPU": gpus, "CPU": 0.1},
         **extra,
     }
+
+
+def test_an_empty_node_is_not_filled_to_free_others():
+    """Measured on real Ray with pack scheduling: one node held 3 GPUs, another 0.5, the third was empty. Moving
+    everything onto the empty node 'drains' two nodes in six moves and frees nothing more than one move does."""
+    state = {
+        "nodes": [node("head", 0, head=True), node("a"), node("b"), node("c")],
+        "replicas": [rep(f"a{i}", "a", 0.5 if i < 4 else 1.0, app=f"x{i}") for i in range(5)]
+        + [rep("b0", "b", 0.5, app="y")],
+    }
+    result = plan(state)
+    assert result["nodes_to_drain"] == ["b"] and result["moves"] == [{"replica": "b0", "from": "b", "to": "a"}]
+    assert result["idle_nodes"] == ["c"]
+
+
+def test_filling_an_empty_node_is_kept_when_it_frees_more():
+    """Three full-ish 4-GPU nodes (3 GPUs each) cannot help each other; an empty 8-GPU node takes two of them:
+    two nodes drained, one filled, one freed in all, which beats freeing none."""
+    state = {
+        "nodes": [node("head", 0, head=True), node("a"), node("b"), node("c"), node("d", gpus=8)],
+        "replicas": [rep(f"{n}{i}", n, 1.0, app=f"{n}{i}") for n in "abc" for i in range(3)],
+    }
+    result = plan(state)
+    assert len(result["nodes_to_drain"]) == 2 and validate(state, result) == []
+    assert "d" in {m["to"] for m in result["moves"]}
+    nodes, replicas = parse(state)
+    assert net_value(nodes, replicas, result["nodes_to_drain"], result["moves"]) == 1
 
 
 def test_nothing_to_free_when_every_node_is_full():

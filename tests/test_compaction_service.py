@@ -1,4 +1,5 @@
-"""Compaction planning from observed state, execution guards, policy and the plan page (no Ray needed)."""
+"""Compaction: plans from a fresh observation, execution (drain together, wait for Serve, verify each move), policy and
+the plan page, against a fake Serve at the dashboard client (tests/e2e/test_compaction_ray.py has real Ray)."""
 
 from __future__ import annotations
 
@@ -9,73 +10,106 @@ from django.test import Client
 
 from apps.applications.models import Application
 from apps.applications.services import application_create
+from apps.clusters.models import Cluster
 from apps.compaction import services
 from apps.compaction.models import CompactionPlan
+from apps.compaction.planner import plan as run_planner
+from tests.fake_serve import FakeServe
 
 pytestmark = pytest.mark.django_db
 
 
-def observed(cluster, alice, team_a):
-    """Three workers, one replica of 1 GPU on each: two nodes can be freed."""
-    cluster.nodes = [
-        {
-            "node_id": "head",
-            "node_ip": "10.0.0.1",
-            "state": "ALIVE",
-            "is_head_node": True,
-            "resources_total": {"CPU": 1},
-            "labels": {},
-        }
-    ]
-    for i in range(3):
-        cluster.nodes.append(
-            {
-                "node_id": f"w{i}",
-                "node_ip": f"10.0.0.{i + 2}",
-                "state": "ALIVE",
-                "is_head_node": False,
-                "resources_total": {"CPU": 2, "GPU": 4, "memory": 10**9},
-                "labels": {"pool": "a100"},
-            }
-        )
-    cluster.save()
+def observed(cluster, alice, team_a, monkeypatch, **kwargs):
+    """Three workers, one replica of 1 GPU on each (app team-a--a, managed): two nodes can be freed. What Ray
+    reports comes from a FakeServe behind the dashboard client; nothing is stored before the plan observes."""
     spec = {
         "route_prefix": "/a",
         "import_path": "examples.hello:app",
         "deployments": [{"name": "Hello", "num_replicas": 3, "ray_actor_options": {"num_gpus": 1}}],
     }
     app = application_create(actor=alice, team=team_a, cluster=cluster, name="a", spec=spec)
-    app.state = Application.State.RUNNING
-    app.status = {
-        "status": "RUNNING",
-        "deployments": {
-            "Hello": {
-                "status": "HEALTHY",
-                "required_resources": {"CPU": 0.5, "GPU": 1},
-                "replicas": [{"replica_id": f"r{i}", "node_id": f"w{i}", "state": "RUNNING"} for i in range(3)],
-            }
-        },
-    }
-    app.save()
-    return app
+    fake = FakeServe(nodes={"w0": 4, "w1": 4, "w2": 4}, **kwargs)
+    fake.add(app.serve_name, "Hello", 1.0, ["w0", "w1", "w2"])
+    serve(monkeypatch, fake)
+    return app, fake
 
 
-def test_plan_from_observed_state(cluster, alice, team_a, grant, staff):
+def serve(monkeypatch, fake: FakeServe) -> None:
+    from workers.clients.ray_dashboard import RayDashboardClient
+
+    monkeypatch.setattr(RayDashboardClient, "get_serve_applications", lambda self: fake.get_serve_applications())
+    monkeypatch.setattr(RayDashboardClient, "list_nodes", lambda self: fake.list_nodes())
+    monkeypatch.setattr(services, "client_for", lambda cluster, timeout=None: fake)
+
+    def via_job(client, *, node_ids, reason_message):
+        fake.drain(node_ids)
+        return "serve-control-plane-drain-test"
+
+    monkeypatch.setattr(services, "drain_nodes_via_job", via_job)
+    monkeypatch.setattr(services.time, "sleep", lambda s: None)
+
+
+def test_plan_is_made_from_an_observation_taken_for_it(cluster, alice, team_a, grant, staff, monkeypatch):
     grant(team_a, cluster, "8")
-    observed(cluster, alice, team_a)
+    app, fake = observed(cluster, alice, team_a, monkeypatch)
+    assert cluster.nodes == [] and Application.objects.get(pk=app.pk).status == {}, "nothing stored beforehand"
     plan = services.plan_create(actor=staff, cluster=cluster)
     assert len(plan.nodes_to_drain) == 2 and len(plan.moves) == 2
     assert plan.gpus_freed == 8 and plan.gpu_hours_per_day == 192
     assert [s.node_id for s in plan.steps.all()] == plan.nodes_to_drain
     assert plan.steps.first().replicas[0]["team"] == "team-a"
+    assert plan.observed_at is not None and (plan.created_at - plan.observed_at).total_seconds() < 5
+    assert len(Application.objects.get(pk=app.pk).status["deployments"]["Hello"]["replicas"]) == 3
     again = services.plan_create(actor=staff, cluster=cluster)
     plan.refresh_from_db()
     assert plan.state == "superseded" and again.state == "planned"
 
 
-def test_execute_guards(cluster, alice, team_a, grant, staff, api):
+def test_replicas_of_apps_the_control_plane_does_not_manage_count(cluster, alice, team_a, grant, staff, monkeypatch):
     grant(team_a, cluster, "8")
-    observed(cluster, alice, team_a)
+    _, fake = observed(cluster, alice, team_a, monkeypatch)
+    fake.add("someone-elses", "Big", 3.0, ["w0", "w1"])  # w0 and w1 are full now: nothing can move
+    plan = services.plan_create(actor=staff, cluster=cluster)
+    assert {r["app"] for r in plan.input["replicas"]} == {"team-a--a", "someone-elses"}
+    assert plan.nodes_to_drain == []
+    cluster.refresh_from_db()
+    managed_only = services.planner_input(cluster)  # what the stored statuses of managed apps alone would say
+    assert len(run_planner(managed_only)["nodes_to_drain"]) == 2
+
+
+def test_unreachable_cluster_gets_no_plan(cluster, alice, team_a, grant, staff, api, monkeypatch):
+    grant(team_a, cluster, "8")
+    _, fake = observed(cluster, alice, team_a, monkeypatch)
+    fake.unreachable = True
+    resp = api(staff).post("/api/v1/compaction/plans/", {"cluster": cluster.pk}, format="json")
+    assert resp.status_code == 400 and "could not be observed" in resp.json()["cluster"][0], resp.json()
+    assert not CompactionPlan.objects.exists()
+
+
+def test_no_plan_while_serve_moves_replicas(cluster, alice, team_a, grant, staff, api, monkeypatch):
+    grant(team_a, cluster, "8")
+    _, fake = observed(cluster, alice, team_a, monkeypatch)
+    fake.replicas[0].state = "PENDING_MIGRATION"
+    resp = api(staff).post("/api/v1/compaction/plans/", {"cluster": cluster.pk}, format="json")
+    assert resp.status_code == 400 and "Serve is moving replicas" in resp.json()["cluster"][0]
+    assert "1 PENDING_MIGRATION" in resp.json()["cluster"][0]
+
+
+def test_drained_nodes_are_not_targets(cluster, alice, team_a, grant, staff, monkeypatch):
+    grant(team_a, cluster, "8")
+    observed(cluster, alice, team_a, monkeypatch)
+    plan = services.plan_create(actor=staff, cluster=cluster)
+    plan.steps.filter(node_id=plan.nodes_to_drain[0]).update(state="succeeded")
+    cluster.refresh_from_db()
+    state = services.planner_input(cluster)
+    assert plan.nodes_to_drain[0] not in {n["id"] for n in state["nodes"]}
+    again = services.plan_create(actor=staff, cluster=cluster)
+    assert plan.nodes_to_drain[0] not in {n["id"] for n in again.input["nodes"]}
+
+
+def test_execute_guards(cluster, alice, team_a, grant, staff, api, monkeypatch):
+    grant(team_a, cluster, "8")
+    observed(cluster, alice, team_a, monkeypatch)
     plan = services.plan_create(actor=staff, cluster=cluster)
     other = CompactionPlan.objects.create(cluster=cluster, input={}, state="executing")
     resp = api(staff).post(f"/api/v1/compaction/plans/{plan.pk}/execute/")
@@ -87,23 +121,139 @@ def test_execute_guards(cluster, alice, team_a, grant, staff, api):
     assert api(alice).get("/api/v1/compaction/plans/").status_code == 403
 
 
-def test_unobserved_cluster_cannot_be_planned(cluster, staff, api):
-    resp = api(staff).post("/api/v1/compaction/plans/", {"cluster": cluster.pk}, format="json")
-    assert resp.status_code == 400 and "not been observed" in resp.json()["cluster"][0]
+def test_execution_needs_only_the_dashboard(cluster, make_cluster):
+    ready = services.execution_readiness(cluster)
+    assert ready["method"] == "job" and ready["ready"] and cluster.dashboard_url in ready["via"]
+    override = make_cluster(name="with-gcs", gcs_address="10.0.0.1:6379")
+    assert services.execution_readiness(override)["method"] == "gcs"
+    Cluster.objects.filter(pk=cluster.pk).update(dashboard_url="", health="unreachable", health_message="refused")
+    cluster.refresh_from_db()
+    missing = services.execution_readiness(cluster)["missing"]
+    assert len(missing) == 2 and "no dashboard URL and no GCS address" in missing[0] and "refused" in missing[1]
 
 
-def test_drained_nodes_are_not_targets(cluster, alice, team_a, grant, staff):
+def execute(plan, **kwargs):
+    CompactionPlan.objects.filter(pk=plan.pk).update(state="executing")
+    return services.run_plan(plan.pk, **kwargs)
+
+
+def test_execution_drains_all_nodes_together_and_verifies_every_move(cluster, alice, team_a, grant, staff, monkeypatch):
     grant(team_a, cluster, "8")
-    observed(cluster, alice, team_a)
+    _, fake = observed(cluster, alice, team_a, monkeypatch)
     plan = services.plan_create(actor=staff, cluster=cluster)
-    plan.steps.filter(node_id=plan.nodes_to_drain[0]).update(state="succeeded")
-    state = services.planner_input(cluster)
-    assert plan.nodes_to_drain[0] not in {n["id"] for n in state["nodes"]}
+    assert execute(plan) == "succeeded", CompactionPlan.objects.get(pk=plan.pk).error
+    plan.refresh_from_db()
+    assert fake.drain_calls == [plan.nodes_to_drain], "one drain call with every node of the plan"
+    assert plan.drain_method == "job" and plan.drain_job == "serve-control-plane-drain-test"
+    out = plan.outcome
+    assert out["moves_planned"] == 2 and out["moves_made"] == 2 and out["moved_twice"] == 0 and not out["problems"]
+    kept = ({"w0", "w1", "w2"} - set(plan.nodes_to_drain)).pop()
+    assert all(r["actual_to"] == kept and r["as_planned"] for r in out["replicas"])
+    assert {r["node"] for r in out["final"]} == {kept} and len(out["final"]) == 3
+    assert set(out["seconds_per_node"]) == set(plan.nodes_to_drain)
+    assert [s.state for s in plan.steps.all()] == ["succeeded", "succeeded"]
+    assert all("emptied" in s.message for s in plan.steps.all())
+
+
+def test_drains_that_land_one_after_another_show_as_second_moves(cluster, alice, team_a, grant, staff, monkeypatch):
+    """What node-by-node draining did: a replacement lands on a node drained next, and moves again."""
+    grant(team_a, cluster, "8")
+    spec = {
+        "route_prefix": "/a",
+        "import_path": "examples.hello:app",
+        "deployments": [{"name": "Hello", "num_replicas": 3, "ray_actor_options": {"num_gpus": 1}}],
+    }
+    app = application_create(actor=alice, team=team_a, cluster=cluster, name="a", spec=spec)
+    fake = FakeServe(nodes={"w0": 4, "w1": 4, "w2": 4})
+    fake.add(app.serve_name, "Hello", 1.0, ["w0", "w1", "w2", "w2"])
+    serve(monkeypatch, fake)
+    plan = services.plan_create(actor=staff, cluster=cluster)
+    assert plan.nodes_to_drain[:2] == ["w0", "w1"], plan.nodes_to_drain
+    fake.late = {"w1": 3}  # w1's drain takes effect three ticks after w0's: w0's replica goes to w1 first
+    assert execute(plan) == "failed"
+    plan.refresh_from_db()
+    assert plan.outcome["moved_twice"] >= 1
+    assert "verification" in plan.error and "a second move" in plan.error
+
+
+def test_a_plan_the_cluster_outgrew_is_not_executed(cluster, alice, team_a, grant, staff, monkeypatch):
+    grant(team_a, cluster, "8")
+    _, fake = observed(cluster, alice, team_a, monkeypatch)
+    plan = services.plan_create(actor=staff, cluster=cluster)
+    fake.add("newcomer", "X", 1.0, [plan.nodes_to_drain[0]])
+    assert execute(plan) == "failed"
+    plan.refresh_from_db()
+    assert "changed since the plan" in plan.error and fake.drain_calls == [], "nothing drained"
+    assert {s.state for s in plan.steps.all()} == {"skipped"}
+
+
+def test_execution_waits_while_serve_migrates_on_its_own(cluster, alice, team_a, grant, staff, monkeypatch):
+    grant(team_a, cluster, "8")
+    _, fake = observed(cluster, alice, team_a, monkeypatch)
+    plan = services.plan_create(actor=staff, cluster=cluster)
+    rep = fake.replicas[0]
+    rep.state = "PENDING_MIGRATION"  # Serve's pack compaction moves it; it stops after a few ticks
+    ticks_at_drain = []
+    original = fake.drain
+
+    def drain(node_ids):
+        ticks_at_drain.append(fake.ticks)
+        original(node_ids)
+
+    fake.drain = drain
+    clock = iter(range(0, 10_000))
+    monkeypatch.setattr(services.time, "monotonic", lambda: next(clock) * 0.5)
+    calls = {"n": 0}
+    real_tick = fake.tick
+
+    def tick():
+        calls["n"] += 1
+        if calls["n"] == 4:
+            rep.state = "RUNNING"  # Serve is done
+        real_tick()
+
+    fake.tick = tick
+    assert execute(plan) == "succeeded", CompactionPlan.objects.get(pk=plan.pk).error
+    plan.refresh_from_db()
+    assert ticks_at_drain and ticks_at_drain[0] >= 4, "drained only after Serve stopped moving replicas"
+    assert plan.outcome["waited_for_serve_s"] > 0
+
+
+def test_verify_moves_counts_each_replica():
+    baseline = {
+        "replicas": [
+            {"id": "a", "node": "n1", "app": "x", "deployment": "D"},
+            {"id": "b", "node": "n2", "app": "x", "deployment": "D"},
+            {"id": "c", "node": "n3", "app": "x", "deployment": "D"},
+        ]
+    }
+    moves = [{"replica": "a", "from": "n1", "to": "n3"}]
+    final = {"b": {"key": "x/D", "node": "n2"}, "c": {"key": "x/D", "node": "n3"}, "a2": {"key": "x/D", "node": "n2"}}
+    seen = {**final, "a": {"key": "x/D", "node": "n1"}}
+    out = services.verify_moves(moves, baseline, ["n1"], seen, final)
+    assert out["moves_made"] == 1 and out["as_planned"] == 0 and out["moved_twice"] == 0 and not out["problems"]
+    assert out["replicas"][0] == {
+        "replica": "a",
+        "app": "x",
+        "deployment": "D",
+        "from": "n1",
+        "planned_to": "n3",
+        "actual_to": "n2",
+        "replacement": "a2",
+        "as_planned": False,
+    }
+    # A replacement that was itself replaced, and a kept node's replica that moved: both are reported.
+    seen2 = {**seen, "a1": {"key": "x/D", "node": "n1"}}
+    final2 = {"c": final["c"], "a2": final["a2"], "b2": {"key": "x/D", "node": "n3"}}
+    out = services.verify_moves(moves, baseline, ["n1"], seen2, final2)
+    assert out["moved_twice"] == 1
+    assert any("a second move" in p for p in out["problems"]) and any("kept node" in p for p in out["problems"])
 
 
 def test_policy(cluster, alice, team_a, grant, staff, monkeypatch, django_capture_on_commit_callbacks):
     grant(team_a, cluster, "8")
-    observed(cluster, alice, team_a)
+    app, fake = observed(cluster, alice, team_a, monkeypatch)
+    Application.objects.filter(pk=app.pk).update(state="running", deployed_revision=app.current_revision)
     cluster.refresh_from_db()
     cluster.compaction_policy = "off"
     cluster.save()
@@ -113,6 +263,9 @@ def test_policy(cluster, alice, team_a, grant, staff, monkeypatch, django_captur
     assert services.policy_tick(cluster.pk) == "deploy in progress"  # the app's push has not happened
     cluster.pushed_generation = cluster.desired_generation
     cluster.save()
+    fake.replicas[0].state = "PENDING_MIGRATION"
+    assert services.policy_tick(cluster.pk) == "Serve is moving replicas"
+    fake.replicas[0].state = "RUNNING"
     assert services.policy_tick(cluster.pk) == "suggested"
     assert services.policy_tick(cluster.pk) == "suggested already"
     assert CompactionPlan.objects.filter(trigger="suggest").count() == 1
@@ -148,34 +301,55 @@ def test_window(window, hour, inside):
     assert services.in_window(window, datetime(2026, 1, 1, hour, 30, tzinfo=UTC)) is inside
 
 
-def test_plan_page_shows_before_and_after(cluster, alice, team_a, grant, staff):
+def test_plan_page_shows_before_after_readiness_and_actual(cluster, alice, team_a, grant, staff, monkeypatch):
     grant(team_a, cluster, "8")
-    observed(cluster, alice, team_a)
+    observed(cluster, alice, team_a, monkeypatch)
     c = Client()
     c.force_login(staff)
     resp = c.post(f"/clusters/{cluster.pk}/compaction/")
     assert resp.status_code == 302
     page = c.get(resp["Location"]).content.decode()
-    assert "Before" in page and "After" in page and "GPU-hours saved per day" in page
+    assert "Before" in page and "After (planned)" in page and "GPU-hours saved per day" in page
     assert page.count("← moved") == 2 and "Execute: drain 2 nodes" in page
+    assert "taken for this plan at" in page and "s before the plan was made" in page
+    assert "a short Ray job on the head node" in page and "Execution will not work yet" not in page
+    plan = CompactionPlan.objects.get()
+    execute(plan)
+    page = c.get(resp["Location"]).content.decode()
+    assert "After (actual, as Ray reported it)" in page and page.count('data-as-planned="yes"') == 2
+    assert "replicas moved more than once: <strong>0</strong>" in page
     c.force_login(alice)
     assert c.get(resp["Location"]).status_code == 404
 
 
-def test_replica_moves_without_a_config_change_are_shown(cluster, alice, team_a, grant, staff):
+def test_plan_page_says_what_is_missing(cluster, alice, team_a, grant, staff, monkeypatch):
+    grant(team_a, cluster, "8")
+    observed(cluster, alice, team_a, monkeypatch)
+    plan = services.plan_create(actor=staff, cluster=cluster)
+    Cluster.objects.filter(pk=cluster.pk).update(dashboard_url="")
+    c = Client()
+    c.force_login(staff)
+    page = c.get(f"/compaction/{plan.pk}/").content.decode()
+    assert "Execution will not work yet" in page and "no dashboard URL and no GCS address" in page
+    assert "disabled" in page.split("Execute: drain")[0].rsplit("<button", 1)[1]
+
+
+def test_replica_moves_without_a_config_change_are_shown(cluster, alice, team_a, grant, staff, monkeypatch):
     from django.utils import timezone
 
-    from apps.clusters.models import Cluster
-    from apps.deploys.sync import _record_replica_moves, _replica_moves
+    from apps.deploys.sync import _record_replica_moves, _replica_moves, observe
 
     grant(team_a, cluster, "8")
-    app = observed(cluster, alice, team_a)
+    app, fake = observed(cluster, alice, team_a, monkeypatch)
+    observe(cluster.pk)
+    app.refresh_from_db()
+    r0, r1, _ = (r["replica_id"] for r in app.status["deployments"]["Hello"]["replicas"])
     new = {
         "deployments": {
             "Hello": {
                 "replicas": [
-                    {"replica_id": "r0", "node_id": "w0", "state": "RUNNING"},
-                    {"replica_id": "r1", "node_id": "w1", "state": "RUNNING"},
+                    {"replica_id": r0, "node_id": "w0", "state": "RUNNING"},
+                    {"replica_id": r1, "node_id": "w1", "state": "RUNNING"},
                     {"replica_id": "r9", "node_id": "w1", "state": "RUNNING"},
                 ]
             }

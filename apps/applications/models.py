@@ -48,6 +48,11 @@ class Application(models.Model):
         default=list, blank=True, help_text="Fields where what Ray runs differs in meaning from the current revision."
     )
     observed_at = models.DateTimeField(null=True, blank=True)
+    replica_starts = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Replicas Ray started without a config change (restarts), newest last: {t, deployment, replica_id}.",
+    )
     deleted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)

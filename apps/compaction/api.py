@@ -40,13 +40,16 @@ class PlanSerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "error",
+            "drain_method",
+            "drain_job",
+            "outcome",
             "steps",
         ]
         read_only_fields = fields
 
 
 class CompactionPlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Compaction plans: staff only. POST {"cluster": id} plans from the last observed state."""
+    """Compaction plans: staff only. POST {"cluster": id} observes the cluster, then plans from that observation."""
 
     filterset_class = CompactionPlanFilter
 

@@ -32,6 +32,15 @@ class CompactionPlan(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
+    drain_method = models.CharField(
+        max_length=8, blank=True, help_text="How the nodes were drained: job (through the dashboard) or gcs."
+    )
+    drain_job = models.CharField(max_length=64, blank=True, help_text="The Ray job that drained the nodes.")
+    outcome = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="After execution: per replica, planned against actual placement; moves made; time per node.",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -11,9 +11,9 @@ Output: nodes to drain, moves (replica, from, to) and the resources freed. A pla
 fits (every resource of every node, after all moves), the head node is never drained, every drained node
 ends empty, and every replica lands on a node of its own pool (or one matching its label selector).
 
-Objective, in order: free as many nodes as possible (weighted by node cost), then make as few moves as
-possible, then keep each deployment with two or more replicas on at least two nodes. Deterministic: the
-same input gives the same plan.
+Objective, in order: free as many nodes as possible (weighted by node cost; a node that was empty and receives
+replicas counts against the plan, as it was free already), then make as few moves as possible, then keep each
+deployment with two or more replicas on at least two nodes. Deterministic: the same input gives the same plan.
 """
 
 from __future__ import annotations
@@ -271,11 +271,19 @@ def _node_key(state: _State, node: Node, kind: str) -> tuple:
     return (node.id,)
 
 
-def _run(nodes: list[Node], replicas: list[Replica], kind: str, spread: bool) -> tuple[list[str], list[dict], float]:
+def _run(
+    nodes: list[Node], replicas: list[Replica], kind: str, spread: bool, use_idle: bool = True
+) -> tuple[list[str], list[dict], float]:
     """Drain nodes greedily; the next candidate is chosen on the current state (a lazy heap), so nodes that
-    just received replicas move back in the queue instead of being drained right after."""
+    just received replicas move back in the queue instead of being drained right after. ``use_idle=False``
+    keeps empty nodes out of the targets (they are free already: filling one frees nothing)."""
     state = _State(nodes, replicas)
     closed: set[str] = set()
+    if not use_idle:
+        for n in nodes:
+            if not n.head and not state.on_node[n.id]:
+                closed.add(n.id)
+                state.hide(n.id)
     drained: list[str] = []
     moves: list[dict] = []
     value = 0.0
@@ -348,23 +356,28 @@ def plan_objects(nodes: list[Node], replicas: list[Replica]) -> Plan:
     orders = ["emptiest-first", "least-used-first", "naive-first-fit"]
     best: tuple | None = None
 
-    def consider(name: str, spread: bool) -> None:
+    def consider(name: str, spread: bool, use_idle: bool = True) -> None:
         nonlocal best
-        drained, moves, value = _run(nodes, replicas, name, spread)
-        score = (-value, len(moves), _collapsed_groups(replicas, moves), name, not spread)
+        drained, moves, _ = _run(nodes, replicas, name, spread, use_idle)
+        value = net_value(nodes, replicas, drained, moves)
+        score = (-value, len(moves), _collapsed_groups(replicas, moves), name, not spread, use_idle)
         if best is None or score < best[0]:
             best = (score, name, drained, moves)
 
     for name in orders:
         consider(name, spread=True)
+        if idle:
+            consider(name, spread=True, use_idle=False)
     assert best is not None
     # Spreading is the last priority: without it, the best order may free more nodes.
     consider(best[1], spread=False)
+    if idle:
+        consider(best[1], spread=False, use_idle=False)
     if len(nodes) * len(replicas) <= NAIVE_CANDIDATE_LIMIT:
         # Small enough to afford the first-fit baseline itself as a candidate: never worse than it.
         naive = naive_plan(nodes, replicas)
-        value = sum(n.cost for n in nodes if n.id in set(naive.nodes_to_drain))
-        score = (-value, len(naive.moves), _collapsed_groups(replicas, naive.moves), "first-fit", True)
+        value = net_value(nodes, replicas, naive.nodes_to_drain, naive.moves)
+        score = (-value, len(naive.moves), _collapsed_groups(replicas, naive.moves), "first-fit", True, True)
         if score < best[0]:
             best = (score, "first-fit", naive.nodes_to_drain, naive.moves)
     assert best is not None
@@ -375,6 +388,15 @@ def plan_objects(nodes: list[Node], replicas: list[Replica]) -> Plan:
         for k, v in by_id[node_id].resources.items():
             freed[k] += v
     return Plan(nodes_to_drain=drained, moves=moves, freed=dict(freed), idle_nodes=idle, strategy=name)
+
+
+def net_value(nodes: list[Node], replicas: list[Replica], drained: list[str], moves: list[dict]) -> float:
+    """What a plan frees: the cost of the nodes it drains, less that of nodes that were empty and receive
+    replicas (an empty node is free already; filling it gives that back)."""
+    occupied = {r.node for r in replicas}
+    cost = {n.id: n.cost for n in nodes}
+    filled = {m["to"] for m in moves if m["to"] not in occupied}
+    return sum(cost[n] for n in drained) - sum(cost[n] for n in filled)
 
 
 def naive_plan(nodes: list[Node], replicas: list[Replica]) -> Plan:
@@ -450,3 +472,28 @@ def validate(state: dict[str, Any], result: dict[str, Any]) -> list[str]:
             if v > by_node[node_id].resources.get(k, 0.0) + 1e-6:
                 errors.append(f"node {node_id} over capacity in {k}: {v} > {by_node[node_id].resources.get(k, 0.0)}")
     return errors
+
+
+def relocate(nodes: list[Node], replicas: list[Replica], drain: list[str]) -> list[dict] | None:
+    """Can every replica on the ``drain`` nodes be placed on the other nodes at once (all drained together)?
+
+    Returns the moves (best fit, pool rules kept), or None when some replica would fit nowhere: what execution
+    checks on a fresh observation before it drains anything.
+    """
+    state = _State(nodes, replicas)
+    by_id = {n.id: n for n in nodes}
+    closed = {node_id for node_id in drain if node_id in by_id}
+    for node_id in closed:
+        state.hide(node_id)
+    moves: list[dict] = []
+    for node_id in drain:
+        if node_id not in by_id:
+            continue
+        done = _try_drain(state, by_id[node_id], closed, spread=False)
+        if done is None:
+            return None
+        for rep, dst in done:
+            moves.append({"replica": rep.id, "from": node_id, "to": dst})
+            state.on_node[dst].append(rep)
+        state.on_node[node_id] = []
+    return moves

@@ -21,33 +21,38 @@ def _staff(request: HttpRequest) -> None:
         raise Http404
 
 
+def _node_map(plan: CompactionPlan, where: dict[str, list[dict]]) -> list[dict]:
+    """The plan's nodes as cards: the replicas ``where`` puts on each, GPU use, whether the plan drains it."""
+    drain = set(plan.nodes_to_drain)
+    out = []
+    for n in plan.input.get("nodes", []):
+        here = where.get(n["id"], [])
+        gpus = Decimal(str(n["resources"].get("GPU", 0)))
+        used = sum((Decimal(str(r["resources"].get("GPU", 0))) for r in here), Decimal(0))
+        out.append(
+            {
+                "id": n["id"],
+                "head": n.get("head"),
+                "draining": n["id"] in drain,
+                "replicas": here,
+                "gpus": format(gpus.normalize(), "f"),
+                "used": format(used.normalize(), "f"),
+                "pct": int(used / gpus * 100) if gpus else 0,
+            }
+        )
+    return sorted(out, key=lambda n: (not n["head"], n["id"]))
+
+
 def _maps(plan: CompactionPlan) -> tuple[list[dict], list[dict], list[dict]]:
     reps = {r["id"]: r for r in plan.input.get("replicas", [])}
     moved = {m["replica"]: m["to"] for m in plan.moves}
-    drain = set(plan.nodes_to_drain)
 
     def build(after: bool) -> list[dict]:
-        out = []
-        for n in plan.input.get("nodes", []):
-            here = [
-                dict(r, moved=after and r["id"] in moved)
-                for r in reps.values()
-                if (moved.get(r["id"], r["node"]) if after else r["node"]) == n["id"]
-            ]
-            gpus = Decimal(str(n["resources"].get("GPU", 0)))
-            used = sum((Decimal(str(r["resources"].get("GPU", 0))) for r in here), Decimal(0))
-            out.append(
-                {
-                    "id": n["id"],
-                    "head": n.get("head"),
-                    "draining": n["id"] in drain,
-                    "replicas": here,
-                    "gpus": format(gpus.normalize(), "f"),
-                    "used": format(used.normalize(), "f"),
-                    "pct": int(used / gpus * 100) if gpus else 0,
-                }
-            )
-        return sorted(out, key=lambda n: (not n["head"], n["id"]))
+        where: dict[str, list[dict]] = {}
+        for r in reps.values():
+            node = moved.get(r["id"], r["node"]) if after else r["node"]
+            where.setdefault(node, []).append(dict(r, moved=after and r["id"] in moved))
+        return _node_map(plan, where)
 
     moves = [
         dict(
@@ -60,19 +65,51 @@ def _maps(plan: CompactionPlan) -> tuple[list[dict], list[dict], list[dict]]:
     return build(False), build(True), moves
 
 
+def _actual_map(plan: CompactionPlan) -> list[dict]:
+    """Nodes as they ended after execution (the replicas Ray reported running), beside the planned map."""
+    final = (plan.outcome or {}).get("final") or []
+    if not final:
+        return []
+    kind = {
+        f"{r['app']}/{r['deployment']}": (r["resources"], r.get("team", "")) for r in plan.input.get("replicas", [])
+    }
+    where: dict[str, list[dict]] = {}
+    for rep in final:
+        resources, team = kind.get(rep["key"], ({}, ""))
+        app, _, dep = rep["key"].partition("/")
+        where.setdefault(rep["node"], []).append(
+            {"id": rep["id"], "app": app, "deployment": dep, "team": team, "resources": resources}
+        )
+    return _node_map(plan, where)
+
+
 @login_required
 def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     _staff(request)
     plan = get_object_or_404(CompactionPlan.objects.select_related("cluster"), pk=pk)
     before, after, moves = _maps(plan)
-    return render(request, "compaction/plan.html", {"plan": plan, "before": before, "after": after, "moves": moves})
+    lag = (plan.created_at - plan.observed_at).total_seconds() if plan.observed_at else None
+    return render(
+        request,
+        "compaction/plan.html",
+        {
+            "plan": plan,
+            "before": before,
+            "after": after,
+            "actual": _actual_map(plan),
+            "moves": moves,
+            "outcome": plan.outcome or {},
+            "observed_lag_s": lag,
+            "readiness": services.execution_readiness(plan.cluster),
+        },
+    )
 
 
 @login_required
 def plan_steps(request: HttpRequest, pk: int) -> HttpResponse:
     _staff(request)
     plan = get_object_or_404(CompactionPlan, pk=pk)
-    return render(request, "compaction/_steps.html", {"plan": plan})
+    return render(request, "compaction/_steps.html", {"plan": plan, "outcome": plan.outcome or {}})
 
 
 @login_required

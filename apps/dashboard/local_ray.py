@@ -59,6 +59,8 @@ class LocalRayCluster:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
         env["RAY_USAGE_STATS_ENABLED"] = "0"
+        # As in an activated virtualenv: the nodes' `ray` command (what a Ray job's entrypoint finds) is this one.
+        env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p)
         env.update(self.env)
         return env
 

@@ -25,7 +25,7 @@ from apps.clusters.models import Cluster, SyncRun
 from apps.clusters.selectors import cluster_by_id, last_sync_runs, unmanaged_apps
 from apps.clusters.services import unmanaged_remove
 from apps.compaction.models import CompactionPlan
-from apps.compaction.services import drained_node_ids
+from apps.compaction.services import drained_node_ids, serve_in_motion
 from apps.core.exceptions import Conflict
 from apps.core.fields import error_fields, error_text
 from apps.core.ids import parse_id
@@ -104,6 +104,15 @@ def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
     visible = set(teams_for(request.user).values_list("slug", flat=True))
 
     plans = CompactionPlan.objects.filter(cluster=cluster).exclude(state=CompactionPlan.State.SUPERSEDED)[:5]
+    stored = (
+        {
+            a.serve_name: a.status
+            for a in Application.objects.filter(cluster=cluster, deleted_at__isnull=True).select_related("team")
+            if a.status
+        }
+        if request.user.is_staff
+        else {}
+    )
 
     return render(
         request,
@@ -118,6 +127,8 @@ def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "visible_teams": visible,
             "plans": plans,
             "drained": drained_node_ids(cluster),
+            "serve_moving": [m for m in serve_in_motion(stored) if "PENDING_MIGRATION" in m],
+            "executing": next((p for p in plans if p.state == CompactionPlan.State.EXECUTING), None),
             "cluster_id": str(cluster.pk),
             "team_colours": _colour_nodes(state),
         },

@@ -236,11 +236,26 @@ def _after_push(cluster: Cluster, revisions: dict[int, int]) -> None:
         gone.delete()
 
 
+@dataclass(frozen=True)
+class Observation:
+    """One reading of a cluster: Serve's applications by name (as Ray reports them), its nodes, and when."""
+
+    settled: bool
+    apps: dict
+    nodes: list[dict]
+    at: Any
+
+
 def observe_cluster(cluster_id: int) -> bool:
     """Read Serve's status into observed state. Returns True when every app has settled.
 
     Raises RayUnavailable when the dashboard cannot be read (and records the cluster as unreachable).
     """
+    return observe(cluster_id).settled
+
+
+def observe(cluster_id: int) -> Observation:
+    """observe_cluster, returning what was read (what a compaction plan is made from)."""
     cluster = Cluster.objects.get(pk=cluster_id)
     transport = transport_for(cluster)
     ray_apps = _read_serve_status(cluster, transport)
@@ -259,7 +274,7 @@ def observe_cluster(cluster_id: int) -> bool:
         unmanaged_apps=unmanaged,
         nodes=nodes,
     )
-    return settled
+    return Observation(settled=settled, apps=ray_apps, nodes=nodes, at=now)
 
 
 def _read_serve_status(cluster: Cluster, transport: Any) -> dict:
@@ -304,7 +319,9 @@ def _observe_apps(
     settled = True
     moves: list[dict] = []
     diffs: dict[str, list] = {}
-    before = {app.pk: (app.state, app.status, app.status_message, app.config_diff) for app in apps}
+    before = {
+        app.pk: (app.state, app.status, app.status_message, app.config_diff, len(app.replica_starts)) for app in apps
+    }
     for app in apps:
         seen = ray_apps.get(app.serve_name)
         desired = merged.app_configs.get(app.serve_name)
@@ -318,16 +335,47 @@ def _observe_apps(
         new_status = _status_doc(seen)
         if app.state == Application.State.RUNNING and app.current_revision_id == app.deployed_revision_id:
             moves.extend(_replica_moves(app, app.status, new_status, now))
+        starts = _replica_starts(app.status, new_status, now)
+        if starts:
+            app.replica_starts = _recent_starts(app.replica_starts + starts, now)
         app.status = new_status
         app.status_message = (seen or {}).get("message", "") or ""
         app.observed_at = now
     # Only what changed is written: an idle cluster's poll is a read and one UPDATE of observed_at.
-    changed = [a for a in apps if (a.state, a.status, a.status_message, a.config_diff) != before[a.pk]]
-    Application.objects.bulk_update(changed, ["state", "status", "status_message", "config_diff"], batch_size=200)
+    changed = [
+        a for a in apps if (a.state, a.status, a.status_message, a.config_diff, len(a.replica_starts)) != before[a.pk]
+    ]
+    Application.objects.bulk_update(
+        changed, ["state", "status", "status_message", "config_diff", "replica_starts"], batch_size=200
+    )
     Application.objects.filter(pk__in=[a.pk for a in apps]).update(observed_at=now)
     if moves:
         _record_replica_moves(cluster, moves)
     return settled, diffs
+
+
+REPLICA_STARTS_KEPT = 50
+
+
+def _replica_starts(old: dict, new: dict, now: Any) -> list[dict]:
+    """Replicas Ray started while the app's deployed config stayed the same (Ray's last_deployed_time_s): restarts
+    after a crash, a failed health check, a node lost or a drain. A deploy's own new replicas are not counted."""
+    if not old or not new or old.get("last_deployed_time_s") != new.get("last_deployed_time_s"):
+        return []
+    out = []
+    for name, dep in (new.get("deployments") or {}).items():
+        known = {r.get("replica_id") for r in ((old.get("deployments") or {}).get(name) or {}).get("replicas") or []}
+        if not known:
+            continue  # nothing seen before for it: no way to tell a start from the first sight
+        for rep in dep.get("replicas") or []:
+            if rep.get("replica_id") and rep["replica_id"] not in known:
+                out.append({"t": now.timestamp(), "deployment": name, "replica_id": rep["replica_id"]})
+    return out
+
+
+def _recent_starts(starts: list[dict], now: Any) -> list[dict]:
+    keep_after = now.timestamp() - 86400
+    return [s for s in starts or [] if s.get("t", 0) >= keep_after][-REPLICA_STARTS_KEPT:]
 
 
 def _state_of(app: Application, seen: dict | None) -> str:

@@ -94,6 +94,21 @@ class RayDashboardClient:
         except (KeyError, TypeError) as exc:
             raise RayUnavailable(f"Ray dashboard at {self.base_url} sent an unexpected node list") from exc
 
+    def submit_job(self, body: dict) -> dict:
+        """POST /api/jobs/: run an entrypoint on the head node (Ray's job submission API)."""
+        data = self._request("POST", "/api/jobs/", body)
+        return data if isinstance(data, dict) else {}
+
+    def job_status(self, submission_id: str) -> dict:
+        data = self._request("GET", f"/api/jobs/{submission_id}")
+        if not isinstance(data, dict):
+            raise RayUnavailable(f"Ray dashboard at {self.base_url} sent an unexpected job status")
+        return data
+
+    def job_logs(self, submission_id: str) -> str:
+        data = self._request("GET", f"/api/jobs/{submission_id}/logs")
+        return str((data or {}).get("logs") or "") if isinstance(data, dict) else ""
+
 
 def client_for(cluster: Any, timeout: float | None = None) -> RayDashboardClient:
     from django.conf import settings
