@@ -28,6 +28,11 @@ def _beat_schedule(sender: Celery, **_: object) -> None:
         },
         "scrape-metrics": {"task": "workers.tasks.metrics.scrape_all", "schedule": float(settings.SCRAPE_INTERVAL_S)},
         "rollup-metrics": {"task": "workers.tasks.metrics.rollup_and_retention", "schedule": 60.0},
+        "evaluate-alerts": {
+            "task": "workers.tasks.alerts.evaluate_alerts",
+            "schedule": float(settings.ALERT_INTERVAL_S),
+        },
+        "weekly-waste-reports": {"task": "workers.tasks.alerts.weekly_waste_reports", "schedule": 3600.0},
         "compaction-policy": {
             "task": "workers.tasks.compaction.compaction_policy_all",
             "schedule": float(settings.COMPACTION_INTERVAL_S),

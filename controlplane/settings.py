@@ -93,6 +93,7 @@ INSTALLED_APPS = [
     "apps.applications",
     "apps.audit",
     "apps.compaction",
+    "apps.alerts",
     "apps.metrics",
     "apps.catalog",
     "apps.deploys",
@@ -283,6 +284,19 @@ METRICS_TOKEN = envsecret("METRICS_TOKEN") or ""
 # Collectors of numbers kept in the database, added to every /metrics answer.
 METRICS_COLLECTORS = ["apps.deploys.metrics.ClusterCollector"]
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "serve-control-plane@localhost")
+# The address people open the dashboard at: links in notifications point there.
+PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:8000")
+
+# Alerts: how often beat evaluates every rule (and re-enqueues deliveries due for a retry), and webhook delivery.
+ALERT_INTERVAL_S = envint("ALERT_INTERVAL_S", 30)
+# Webhooks to loopback, private and link-local addresses are refused (server-side request forgery) unless set.
+WEBHOOK_ALLOW_PRIVATE = envbool("WEBHOOK_ALLOW_PRIVATE", False)
+WEBHOOK_TIMEOUT_S = envint("WEBHOOK_TIMEOUT_S", 5)
+WEBHOOK_RETRY_BASE_S = envint("WEBHOOK_RETRY_BASE_S", 10)  # first retry after about this (with jitter), doubling
+WEBHOOK_RETRY_MAX_S = envint("WEBHOOK_RETRY_MAX_S", 3600)
+WEBHOOK_MAX_ATTEMPTS = envint("WEBHOOK_MAX_ATTEMPTS", 6)  # per notification
+WEBHOOK_DISABLE_AFTER = envint("WEBHOOK_DISABLE_AFTER", 10)  # failed attempts in a row disable an endpoint
 
 LOGGING = {
     "version": 1,

@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from apps.alerts.api import AlertRuleViewSet, IncidentViewSet, WasteReportView, WebhookDetailView, WebhookListView
 from apps.applications.api import ApplicationViewSet, ServeConfigFileView
 from apps.audit.api import AuditEventViewSet
 from apps.catalog.api import ModelEntryViewSet
@@ -25,11 +26,16 @@ router.register("tokens", TokenViewSet, basename="token")
 router.register("audit-events", AuditEventViewSet, basename="auditevent")
 router.register("compaction/plans", CompactionPlanViewSet, basename="compactionplan")
 router.register("models", ModelEntryViewSet, basename="modelentry")
+router.register("incidents", IncidentViewSet, basename="incident")
+router.register("alert-rules", AlertRuleViewSet, basename="alertrule")
 
 urlpatterns = [
     path("api/v1/auth/token/", ObtainTokenView.as_view(), name="api-token"),
     path("api/v1/metrics/", MetricsView.as_view(), name="metrics"),
     path("api/v1/teams/<slug:slug>/serve-config/", ServeConfigFileView.as_view(), name="team-serve-config"),
+    path("api/v1/teams/<slug:slug>/webhooks/", WebhookListView.as_view(), name="team-webhooks"),
+    path("api/v1/teams/<slug:slug>/webhooks/<int:pk>/", WebhookDetailView.as_view(), name="team-webhook"),
+    path("api/v1/teams/<slug:slug>/waste-report/", WasteReportView.as_view(), name="team-waste-report"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

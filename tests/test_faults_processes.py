@@ -287,7 +287,7 @@ def test_worker_killed_mid_push_the_lock_expires_and_the_work_is_done_once(tmp_p
                 "print(c.pushed_generation == c.desired_generation, "
                 "sorted(SyncRun.objects.values_list('state', flat=True)))"
             )
-            if final.startswith("True"):
+            if final.startswith("True") and "'running'" not in final:  # the redelivered task may still be skipping
                 break
             time.sleep(1)
         # The abandoned run is marked and the work is done once. The embedded broker redelivers the killed worker's

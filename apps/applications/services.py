@@ -14,7 +14,7 @@ from apps.audit.services import audit_record
 from apps.clusters.models import Cluster
 from apps.clusters.services import request_sync
 from apps.core.exceptions import Conflict, PreconditionFailed
-from apps.quotas.services import check_admission
+from apps.quotas.services import check_admission, refusals_recorded
 from apps.servespec.ray_schema import same_app
 from apps.servespec.spec import NAME_RE, check_runtime_env_policy, effective_route, normalize_spec, spec_hash
 from apps.teams.models import Team
@@ -136,7 +136,7 @@ def application_create(
     clean = normalize_spec(spec, warnings=warnings)
     route = effective_route(clean)
     try:
-        with transaction.atomic():
+        with refusals_recorded(team=team, cluster=cluster, actor=actor, dry_run=dry_run), transaction.atomic():
             cluster = _lock_cluster(cluster)
             check_runtime_env_policy(cluster.runtime_env_policy, cluster.name, clean)
             _check_unique(cluster=cluster, team=team, name=name, route_prefix=route, exclude_id=None)
@@ -171,7 +171,10 @@ def application_update(
     warnings = warnings if warnings is not None else []
     clean = normalize_spec(spec, warnings=warnings)
     route = effective_route(clean)
-    with transaction.atomic():
+    with (
+        refusals_recorded(team=application.team, cluster=application.cluster, actor=actor, dry_run=dry_run),
+        transaction.atomic(),
+    ):
         cluster = _lock_cluster(application.cluster)
         app = (
             Application.objects.select_for_update(of=("self",))
@@ -292,7 +295,7 @@ def application_adopt(
     from apps.clusters.selectors import unmanaged_app
 
     warnings = warnings if warnings is not None else []
-    with transaction.atomic():
+    with refusals_recorded(team=team, cluster=cluster, actor=actor), transaction.atomic():
         cluster = _lock_cluster(cluster)
         entry = unmanaged_app(cluster, serve_name)
         if entry is None:

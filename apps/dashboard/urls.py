@@ -1,5 +1,6 @@
 from django.urls import path
 
+from apps.alerts import views as alert_views
 from apps.catalog import views as catalog_views
 from apps.compaction import views as compaction_views
 from apps.core import observability
@@ -25,6 +26,13 @@ urlpatterns = [
     path("compaction/<int:pk>/", compaction_views.plan_detail, name="compaction_plan"),
     path("compaction/<int:pk>/steps/", compaction_views.plan_steps, name="compaction_steps"),
     path("compaction/<int:pk>/execute/", compaction_views.plan_execute, name="compaction_execute"),
+    path("incidents/", alert_views.incident_list, name="incidents"),
+    path("incidents/badge/", alert_views.incident_badge, name="incident_badge"),
+    path("incidents/<int:pk>/", alert_views.incident_detail, name="incident_detail"),
+    path("incidents/<int:pk>/acknowledge/", alert_views.incident_acknowledge, name="incident_acknowledge"),
+    path("alert-rules/", alert_views.rules_page, name="alert_rules"),
+    path("teams/<slug:slug>/webhooks/", alert_views.team_webhooks, name="team_webhooks"),
+    path("teams/<slug:slug>/waste/", alert_views.team_waste, name="team_waste"),
     path("welcome/", team_views.welcome, name="welcome"),
     path("account/tokens/", team_views.my_tokens, name="my_tokens"),
     path("audit/", team_views.audit_log, name="audit"),

@@ -66,3 +66,16 @@ class QuotaRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team.slug} asks {self.gpus} in {self.pool} ({self.state})"
+
+
+class AdmissionRefusal(models.Model):
+    """A write refused by quota admission: kept for the alert that tells the team (the write itself changed nothing)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="admission_refusals")
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="admission_refusals")
+    actor_label = models.CharField(max_length=150, blank=True)
+    reasons = models.JSONField(default=list)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]

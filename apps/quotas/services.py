@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -16,7 +17,7 @@ from apps.clusters.models import Cluster
 from apps.servespec.spec import demand
 from apps.teams.models import Team
 
-from .models import Quota, QuotaRequest
+from .models import AdmissionRefusal, Quota, QuotaRequest
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,23 @@ def check_admission(*, team: Team, cluster: Cluster, spec: dict, exclude_app_id:
             }
         )
     return usage
+
+
+@contextmanager
+def refusals_recorded(*, team: Team, cluster: Cluster, actor: Any, dry_run: bool = False) -> Iterator[None]:
+    """Around a write's transaction: a quota refusal is kept (outside the rolled-back transaction) for alerts."""
+    try:
+        yield
+    except ValidationError as exc:
+        detail = exc.detail if isinstance(exc.detail, dict) else {}
+        if not dry_run and "quota_detail" in detail:
+            AdmissionRefusal.objects.create(
+                team=team,
+                cluster=cluster,
+                actor_label=str(getattr(actor, "username", "") or actor or "")[:150],
+                reasons=[str(m) for m in detail.get("quota", [])][:10],
+            )
+        raise
 
 
 def usage_json(u: PoolUsage) -> dict[str, Any]:
