@@ -260,6 +260,11 @@ RECONCILE_INTERVAL_S = envint("RECONCILE_INTERVAL_S", 20)
 SCRAPE_INTERVAL_S = envint("SCRAPE_INTERVAL_S", 15)
 SCRAPE_DEADLINE_S = envint("SCRAPE_DEADLINE_S", 10)  # every target of a scrape answers within this, or counts failed
 SCRAPE_LEASE_S = envint("SCRAPE_LEASE_S", 60)
+# Clusters whose metrics_source is prometheus: Ray's series are PromQL queries to their query endpoint.
+PROMETHEUS_TIMEOUT_S = envint("PROMETHEUS_TIMEOUT_S", 5)  # a slower answer is an empty chart with the reason
+PROMETHEUS_CACHE_S = envint("PROMETHEUS_CACHE_S", 15)  # results (and a failure) are reused this long
+# rate()/increase() windows are at least this wide: four scrape intervals of the Prometheus (15 s by default).
+PROMETHEUS_MIN_RANGE_S = envint("PROMETHEUS_MIN_RANGE_S", 60)
 # How often beat applies each cluster's compaction policy (seconds).
 COMPACTION_INTERVAL_S = envint("COMPACTION_INTERVAL_S", 300)
 # HTTP timeout for calls to a Ray dashboard (seconds).

@@ -61,6 +61,8 @@ def test_admin_save_records_one_event_with_secrets_redacted(staff):
             "compaction_policy": "suggest",
             "compaction_threshold": 1,
             "metrics_targets": "[]",
+            "metrics_source": "embedded",
+            "prometheus_matchers": "{}",
             "runtime_env_policy": "{}",
             "ray_cluster_template": "{}",
             "pools-TOTAL_FORMS": 0,

@@ -19,6 +19,7 @@ from django.db.models import Max, Min, OuterRef, Subquery, Sum
 from apps.applications.models import Application
 from apps.clusters.models import Cluster, SyncRun
 from apps.compaction.models import CompactionPlan
+from apps.metrics import prom
 from apps.metrics.models import Point, ScrapeRun, Series
 from apps.metrics.selectors import residency
 from apps.quotas.models import AdmissionRefusal
@@ -330,15 +331,28 @@ def idle_gpu(rules: Rules, now: datetime) -> list[Condition]:
         by_app[(s["cluster_id"], s["labels"].get("application", ""))].append(s)
     families = ["ray_serve_num_http_requests", "ray_serve_deployment_request_counter"]
     sums = _per_window(families, cluster_ids, {p["window_s"] for *_, p in candidates}, now)
+    remote = _remote_sums(
+        {(a.cluster, p["window_s"]) for a, *_, p in candidates if _is_remote(a.cluster)},
+        [prom.HTTP_REQUESTS, prom.HANDLE_REQUESTS],
+        ("application",),
+        now,
+    )
     out = []
     for app, gpus, rule, p in candidates:
         window_start = now - timedelta(seconds=p["window_s"])
-        covered = scraped.get(app.cluster_id)
-        if covered is None or covered > window_start + timedelta(seconds=60):
-            continue  # no metrics for the whole window: no verdict
         per_family: dict[str, float] = defaultdict(float)
-        for s in by_app.get((app.cluster_id, app.serve_name), []):
-            per_family[s["name"]] += sums[p["window_s"]].get(s["pk"], 0.0)
+        if _is_remote(app.cluster):
+            got = remote.get((app.cluster_id, p["window_s"]))
+            if got is None or got.covered is None or got.covered > window_start + timedelta(seconds=120):
+                continue  # the query endpoint did not answer, or has not the whole window: no verdict
+            for family, values in got.sums.items():
+                per_family[family] = values.get((app.serve_name,), 0.0)
+        else:
+            covered = scraped.get(app.cluster_id)
+            if covered is None or covered > window_start + timedelta(seconds=60):
+                continue  # no metrics for the whole window: no verdict
+            for s in by_app.get((app.cluster_id, app.serve_name), []):
+                per_family[s["name"]] += sums[p["window_s"]].get(s["pk"], 0.0)
         # Requests through HTTP and through handles (composition): the larger of the two counts.
         requests = max(per_family.values(), default=0.0)
         if requests > p["max_requests"]:
@@ -361,6 +375,33 @@ def idle_gpu(rules: Rules, now: datetime) -> list[Condition]:
                 },
             )
         )
+    return out
+
+
+def _is_remote(cluster: Cluster) -> bool:
+    return cluster.metrics_source == Cluster.MetricsSource.PROMETHEUS
+
+
+@dataclass
+class _RemoteWindow:
+    covered: datetime | None
+    sums: dict[str, dict[tuple[str, ...], float]]
+
+
+def _remote_sums(
+    asks: set[tuple[Cluster, float]], families: list[str], by: tuple[str, ...], now: datetime, how: str = "increase"
+) -> dict[tuple[int, float], _RemoteWindow | None]:
+    """For clusters read through Prometheus: per (cluster, window), each family's sums by label group, and since
+    when the window is covered. One query per family, cluster and distinct window; None where it did not answer."""
+    out: dict[tuple[int, float], _RemoteWindow | None] = {}
+    for cluster, w in asks:
+        try:
+            out[(cluster.pk, w)] = _RemoteWindow(
+                prom.covered_since(cluster, w, now),
+                {f: prom.window_sums(cluster, f, w, now, by, how) for f in families},
+            )
+        except prom.SourceUnavailable:
+            out[(cluster.pk, w)] = None
     return out
 
 
@@ -404,11 +445,96 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-def cache_thrash(rules: Rules, now: datetime) -> list[Condition]:
+@dataclass
+class _Cache:
+    """One multiplexed deployment's counters over a window, from either metric source."""
+
+    requests: float = 0.0
+    loads: float = 0.0
+    slots: float = 0.0  # the most models one replica held
+    replicas: set = field(default_factory=set)
+    models: set = field(default_factory=set)  # distinct model ids resident on some replica in the window
+
+
+def _cache_embedded(
+    apps: dict[str, Application], rules_by_app: dict, rules: Rules, cluster_ids: set[int], now: datetime
+) -> dict[tuple[str, str], _Cache]:
     families = [
         "ray_serve_multiplexed_get_model_requests_counter",
         "ray_serve_multiplexed_models_load_counter",
     ]
+    gauges = ["ray_serve_num_multiplexed_models", "ray_serve_registered_multiplexed_model_id"]
+    if not cluster_ids:
+        return {}
+    series = list(
+        Series.objects.filter(cluster_id__in=cluster_ids, name__in=[*families, *gauges]).values(
+            "pk", "cluster_id", "name", "labels"
+        )
+    )
+    windows = {rules.params(r)["window_s"] for r in rules_by_app.values()}
+    sums = _per_window(families, cluster_ids, windows, now)
+    peaks = _per_window(gauges, cluster_ids, windows, now, Max)
+    out: dict[tuple[str, str], _Cache] = defaultdict(_Cache)
+    for s in series:
+        app_name = s["labels"].get("application", "")
+        app = apps.get(app_name)
+        if app_name not in rules_by_app or app.cluster_id != s["cluster_id"] or _is_remote(app.cluster):
+            continue
+        w = rules.params(rules_by_app[app_name])["window_s"]
+        c = out[(app_name, s["labels"].get("deployment", ""))]
+        if s["name"] == families[0]:
+            c.requests += sums[w].get(s["pk"], 0.0)
+        elif s["name"] == families[1]:
+            c.loads += sums[w].get(s["pk"], 0.0)
+        elif s["pk"] in peaks[w]:
+            if s["name"] == gauges[0]:
+                c.slots = max(c.slots, peaks[w][s["pk"]])
+                c.replicas.add(s["labels"].get("replica"))
+            elif s["labels"].get("model_id") is not None:
+                c.models.add(s["labels"]["model_id"])
+    return out
+
+
+def _cache_remote(
+    apps: dict[str, Application], rules_by_app: dict, rules: Rules, now: datetime
+) -> dict[tuple[str, str], _Cache]:
+    asks = {
+        (apps[n].cluster, rules.params(r)["window_s"]) for n, r in rules_by_app.items() if _is_remote(apps[n].cluster)
+    }
+    if not asks:
+        return {}
+    by = ("application", "deployment")
+    counted = _remote_sums(asks, [prom.MUX_REQUESTS, prom.MUX_LOADS], by, now)
+    held = _remote_sums(asks, [prom.MUX_RESIDENT], (*by, "replica"), now, how="max")
+    ids = _remote_sums(asks, [prom.MUX_MODEL_ID], (*by, "model_id"), now, how="max")
+    out: dict[tuple[str, str], _Cache] = defaultdict(_Cache)
+    for name, rule in rules_by_app.items():
+        app = apps[name]
+        key = (app.cluster_id, rules.params(rule)["window_s"])
+        if not _is_remote(app.cluster) or counted.get(key) is None:
+            continue  # embedded, or its query endpoint did not answer: no verdict
+        for family, values in counted[key].sums.items():
+            for (a, dep), v in values.items():
+                if a == name:
+                    c = out[(a, dep)]
+                    c.requests, c.loads = (
+                        (c.requests + v, c.loads) if family == prom.MUX_REQUESTS else (c.requests, c.loads + v)
+                    )
+        for (a, dep, replica), v in (
+            (held.get(key) or _RemoteWindow(None, {})).sums.get(prom.MUX_RESIDENT) or {}
+        ).items():
+            if a == name:
+                out[(a, dep)].slots = max(out[(a, dep)].slots, v)
+                out[(a, dep)].replicas.add(replica)
+        for (a, dep, model_id), _v in (
+            (ids.get(key) or _RemoteWindow(None, {})).sums.get(prom.MUX_MODEL_ID) or {}
+        ).items():
+            if a == name:
+                out[(a, dep)].models.add(model_id)
+    return out
+
+
+def cache_thrash(rules: Rules, now: datetime) -> list[Condition]:
     apps = {a.serve_name: a for a in _live_apps().exclude(state=Application.State.PENDING)}
     if not apps:
         return []
@@ -417,38 +543,18 @@ def cache_thrash(rules: Rules, now: datetime) -> list[Condition]:
     if not rules_by_app:
         return []
     cluster_ids = {apps[n].cluster_id for n in rules_by_app}
-    series = list(
-        Series.objects.filter(
-            cluster_id__in=cluster_ids,
-            name__in=[*families, "ray_serve_num_multiplexed_models", "ray_serve_registered_multiplexed_model_id"],
-        ).values("pk", "cluster_id", "name", "labels")
-    )
-    windows = {rules.params(r)["window_s"] for r in rules_by_app.values()}
-    sums = _per_window(families, cluster_ids, windows, now)
-    peaks = _per_window(
-        ["ray_serve_num_multiplexed_models", "ray_serve_registered_multiplexed_model_id"],
-        cluster_ids,
-        windows,
-        now,
-        Max,
-    )
+    local_ids = {apps[n].cluster_id for n in rules_by_app if not _is_remote(apps[n].cluster)}
+    groups = {
+        **_cache_embedded(apps, rules_by_app, rules, local_ids, now),
+        **_cache_remote(apps, rules_by_app, rules, now),
+    }
     resident_rows: list[dict] | None = None  # read once, and only when something thrashes
-    groups: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for s in series:
-        app_name = s["labels"].get("application", "")
-        if app_name in rules_by_app and apps[app_name].cluster_id == s["cluster_id"]:
-            groups[(app_name, s["labels"].get("deployment", ""))][s["name"]].append(s)
     out = []
-    for (app_name, deployment), by_name in sorted(groups.items()):
+    for (app_name, deployment), c in sorted(groups.items()):
         app, rule = apps[app_name], rules_by_app[app_name]
         p = rules.params(rule)
         w = p["window_s"]
-
-        def total(name: str, w: float = w, by_name: dict = by_name) -> float:
-            return sum(sums[w].get(s["pk"], 0.0) for s in by_name.get(name, []))
-
-        requests = total("ray_serve_multiplexed_get_model_requests_counter")
-        loads = total("ray_serve_multiplexed_models_load_counter")
+        requests, loads = c.requests, c.loads
         if requests <= 0:
             continue
         hit_rate = max(0.0, 1 - loads / requests)
@@ -456,15 +562,9 @@ def cache_thrash(rules: Rules, now: datetime) -> list[Condition]:
         if hit_rate >= p["max_hit_rate"] or loads_per_min <= p["min_loads_per_min"]:
             continue
         # Slots per replica: the most models a replica held at once (under thrash its cache is full).
-        live = [s for s in by_name.get("ray_serve_num_multiplexed_models", []) if s["pk"] in peaks[w]]
-        slots = max((peaks[w][s["pk"]] for s in live), default=0)
-        n_replicas = max(1, len({s["labels"].get("replica") for s in live}))
-        # Distinct models: those Ray's residency gauge reported on a replica during the window.
-        models = {
-            s["labels"].get("model_id")
-            for s in by_name.get("ray_serve_registered_multiplexed_model_id", [])
-            if s["pk"] in peaks[w]
-        }
+        slots = c.slots
+        n_replicas = max(1, len(c.replicas))
+        models = set(c.models)
         models.discard(None)
         if resident_rows is None:
             resident_rows = residency(list(Cluster.objects.filter(pk__in=cluster_ids)))

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from apps.applications.models import Application
 from apps.core.roles import Role
+from apps.metrics.prom import SourceUnavailable
 from apps.metrics.selectors import query
 from apps.teams.models import Membership, Team
 
@@ -36,15 +37,22 @@ def compute(team: Team, start: datetime, end: datetime) -> dict[str, Any]:
     clusters = list({a.cluster_id: a.cluster for a in apps}.values())
     allocated: dict[str, float] = {}
     active_hours: dict[str, set[int]] = {}
+    unavailable: list[str] = []  # clusters whose Prometheus did not answer: their "used" hours are unknown
     if clusters:
         now = timezone.now()
         for s in query("gpu_hours", cluster=clusters, start=start, end=end, step=3600, now=now, team=team.slug):
             allocated[s["labels"]["application"]] = sum(v for _, v in s["points"])
         # Hours in which the app served requests, and GPUs held in each hour.
-        for s in query("requests", cluster=clusters, start=start, end=end, step=3600, now=now):
-            active_hours.setdefault(s["labels"].get("application", ""), set()).update(
-                int(ts) for ts, v in s["points"] if v > 0
-            )
+        for cluster in clusters:
+            try:
+                served = query("requests", cluster=[cluster], start=start, end=end, step=3600, now=now)
+            except SourceUnavailable as exc:
+                unavailable.append(f"{cluster.name}: {exc}")
+                continue
+            for s in served:
+                active_hours.setdefault(s["labels"].get("application", ""), set()).update(
+                    int(ts) for ts, v in s["points"] if v > 0
+                )
     hours = max(1.0, (end - start).total_seconds() / 3600)
     rows = []
     for serve_name, gpu_h in sorted(allocated.items()):
@@ -97,6 +105,7 @@ def compute(team: Team, start: datetime, end: datetime) -> dict[str, Any]:
         "cache_thrash": thrash,
         "how": "Allocated: GPU-hours Ray placed for the app's running replicas. Used: allocated GPU-hours in the "
         "hours in which the app served requests (with logical GPUs Ray reports no utilisation).",
+        "metrics_unavailable": unavailable,
     }
 
 

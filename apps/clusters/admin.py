@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin
 
 from apps.audit.admin_mixin import AuditedAdminMixin
@@ -10,8 +11,40 @@ class PoolInline(admin.TabularInline):
     extra = 0
 
 
+WRITE_ONLY = ("auth_token", "kubeconfig", "prometheus_credential")
+
+
+class ClusterAdminForm(forms.ModelForm):
+    """Secrets are write-only here as in the API: never shown, kept when left empty, cleared with "-"."""
+
+    class Meta:
+        model = Cluster
+        fields = "__all__"  # noqa: DJ007 - the admin picks the fields; this form only makes secrets write-only
+        widgets = {name: forms.PasswordInput(render_value=False) for name in WRITE_ONLY}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for name in WRITE_ONLY:
+            if name in self.fields:
+                self.fields[name].required = False
+                is_set = bool(self.instance and getattr(self.instance, name, ""))
+                self.fields[name].help_text += ' Set: leave empty to keep, "-" to clear.' if is_set else ""
+
+    def clean(self) -> dict:
+        data = super().clean()
+        for name in WRITE_ONLY:
+            if name not in data:
+                continue
+            if data[name] == "-":
+                data[name] = ""
+            elif not data[name] and self.instance.pk:
+                data[name] = getattr(self.instance, name)
+        return data
+
+
 @admin.register(Cluster)
 class ClusterAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    form = ClusterAdminForm
     list_display = [
         "name",
         "kind",
@@ -22,6 +55,8 @@ class ClusterAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "pushed_generation",
     ]
     readonly_fields = [
+        "metrics_answered_at",
+        "metrics_error",
         "health",
         "health_message",
         "last_seen_at",

@@ -14,7 +14,7 @@ from apps.teams.selectors import teams_for
 
 from . import services
 from .filters import SyncRunFilter
-from .models import Cluster, GpuPool, SyncRun
+from .models import Cluster, GpuPool, SyncRun, validate_matchers
 from .selectors import last_sync_runs, unmanaged_apps
 
 
@@ -37,6 +37,11 @@ class ClusterSerializer(serializers.ModelSerializer):
     )
     ray_cluster_template = serializers.DictField(required=False)
     kubeconfig = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=100_000)
+    prometheus_matchers = serializers.JSONField(required=False, validators=[validate_matchers])
+    prometheus_credential = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, max_length=10_000, trim_whitespace=True
+    )
+    has_prometheus_credential = serializers.SerializerMethodField()
     last_sync = serializers.SerializerMethodField()
 
     class Meta:
@@ -54,6 +59,13 @@ class ClusterSerializer(serializers.ModelSerializer):
             "drift_policy",
             "runtime_env_policy",
             "metrics_targets",
+            "metrics_source",
+            "prometheus_url",
+            "prometheus_matchers",
+            "prometheus_credential",
+            "has_prometheus_credential",
+            "metrics_answered_at",
+            "metrics_error",
             "gcs_address",
             "compaction_policy",
             "compaction_threshold",
@@ -81,8 +93,26 @@ class ClusterSerializer(serializers.ModelSerializer):
             "unmanaged_apps",
             "desired_generation",
             "pushed_generation",
+            "metrics_answered_at",
+            "metrics_error",
             "created_at",
         ]
+
+    def get_has_prometheus_credential(self, cluster: Cluster) -> bool:
+        return bool(cluster.prometheus_credential)
+
+    def validate_prometheus_credential(self, value: str) -> str:
+        if any(c in value for c in "\r\n"):  # it goes into an HTTP header; never echoed back
+            raise serializers.ValidationError("Must be one line: a bearer token, or user:password for basic auth.")
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        def value(field: str) -> object:
+            return attrs[field] if field in attrs else getattr(self.instance, field, "")
+
+        if value("metrics_source") == Cluster.MetricsSource.PROMETHEUS and not value("prometheus_url"):
+            raise serializers.ValidationError({"prometheus_url": ["Required when metrics_source is prometheus."]})
+        return attrs
 
     def get_has_auth_token(self, cluster: Cluster) -> bool:
         return bool(cluster.auth_token)

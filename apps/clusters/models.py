@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 from django.core.validators import MinValueValidator
@@ -8,6 +9,43 @@ from django.utils import timezone
 
 from apps.core.secrets import EncryptedTextField
 from apps.teams.models import slug_validator
+
+LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def validate_service_url(value: str) -> None:
+    """http(s)://host[:port][/path]; a service name without dots (as in Compose or Kubernetes) is a host too."""
+    from urllib.parse import urlsplit
+
+    from django.core.exceptions import ValidationError
+
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ValidationError(f"Not a URL: {exc}.") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+        raise ValidationError("Enter an http:// or https:// URL, e.g. http://prometheus:9090.")
+    if parts.username or parts.password:
+        raise ValidationError("Put no credentials in the URL: use prometheus_credential (kept encrypted).")
+    if parts.query or parts.fragment:
+        raise ValidationError("The base URL of the query API, with no query string, e.g. http://prometheus:9090.")
+    del port
+
+
+def validate_matchers(value: object) -> None:
+    """Label matchers that select one cluster's series in Prometheus: {"label": "value"}, equality only."""
+    from django.core.exceptions import ValidationError
+
+    if not isinstance(value, dict):
+        raise ValidationError('Must be a JSON object of label names to values, e.g. {"ray_cluster": "prod-a"}.')
+    if len(value) > 20:
+        raise ValidationError("At most 20 label matchers.")
+    for key, v in value.items():
+        if not isinstance(key, str) or not LABEL_NAME_RE.match(key) or key.startswith("__"):
+            raise ValidationError(f"{key!r} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not __*).")
+        if not isinstance(v, str) or not v or len(v) > 200:
+            raise ValidationError(f"The value of {key!r} must be a non-empty string of at most 200 characters.")
 
 
 class Cluster(models.Model):
@@ -19,6 +57,10 @@ class Cluster(models.Model):
         UNKNOWN = "unknown", "Unknown"
         HEALTHY = "healthy", "Healthy"
         UNREACHABLE = "unreachable", "Unreachable"
+
+    class MetricsSource(models.TextChoices):
+        EMBEDDED = "embedded", "Embedded store (the control plane scrapes Ray)"
+        PROMETHEUS = "prometheus", "Prometheus-compatible query API (Prometheus, Thanos, Mimir, VictoriaMetrics)"
 
     class DriftPolicy(models.TextChoices):
         REPAIR = "repair", "Repair (re-push the desired config)"
@@ -35,6 +77,27 @@ class Cluster(models.Model):
         default=list,
         blank=True,
         help_text="host:port of each metrics endpoint; empty: discovered from the dashboard (/api/prometheus/sd).",
+    )
+    metrics_source = models.CharField(
+        max_length=10,
+        choices=MetricsSource.choices,
+        default=MetricsSource.EMBEDDED,
+        help_text="Where Ray's series are read from. The control plane's own (allocation, showback) stay here.",
+    )
+    prometheus_url = models.CharField(
+        max_length=300,
+        blank=True,
+        validators=[validate_service_url],
+        help_text="Prometheus query API base, e.g. http://prometheus:9090 (metrics_source prometheus).",
+    )
+    prometheus_matchers = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_matchers],
+        help_text='Label matchers that select this cluster\'s series, e.g. {"ray_cluster": "prod-a"}.',
+    )
+    prometheus_credential = EncryptedTextField(
+        blank=True, help_text="A bearer token, or user:password for basic auth (write-only, encrypted at rest)."
     )
     runtime_env_policy = models.JSONField(
         default=dict,
@@ -72,6 +135,10 @@ class Cluster(models.Model):
     health = models.CharField(max_length=12, choices=Health.choices, default=Health.UNKNOWN)
     health_message = models.TextField(blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
+    metrics_answered_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the Prometheus query endpoint last answered a query."
+    )
+    metrics_error = models.TextField(blank=True, help_text="Why the last Prometheus query failed (empty: it answered).")
     drift = models.JSONField(default=list, blank=True, help_text="Differences found by the last reconcile.")
     unmanaged_apps = models.JSONField(default=list, blank=True)
     nodes = models.JSONField(default=list, blank=True, help_text="Ray's node list at the last observation.")
@@ -119,6 +186,8 @@ class Cluster(models.Model):
             errors = {f: "Required for a KubeRay cluster." for f in missing}
             if errors:
                 raise ValidationError(errors)
+        if self.metrics_source == self.MetricsSource.PROMETHEUS and not self.prometheus_url:
+            raise ValidationError({"prometheus_url": "Required when metrics_source is prometheus."})
 
 
 class GpuPool(models.Model):

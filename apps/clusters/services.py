@@ -52,6 +52,8 @@ def cluster_update(*, actor: Any, cluster: Cluster, data: dict, pools: list[dict
     before = {k: getattr(cluster, k) for k in data if k != "auth_token"}
     for key, value in data.items():
         setattr(cluster, key, value)
+    if {"metrics_source", "prometheus_url", "prometheus_matchers", "prometheus_credential"} & set(data):
+        cluster.metrics_answered_at, cluster.metrics_error = None, ""  # a new endpoint has not answered yet
     cluster.full_clean()
     cluster.save()
     if pools is not None:

@@ -16,6 +16,7 @@ urlpatterns = [
     path("readyz", observability.readyz, name="readyz"),
     path("metrics", observability.metrics, name="metrics"),
     path("charts/", metrics_views.chart, name="chart"),
+    path("clusters/<int:pk>/metrics-source/", metrics_views.source_status, name="metrics_source"),
     path("models/", catalog_views.models_page, name="models"),
     path("clusters/", views.cluster_list, name="cluster_list"),
     path("clusters/<int:pk>/", views.cluster_detail, name="cluster_detail"),

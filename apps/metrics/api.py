@@ -13,6 +13,7 @@ from apps.applications.selectors import visible_application
 from apps.clusters.selectors import cluster_by_id
 from apps.teams.selectors import teams_for
 
+from . import prom
 from .selectors import SERIES, query
 
 MAX_POINTS = 2000
@@ -77,7 +78,10 @@ class MetricsView(APIView):
             cluster = cluster_by_id(cluster_id)
             if cluster is None:
                 raise ValidationError({"cluster": ["Required (or application): the id of a registered cluster."]})
-        data = query(
-            name, cluster=cluster, start=start, end=end, step=step, now=now, application=application, team=team
-        )
+        try:
+            data = query(
+                name, cluster=cluster, start=start, end=end, step=step, now=now, application=application, team=team
+            )
+        except prom.SourceUnavailable as exc:
+            return Response({"detail": f"The cluster's metrics source did not answer: {exc}", "series": []}, status=503)
         return Response({"series": data, "start": int(start.timestamp()), "end": int(end.timestamp()), "step": step})

@@ -13,6 +13,7 @@ from django.db.models import OuterRef, Subquery
 
 from apps.clusters.models import Cluster
 
+from . import prom
 from .models import Point, ScrapeRun, Series
 
 SERIES = (
@@ -25,6 +26,20 @@ SERIES = (
     "requests",
     "request_latency_ms",
     "models_resident",
+)
+# Derived from Ray's metrics (read from a Prometheus where the cluster says so); the others are the control
+# plane's own series (allocation from placement, showback), kept in its database whatever the source.
+RAY_SERIES = frozenset(
+    {
+        "gpu_utilization",
+        "gpu_allocated",
+        "cache_hit_rate",
+        "model_loads",
+        "model_load_latency_ms",
+        "requests",
+        "request_latency_ms",
+        "models_resident",
+    }
 )
 
 
@@ -118,6 +133,7 @@ class _Ask:
     grid: list[datetime]
     app_filter: dict[str, str]
     team: str | None
+    placed_only: bool = False
 
     def points(self, name: str, where: dict[str, str], resolution: int | None = None) -> dict:
         return _points(
@@ -150,14 +166,40 @@ def query(
     now: datetime,
     application: str | None = None,
     team: str | None = None,
+    placed_only: bool = False,
 ) -> list[dict[str, Any]]:
     """The named derived series: [{"labels": {...}, "points": [[unix_ts, value], ...]}].
 
-    ``cluster`` may be a list: the series of every one of them, read in one query (a team's showback).
+    ``cluster`` may be a list: the series of every one of them, read in one query (a team's showback). Ray's
+    series of a cluster whose metrics_source is prometheus are PromQL queries (prom.series); they raise
+    prom.SourceUnavailable when its endpoint does not answer.
     """
     reader = _READERS.get(name)
     if reader is None:
         raise ValueError(f"unknown series {name!r}; one of: {', '.join(SERIES)}")
+    clusters = cluster if isinstance(cluster, list) else [cluster]
+    remote = (
+        [c for c in clusters if c.metrics_source == Cluster.MetricsSource.PROMETHEUS]
+        if name in RAY_SERIES and not placed_only
+        else []
+    )
+    if remote:
+        # Ray's series of these clusters come from their query endpoints; the rest from the embedded store.
+        local = [c for c in clusters if c not in remote]
+        out = (
+            query(name, cluster=local, start=start, end=end, step=step, now=now, application=application)
+            if local
+            else []
+        )
+        window = prom.Window(start, end, max(step, 15))
+        for c in remote:
+            if name == "gpu_allocated":
+                placed = query(name, cluster=[c], start=start, end=end, step=step, now=now, placed_only=True)
+                if placed:
+                    out += placed
+                    continue
+            out += prom.series(c, name, window, application=application)
+        return out
     resolution = resolution_for(start, end, now)
     step = max(step, resolution or 15)
     ask = _Ask(
@@ -170,6 +212,7 @@ def query(
         grid=_grid(start, end, step),
         app_filter={"application": application} if application else {},
         team=team,
+        placed_only=placed_only,
     )
     return reader(ask, name)
 
@@ -182,8 +225,8 @@ def _gpu_utilization(q: _Ask, name: str) -> list[dict]:
 def _gpu_allocated(q: _Ask, name: str) -> list[dict]:
     # Placement-based allocation per node; Ray's ray_resources (keyed by node IP) where that is missing.
     pts = q.points("cp_node_gpus_allocated", {})
-    if len(pts) > 1:
-        return q.emit(q.sum_by(pts, ("node",), "avg"), ("node",))
+    if len(pts) > 1 or q.placed_only:
+        return q.emit(q.sum_by(pts, ("node",), "avg"), ("node",)) if len(pts) > 1 else []
     pts = q.points("ray_resources", {"Name": "GPU", "State": "USED"})
     return q.emit(q.sum_by(pts, ("NodeAddress",), "avg"), ("node",))
 
@@ -283,6 +326,15 @@ def residency(cluster: Cluster | list[Cluster], application: str | None = None) 
     For one cluster or several, in four queries however many clusters, series and points.
     """
     clusters = cluster if isinstance(cluster, list) else [cluster]
+    remote = [c for c in clusters if c.metrics_source == Cluster.MetricsSource.PROMETHEUS]
+    if remote:
+        out = residency([c for c in clusters if c not in remote], application)
+        for c in remote:
+            try:
+                out += prom.residency(c, application)
+            except prom.SourceUnavailable:
+                continue  # its charts say why; the residency table shows what is known
+        return sorted(out, key=lambda r: (r.get("application", ""), r.get("model_id", ""), r.get("replica", "")))
     if not clusters:
         return []
     qs = Series.objects.filter(cluster__in=clusters, name="ray_serve_registered_multiplexed_model_id")

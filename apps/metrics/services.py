@@ -105,6 +105,8 @@ def _scrape(cluster_id: int, owner: str, targets: list[str] | None, now: datetim
     now = now or timezone.now()
     run = ScrapeRun.objects.create(cluster=cluster, started_at=now)
     errors: list[str] = []
+    if cluster.metrics_source == Cluster.MetricsSource.PROMETHEUS:
+        targets = []  # Ray's series are read from its Prometheus; only the control plane's own are sampled here
     if targets is None and cluster.metrics_targets:
         targets = [str(t) for t in cluster.metrics_targets]
     if targets is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -14,7 +15,9 @@ from apps.clusters.selectors import cluster_by_id
 from apps.quotas.models import Quota
 from apps.teams.selectors import teams_for
 
-from .selectors import query
+from . import prom
+from .models import ScrapeRun
+from .selectors import RAY_SERIES, query
 
 RANGES = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 TITLES = {
@@ -63,7 +66,15 @@ def chart(request: HttpRequest) -> HttpResponse:
         if not teams_for(request.user).filter(slug=team).exists():
             raise Http404
         quota = sum(float(q.gpus) for q in Quota.objects.filter(team__slug=team, cluster=cluster))
-    series = query(name, cluster=cluster, start=start, end=now, step=step, now=now, application=application, team=team)
+    unavailable = ""
+    try:
+        series = query(
+            name, cluster=cluster, start=start, end=now, step=step, now=now, application=application, team=team
+        )
+    except prom.SourceUnavailable as exc:
+        series, unavailable = [], str(exc)
+    remote = name in RAY_SERIES and cluster.metrics_source == cluster.MetricsSource.PROMETHEUS
+    source = "Prometheus" if remote else ""
     title, unit = TITLES[name]
     empty = EMPTY.get(name, "Metrics are scraped every few seconds once the application serves traffic.")
     datasets = []
@@ -88,6 +99,8 @@ def chart(request: HttpRequest) -> HttpResponse:
         "metrics/_chart.html",
         {
             "empty": empty,
+            "unavailable": unavailable,
+            "source": source,
             "chart_id": chart_id,
             "data_id": f"{chart_id}-data",
             "title": title,
@@ -104,3 +117,23 @@ def chart(request: HttpRequest) -> HttpResponse:
             "ranges": list(RANGES),
         },
     )
+
+
+@login_required
+def source_status(request: HttpRequest, pk: int) -> HttpResponse:
+    """Which source the cluster's charts read, and whether it answers now (asked once per cache period)."""
+    cluster = cluster_by_id(str(pk))
+    if cluster is None:
+        raise Http404
+    check = None
+    last_scrape = None
+    if cluster.metrics_source == cluster.MetricsSource.PROMETHEUS:
+        key = f"prom-check:{cluster.pk}:{cluster.prometheus_url}"
+        check = cache.get(key)
+        if check is None:
+            check = prom.check(cluster)
+            cache.set(key, check, 15)
+        cluster.refresh_from_db(fields=["metrics_answered_at", "metrics_error"])
+    else:
+        last_scrape = ScrapeRun.objects.filter(cluster=cluster).exclude(finished_at=None).first()
+    return render(request, "metrics/_source.html", {"cluster": cluster, "check": check, "last_scrape": last_scrape})

@@ -1,0 +1,243 @@
+"""The Prometheus metric source without Ray: cluster fields through the API, the client's credentials, and what a
+page shows when the query endpoint is down or slow. Real HTTP servers stand in for the endpoint here; the real
+Prometheus reading real Ray is in tests/e2e/test_prometheus_ray.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.core.cache import cache
+from django.test import Client
+
+from apps.audit.models import AuditEvent
+from apps.clusters.models import Cluster
+from apps.metrics import prom
+from workers.clients.promql import PromQLClient, PromQLError, selector
+
+pytestmark = pytest.mark.django_db  # the cache, cleared around each test, may be the database's
+
+CREDENTIAL = "prom-secret-token-9f8e7d6c5b4a"
+
+
+class Endpoint:
+    """A query endpoint that records each request's headers and answers what it is told (after a delay)."""
+
+    def __init__(self, delay: float = 0.0, answer: dict | None = None, status: int = 200) -> None:
+        self.requests: list[dict] = []
+        outer = self
+        self.delay, self.status = delay, status
+        self.answer = answer or {"status": "success", "data": {"resultType": "matrix", "result": []}}
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                outer.requests.append({"path": self.path, "auth": self.headers.get("Authorization", "")})
+                time.sleep(outer.delay)
+                body = json.dumps(outer.answer).encode()
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def test_selector_quotes_label_values():
+    assert selector({"ray_cluster": 'a"b\\c'}, {"application": "x"}) == '{application="x",ray_cluster="a\\"b\\\\c"}'
+
+
+def test_the_credential_is_a_bearer_token_or_basic_auth_and_never_in_an_error():
+    ep = Endpoint(status=401, answer={"status": "error", "error": "unauthorized"})
+    try:
+        with pytest.raises(PromQLError) as err:
+            PromQLClient(ep.url, credential=CREDENTIAL).query("up")
+        assert ep.requests[-1]["auth"] == f"Bearer {CREDENTIAL}"
+        assert CREDENTIAL not in str(err.value) and "credential" in str(err.value)
+        with pytest.raises(PromQLError):
+            PromQLClient(ep.url, credential="ops:" + CREDENTIAL).query("up")
+        assert ep.requests[-1]["auth"] == "Basic " + base64.b64encode(f"ops:{CREDENTIAL}".encode()).decode()
+    finally:
+        ep.close()
+
+
+def test_a_refused_query_names_prometheus_reason():
+    ep = Endpoint(status=400, answer={"status": "error", "errorType": "bad_data", "error": "parse error at char 3"})
+    try:
+        with pytest.raises(PromQLError, match="refused the query: parse error at char 3"):
+            PromQLClient(ep.url).query("up{")
+    finally:
+        ep.close()
+
+
+def test_cluster_api_sets_the_source_and_keeps_the_credential_write_only(staff, api):
+    client = api(staff)
+    base = {"name": "prom", "dashboard_url": "http://127.0.0.1:8265"}
+    missing = client.post("/api/v1/clusters/", {**base, "metrics_source": "prometheus"}, format="json")
+    assert missing.status_code == 400 and "prometheus_url" in missing.json()
+    bad = client.post(
+        "/api/v1/clusters/",
+        {**base, "metrics_source": "prometheus", "prometheus_url": "http://p:9090", "prometheus_matchers": {"1x": "a"}},
+        format="json",
+    )
+    assert bad.status_code == 400 and "not a Prometheus label name" in json.dumps(bad.json()["prometheus_matchers"])
+    not_object = client.post("/api/v1/clusters/", {**base, "prometheus_matchers": ["a"]}, format="json")
+    assert not_object.status_code == 400 and "prometheus_matchers" in not_object.json()
+    assert not Cluster.objects.exists()  # nothing was stored by the refusals
+    ok = client.post(
+        "/api/v1/clusters/",
+        {
+            **base,
+            "metrics_source": "prometheus",
+            "prometheus_url": "http://prometheus:9090",
+            "prometheus_matchers": {"ray_cluster": "prod-a"},
+            "prometheus_credential": CREDENTIAL,
+        },
+        format="json",
+    )
+    assert ok.status_code == 201, ok.content
+    body = ok.json()
+    assert body["metrics_source"] == "prometheus" and body["prometheus_matchers"] == {"ray_cluster": "prod-a"}
+    assert body["has_prometheus_credential"] is True and CREDENTIAL not in ok.content.decode()
+    stored = Cluster.objects.get()
+    assert stored.prometheus_credential == CREDENTIAL
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT prometheus_credential FROM clusters_cluster WHERE id = %s", [stored.pk])
+        assert CREDENTIAL not in cur.fetchone()[0]
+    back = client.patch(
+        f"/api/v1/clusters/{stored.pk}/",
+        {"metrics_source": "embedded", "prometheus_credential": CREDENTIAL + "2"},
+        format="json",
+    )
+    assert back.status_code == 200 and back.json()["metrics_source"] == "embedded"
+    audit = json.dumps(list(AuditEvent.objects.values("before", "after")), default=str)
+    assert CREDENTIAL not in audit and '"prometheus_credential": "[redacted]"' in audit
+    for url in (f"/api/v1/clusters/{stored.pk}/", "/api/v1/audit-events/"):
+        assert CREDENTIAL not in client.get(url).content.decode()
+
+
+def test_an_unreachable_endpoint_gives_an_empty_chart_with_the_reason_and_the_page_still_renders(
+    staff, make_cluster, settings
+):
+    settings.PROMETHEUS_TIMEOUT_S = 1
+    slow = Endpoint(delay=3)
+    try:
+        cluster = make_cluster(name="slow")
+        Cluster.objects.filter(pk=cluster.pk).update(metrics_source="prometheus", prometheus_url=slow.url)
+        client = Client()
+        client.force_login(staff)
+        started = time.monotonic()
+        first = client.get(f"/charts/?series=gpu_utilization&cluster={cluster.pk}")
+        assert first.status_code == 200
+        text = first.content.decode()
+        assert "source-unavailable" in text and "did not answer within 1 s" in text and "from Prometheus" in text
+        # The next chart of the page does not wait again: the failure is remembered for a short while.
+        second = client.get(f"/charts/?series=requests&cluster={cluster.pk}")
+        assert second.status_code == 200 and "did not answer within 1 s" in second.content.decode()
+        assert time.monotonic() - started < 2.8
+        assert len(slow.requests) == 1
+        page = client.get(f"/clusters/{cluster.pk}/")
+        assert page.status_code == 200 and "Prometheus at" in page.content.decode()
+        status = client.get(f"/clusters/{cluster.pk}/metrics-source/").content.decode()
+        assert "Not answering" in status and "did not answer within 1 s" in status
+        cluster.refresh_from_db()
+        assert "did not answer" in cluster.metrics_error and cluster.metrics_answered_at is None
+        api = client.get(f"/api/v1/metrics/?series=requests&cluster={cluster.pk}")
+        assert api.status_code == 503 and "did not answer" in api.json()["detail"]
+        # The control plane's own series stay in its database and still answer.
+        own = client.get(f"/charts/?series=gpu_allocated&cluster={cluster.pk}")
+        assert own.status_code == 200
+    finally:
+        slow.close()
+    cache.clear()
+    gone = client.get(f"/charts/?series=requests&cluster={cluster.pk}").content.decode()
+    assert "is unreachable" in gone
+
+
+def test_queries_carry_the_matchers_and_answers_are_cached(staff, make_cluster):
+    ep = Endpoint(
+        answer={
+            "status": "success",
+            "data": {
+                "resultType": "matrix",
+                "result": [{"metric": {"application": "t--a"}, "values": [[1700000060, "2.5"], [1700000120, "NaN"]]}],
+            },
+        }
+    )
+    try:
+        cluster = make_cluster(name="m")
+        Cluster.objects.filter(pk=cluster.pk).update(
+            metrics_source="prometheus", prometheus_url=ep.url, prometheus_matchers={"ray_cluster": "prod-a"}
+        )
+        client = Client()
+        client.force_login(staff)
+        resp = client.get(f"/api/v1/metrics/?series=requests&cluster={cluster.pk}&start=1700000000&end=1700000600")
+        assert resp.status_code == 200, resp.content
+        assert resp.json()["series"] == [
+            {"labels": {"application": "t--a"}, "points": [[1700000045, 2.5]]}
+        ]  # drawn at the bucket start (step 15)
+        from urllib.parse import parse_qs, urlparse
+
+        asked = parse_qs(urlparse(ep.requests[0]["path"]).query)
+        assert 'ray_cluster="prod-a"' in asked["query"][0] and "ray_serve_num_http_requests_total" in asked["query"][0]
+        client.get(f"/api/v1/metrics/?series=requests&cluster={cluster.pk}&start=1700000000&end=1700000600")
+        assert len(ep.requests) == 1  # the second came from the cache
+        cluster.refresh_from_db()
+        assert cluster.metrics_answered_at is not None and cluster.metrics_error == ""
+    finally:
+        ep.close()
+
+
+def test_a_prometheus_cluster_scrape_samples_only_the_control_planes_own_series(make_cluster):
+    from apps.metrics.models import Series
+    from apps.metrics.services import scrape_cluster
+
+    cluster = make_cluster(name="own")
+    Cluster.objects.filter(pk=cluster.pk).update(
+        metrics_source="prometheus",
+        prometheus_url="http://127.0.0.1:9",
+        nodes=[{"node_id": "a" * 56, "state": "ALIVE"}],
+        metrics_targets=["127.0.0.1:9"],  # would fail if it were scraped
+    )
+    run = scrape_cluster(cluster.pk)
+    assert run is not None and run.targets == 0 and not run.errors
+    names = set(Series.objects.filter(cluster=cluster).values_list("name", flat=True))
+    assert names and all(n.startswith("cp_") for n in names)
+
+
+def test_window_sums_read_vectors():
+    ep = Endpoint(
+        answer={
+            "status": "success",
+            "data": {"resultType": "vector", "result": [{"metric": {"application": "a"}, "value": [1, "12"]}]},
+        }
+    )
+    try:
+        c = Cluster(pk=999, name="v", metrics_source="prometheus", prometheus_url=ep.url)
+        from django.utils import timezone
+
+        assert prom.window_sums(c, prom.HTTP_REQUESTS, 300, timezone.now(), ("application",)) == {("a",): 12.0}
+    finally:
+        ep.close()
