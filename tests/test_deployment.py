@@ -20,6 +20,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 K8S = [d for d in yaml.safe_load_all((ROOT / "docs/kubernetes/controlplane.yaml").read_text()) if d]
+K8S_PROMETHEUS = [d for d in yaml.safe_load_all((ROOT / "docs/kubernetes/prometheus.yaml").read_text()) if d]
 APP_SERVICES = ("web", "worker", "beat", "migrate")
 
 
@@ -69,7 +70,7 @@ def test_kubernetes_manifests_deserialise_into_the_api_models():
         "Service": "V1Service",
     }
     client = ApiClient()
-    for doc in K8S:
+    for doc in K8S + K8S_PROMETHEUS:
         obj = client.deserialize(json.dumps(doc), models[doc["kind"]], "application/json")
         assert obj.metadata.name == doc["metadata"]["name"]
         if doc["kind"] == "Deployment":
@@ -263,3 +264,30 @@ def test_readyz_reports_what_is_down(client, settings, monkeypatch):
     resp = client.get("/readyz")
     assert resp.status_code == 503 and resp.json()["checks"]["broker"].startswith("unavailable")
     assert resp.json()["checks"]["database"] == "ok"
+
+
+def test_the_optional_prometheus_is_wired_in_compose_and_kubernetes():
+    import shutil
+    import subprocess
+
+    from tests.conftest import require
+
+    service = COMPOSE["services"]["prometheus"]
+    assert service["profiles"] == ["prometheus"]  # off unless asked for
+    config = service["volumes"][0].split(":")[0]
+    assert (ROOT / config).is_file()
+    promtool = shutil.which("promtool")
+    if not promtool:
+        require("promtool", "apt-get install prometheus")
+    checked = subprocess.run([promtool, "check", "config", str(ROOT / config)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    doc = yaml.safe_load(Path(ROOT / config).read_text())
+    sd = doc["scrape_configs"][0]["http_sd_configs"][0]["url"]
+    assert sd.endswith("/api/prometheus/sd")  # Ray's own service discovery
+    # Kubernetes: Debian's promtool is built without Kubernetes discovery, so the config is checked for what the
+    # control plane relies on: Ray's pods kept by their ray.io/cluster label, which becomes ray_cluster.
+    cm = next(d for d in K8S_PROMETHEUS if d["kind"] == "ConfigMap")
+    relabel = yaml.safe_load(cm["data"]["prometheus.yml"])["scrape_configs"][0]["relabel_configs"]
+    assert {"source_labels": ["__meta_kubernetes_pod_label_ray_io_cluster"], "target_label": "ray_cluster"} in relabel
+    deployment = next(d for d in K8S_PROMETHEUS if d["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "prometheus"

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.db.models import Avg, Count, Q, Sum
 from django.db.models.functions import Trunc
 from django.utils import timezone
@@ -220,43 +220,87 @@ def _team_allocation(cluster: Cluster) -> dict[tuple[str, str], tuple[str, dict[
     return out
 
 
+CHUNK = 2000  # ids or keys per statement (SQLite allows 32,766 parameters; PostgreSQL's 65,535)
+
+
 @transaction.atomic
 def _store(cluster: Cluster, values: dict, now: datetime, fresh: set[str]) -> tuple[int, int]:
     """Gauges are stored as they are; counters as the increase since the last scrape (a drop is a restart).
 
     A counter seen for the first time counts from zero when its target was read whole before (``fresh``): it was
     born since. Otherwise (the target's first scrape) its value is history, not an increase.
+
+    Written with a statement per table, not an object per row: COPY on PostgreSQL, executemany elsewhere.
     """
-    existing = {s.key: s for s in Series.objects.filter(cluster=cluster, key__in=[k for _, k in values])}
+    keys = [k for _, k in values]
+    existing = _series_ids(cluster, keys)
     missing = [
         Series(cluster=cluster, name=name, labels=labels, key=key, kind=kind)
         for (name, key), (kind, labels, _) in values.items()
         if key not in existing
     ]
     if missing:
-        Series.objects.bulk_create(missing, ignore_conflicts=True)
-        existing.update({s.key: s for s in Series.objects.filter(cluster=cluster, key__in=[s.key for s in missing])})
-    points, touched, resets = [], [], 0
+        Series.objects.bulk_create(missing, ignore_conflicts=True, batch_size=CHUNK)
+        existing.update(_series_ids(cluster, [s.key for s in missing]))
+    points: list[tuple] = []
+    counters: list[tuple[float, int]] = []
+    gauges: list[int] = []
+    resets = 0
     for (_, key), (kind, _, value) in values.items():
-        series = existing[key]
+        sid, last = existing[key]
         if kind == "counter":
-            last = series.last_raw
             if last is None:
                 delta = value if key in fresh else None
             elif value < last:
                 delta, resets = value, resets + 1  # restarted replica: the counter began again at zero
             else:
                 delta = value - last
-            series.last_raw = value
+            counters.append((value, sid))
             if delta is not None:
-                points.append(Point(series=series, resolution=Point.RAW, ts=now, value=delta))
+                points.append((sid, Point.RAW, now, delta, 1))
         else:
-            points.append(Point(series=series, resolution=Point.RAW, ts=now, value=value))
-        series.last_seen_at = now
-        touched.append(series)
-    Series.objects.bulk_update(touched, ["last_raw", "last_seen_at"], batch_size=1000)
-    Point.objects.bulk_create(points, batch_size=2000)
+            gauges.append(sid)
+            points.append((sid, Point.RAW, now, value, 1))
+    _write(points, counters, gauges, now)
     return len(points), resets
+
+
+def _series_ids(cluster: Cluster, keys: list[str]) -> dict[str, tuple[int, float | None]]:
+    out: dict[str, tuple[int, float | None]] = {}
+    for i in range(0, len(keys), CHUNK):
+        rows = Series.objects.filter(cluster=cluster, key__in=keys[i : i + CHUNK]).values_list("key", "pk", "last_raw")
+        out.update({key: (pk, last) for key, pk, last in rows})
+    return out
+
+
+def _write(points: list[tuple], counters: list[tuple[float, int]], gauges: list[int], now: datetime) -> None:
+    point_t, series_t = Point._meta.db_table, Series._meta.db_table
+    conn = connections[router.db_for_write(Point)]
+    with conn.cursor() as cur:
+        if conn.vendor == "postgresql":
+            with cur.cursor.copy(f"COPY {point_t} (series_id, resolution, ts, value, samples) FROM STDIN") as copy:
+                for row in points:
+                    copy.write_row(row)
+            for i in range(0, len(counters), CHUNK):
+                part = counters[i : i + CHUNK]
+                rows = ", ".join(["(%s::double precision, %s::bigint)"] * len(part))
+                cur.execute(
+                    f"UPDATE {series_t} AS s SET last_raw = v.raw, last_seen_at = %s "
+                    f"FROM (VALUES {rows}) AS v(raw, id) WHERE s.id = v.id",
+                    [now, *(x for pair in part for x in pair)],
+                )
+        else:
+            cur.executemany(
+                f"INSERT INTO {point_t} (series_id, resolution, ts, value, samples) VALUES (%s, %s, %s, %s, %s)",
+                [(sid, res, conn.ops.adapt_datetimefield_value(ts), v, n) for sid, res, ts, v, n in points],
+            )
+            stamp = conn.ops.adapt_datetimefield_value(now)
+            cur.executemany(
+                f"UPDATE {series_t} SET last_raw = %s, last_seen_at = %s WHERE id = %s",
+                [(raw, stamp, sid) for raw, sid in counters],
+            )
+        for i in range(0, len(gauges), CHUNK):
+            Series.objects.filter(pk__in=gauges[i : i + CHUNK]).update(last_seen_at=now)
 
 
 def rollup(resolution: int, *, lookback: timedelta, now: datetime | None = None) -> int:
@@ -289,10 +333,23 @@ def rollup(resolution: int, *, lookback: timedelta, now: datetime | None = None)
     return len(rows)
 
 
-def enforce_retention(now: datetime | None = None) -> int:
+RETENTION_BATCH = 10_000
+
+
+def enforce_retention(now: datetime | None = None, batch: int = RETENTION_BATCH) -> int:
+    """Delete expired points a batch at a time, each batch its own short transaction: scrapes and rollups write
+    between batches instead of waiting behind one long DELETE (on SQLite the only writer lock)."""
     now = now or timezone.now()
     removed = 0
     for resolution, keep in RETENTION.items():
-        removed += Point.objects.filter(resolution=resolution, ts__lt=now - keep).delete()[0]
+        expired = Point.objects.filter(resolution=resolution, ts__lt=now - keep)
+        while True:
+            ids = list(expired.order_by("ts").values_list("pk", flat=True)[:batch])
+            if not ids:
+                break
+            with transaction.atomic():
+                removed += Point.objects.filter(pk__in=ids).delete()[0]
+            if len(ids) < batch:
+                break
     ScrapeRun.objects.filter(started_at__lt=now - timedelta(days=2)).delete()
     return removed

@@ -1,0 +1,191 @@
+"""Both metric sources reading the same real Ray: the embedded store (the control plane scrapes Ray itself) and a
+real Prometheus that found Ray's metrics endpoints through the dashboard's service discovery. The same requests to
+a multiplexed app give the same counts and hit rate from both; the app's charts render from Prometheus in
+headless Chromium.
+
+Precision: the embedded store sums the exact counter deltas between its scrapes. PromQL's ``increase`` over a
+window extrapolates the sampled span (first to last sample in the window) to the window's edges, so a count can
+come out high by up to about two scrape intervals over the window (2 s scrapes, 120 s window: under 4%, plus
+one for rounding). Ratios of two counters scraped together (the hit rate) extrapolate alike and agree to 0.01.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+import requests
+from django.utils import timezone
+
+from apps.applications.models import Application
+from apps.clusters.models import Cluster
+from apps.dashboard.management.commands.seed_models import write_models
+from apps.metrics import prom
+from apps.metrics.selectors import query, residency
+from apps.metrics.services import scrape_cluster
+from tests.conftest import app_body, require, wait_for
+from tests.e2e.test_browser import login, page  # noqa: F401 - the page fixture
+from tests.support.prometheus import Prometheus, binary
+
+pytestmark = [pytest.mark.ray, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+SCRAPE_S = 2
+
+
+@pytest.fixture
+def prometheus(ray_cluster, tmp_path):
+    if not binary():
+        require("prometheus", "apt-get install prometheus")
+    server = Prometheus(tmp_path, dashboard_url=ray_cluster.dashboard_url, scrape_interval=f"{SCRAPE_S}s").start()
+    wait_for(lambda: server.targets_up() >= 1, timeout=60, what="Prometheus scraping Ray's targets (service discovery)")
+    yield server
+    server.stop()
+
+
+def as_prometheus(cluster: Cluster, server: Prometheus) -> Cluster:
+    """The same cluster read through Prometheus (the stored row keeps scraping into the embedded store)."""
+    remote = copy.copy(cluster)
+    remote.metrics_source = Cluster.MetricsSource.PROMETHEUS
+    remote.prometheus_url = server.url
+    remote.prometheus_matchers = {"ray_cluster": "cp-test"}
+    return remote
+
+
+def test_both_sources_count_the_same_requests_and_charts_render_from_prometheus(
+    prometheus,
+    ray_env,
+    ray_cluster,
+    api,
+    alice,
+    team_a,
+    grant,
+    tmp_path,
+    settings,
+    page,  # noqa: F811
+    live_server,
+):
+    settings.PROMETHEUS_MIN_RANGE_S = 10  # this Prometheus scrapes every 2 s
+    settings.PROMETHEUS_CACHE_S = 1
+    grant(team_a, ray_env, "4")
+    client = api(alice)
+    name = f"mux{uuid.uuid4().hex[:6]}"
+    dep = {"name": "Mux", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}}
+    resp = client.post(
+        "/api/v1/applications/",
+        app_body("team-a", ray_env.pk, name, import_path="examples.multiplexed:app", deployments=[dep]),
+        format="json",
+    )
+    assert resp.status_code == 201, resp.content
+    app_id = resp.json()["id"]
+    for i, path in enumerate(write_models(tmp_path, 3), start=1):
+        body = {"application": app_id, "deployment": "Mux", "model_id": f"m{i}", "uri": f"file://{path}"}
+        assert client.post("/api/v1/models/", body, format="json").status_code == 201
+    app = Application.objects.get(pk=app_id)
+    serve_name = app.serve_name
+    url = f"{ray_cluster.serve_url}/team-a/{name}"
+
+    def running_with_catalog() -> bool:
+        apps = requests.get(f"{ray_cluster.dashboard_url}/api/serve/applications/", timeout=10).json()["applications"]
+        entry = apps.get(serve_name) or {}
+        cfg = ((entry.get("deployed_app_config") or {}).get("deployments") or [{}])[0].get("user_config") or {}
+        return entry.get("status") == "RUNNING" and len(cfg.get("models", {})) == 3
+
+    wait_for(running_with_catalog, timeout=180, what="the multiplexed app RUNNING with its catalog")
+
+    def call(model: str) -> None:
+        r = requests.get(url, headers={"serve_multiplexed_model_id": model}, timeout=30)
+        assert r.status_code == 200, r.text
+
+    remote = as_prometheus(ray_env, prometheus)
+    embedded = Cluster.objects.get(pk=ray_env.pk)
+
+    # Warm up: the counters exist and both sources have seen them before the measured window opens.
+    for model in ("m1", "m1"):
+        call(model)
+
+    def both_see_the_warm_up() -> bool:
+        scrape_cluster(ray_env.pk)
+        now = timezone.now()
+        got = prom.window_sums(remote, prom.MUX_REQUESTS, 600, now, ("application",)).get((serve_name,), 0)
+        return got >= 1
+
+    wait_for(both_see_the_warm_up, timeout=90, interval=SCRAPE_S, what="the warm-up in Prometheus")
+    for _ in range(4):  # a few more scrapes of the settled counters on both sides
+        scrape_cluster(ray_env.pk)
+        time.sleep(SCRAPE_S)
+    start = timezone.now()
+    scrape_cluster(ray_env.pk)
+    time.sleep(SCRAPE_S)
+    # Measured: pairs over three models with two slots: load, hit, load, hit, ... (LRU evicts the oldest).
+    sequence = [f"m{1 + (i // 2) % 3}" for i in range(36)]
+    for model in sequence:
+        call(model)
+
+    def embedded_total(series: str) -> float:
+        end = timezone.now()
+        span = int((end - start).total_seconds()) + 1
+        rows = query(series, cluster=embedded, start=start, end=end, step=span, now=end, application=serve_name)
+        factor = span if series == "requests" else span / 60 if series == "model_loads" else 1
+        return sum(v * factor for s in rows for _, v in s["points"])
+
+    def embedded_counted_all() -> bool:
+        scrape_cluster(ray_env.pk)
+        return embedded_total("requests") >= len(sequence)
+
+    wait_for(embedded_counted_all, timeout=120, interval=SCRAPE_S, what="every request in the embedded store")
+    for _ in range(5):  # Prometheus scrapes the final counters a few times too
+        scrape_cluster(ray_env.pk)
+        time.sleep(SCRAPE_S)
+    end = timezone.now()
+    window = int((end - start).total_seconds())
+    emb_requests = round(embedded_total("requests"))
+    emb_loads = round(embedded_total("model_loads"))
+    span = int((end - start).total_seconds()) + 1
+    emb_hit = query(
+        "cache_hit_rate", cluster=embedded, start=start, end=end, step=span, now=end, application=serve_name
+    )
+    emb_hit_rate = emb_hit[0]["points"][0][1]
+
+    by = ("application",)
+    prom_requests = prom.window_sums(remote, prom.HTTP_REQUESTS, window, end, by)[(serve_name,)]
+    prom_gets = prom.window_sums(remote, prom.MUX_REQUESTS, window, end, by)[(serve_name,)]
+    prom_loads = prom.window_sums(remote, prom.MUX_LOADS, window, end, by)[(serve_name,)]
+    prom_hit_rate = 1 - prom_loads / prom_gets
+
+    tolerance = 2 * SCRAPE_S / window
+    print(
+        f"\nwindow {window} s: requests embedded {emb_requests} / prometheus {prom_requests:.2f}; "
+        f"loads {emb_loads} / {prom_loads:.2f}; hit rate {emb_hit_rate:.4f} / {prom_hit_rate:.4f}"
+    )
+    assert emb_requests == len(sequence)
+    assert emb_loads == 18 and emb_hit_rate == pytest.approx(0.5)  # every pair: one load, one hit
+    assert prom_requests == pytest.approx(emb_requests, rel=tolerance, abs=1)
+    assert prom_gets == pytest.approx(len(sequence), rel=tolerance, abs=1)
+    assert prom_loads == pytest.approx(emb_loads, rel=tolerance, abs=1)
+    assert prom_hit_rate == pytest.approx(emb_hit_rate, abs=0.01)
+    # The chart readers over the window: the same hit rate from both.
+    chart = query("cache_hit_rate", cluster=remote, start=start, end=end, step=span, now=end, application=serve_name)
+    assert chart and chart[0]["points"], chart
+    # Residency: the same models resident now, from both.
+    here = {(r["application"], r["model_id"]) for r in residency(embedded, serve_name)}
+    there = {(r["application"], r["model_id"]) for r in residency(remote, serve_name)}
+    assert here == there and len(here) == 2, (here, there)
+
+    # The pages, in Chromium, with the cluster switched to Prometheus.
+    Cluster.objects.filter(pk=ray_env.pk).update(
+        metrics_source="prometheus", prometheus_url=prometheus.url, prometheus_matchers={"ray_cluster": "cp-test"}
+    )
+    login(page, live_server, "alice")
+    page.goto(f"{live_server.url}/apps/{app_id}/")
+    for title in ("Model cache hit rate", "Requests", "Model loads"):
+        fig = page.locator("figure.chart-card", has_text=title)
+        fig.locator("canvas[data-chart]").wait_for(timeout=30_000)
+        assert "from Prometheus" in fig.inner_text()
+        assert int(fig.get_attribute("data-series-points")) >= 1
+    page.goto(f"{live_server.url}/clusters/{ray_env.pk}/")
+    page.locator("#source-ok").wait_for(timeout=30_000)
+    assert "Prometheus" in page.locator("#metrics-source").inner_text()
+    assert start < end - timedelta(seconds=10)
