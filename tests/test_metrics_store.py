@@ -101,7 +101,12 @@ def test_stored_deltas_and_gauges_are_exact_through_the_bulk_writer(make_cluster
     assert c.last_raw == 9.0 and c.last_seen_at == now + timedelta(seconds=30)
     g = Series.objects.get(cluster=cluster, name="ray_serve_num_multiplexed_models", labels__application="a7")
     assert list(Point.objects.filter(series=g).values_list("value", flat=True)) == [3.0, 3.0, 3.0]
-    assert g.last_seen_at == now + timedelta(seconds=30)
+    assert g.last_seen_at == now  # refreshed only once it is older than SEEN_REFRESH: no row update per scrape
+    services._store(
+        cluster, {k: v for k, v in values.items() if k[0].endswith("models")}, now + timedelta(hours=1), set()
+    )
+    g.refresh_from_db()
+    assert g.last_seen_at == now + timedelta(hours=1)
 
 
 def test_retention_deletes_in_batches_and_keeps_what_is_young(make_cluster):

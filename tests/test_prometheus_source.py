@@ -241,3 +241,66 @@ def test_window_sums_read_vectors():
         assert prom.window_sums(c, prom.HTTP_REQUESTS, 300, timezone.now(), ("application",)) == {("a",): 12.0}
     finally:
         ep.close()
+
+
+class Answers(Endpoint):
+    """An endpoint answering instant queries by what they ask: the rule's request counts, and since when the
+    cluster's targets have been scraped."""
+
+    def __init__(self, requests_seen: float, covered_since: float) -> None:
+        super().__init__()
+        self.values = {"ray_serve_num_http_requests_total": requests_seen, "timestamp(up": covered_since}
+        outer = self
+        handler = self.server.RequestHandlerClass
+        original = handler.do_GET
+
+        def do_get(h) -> None:
+            from urllib.parse import parse_qs, urlparse
+
+            expr = parse_qs(urlparse(h.path).query).get("query", [""])[0]
+            hit = next((v for k, v in outer.values.items() if k in expr), None)
+            result = [] if hit is None else [{"metric": {"application": outer.app}, "value": [time.time(), str(hit)]}]
+            outer.answer = {"status": "success", "data": {"resultType": "vector", "result": result}}
+            original(h)
+
+        handler.do_GET = do_get
+        self.app = ""
+
+
+def test_idle_gpu_alerts_read_a_prometheus_cluster_and_draw_no_verdict_when_it_is_down(
+    alice, team_a, make_cluster, grant, settings
+):
+    from apps.alerts import services as alerts
+    from apps.alerts.models import AlertRule, Incident
+    from tests.test_alerts import make_app, set_state
+
+    alerts.ensure_default_rules()
+    cluster = make_cluster(name="promc")
+    grant(team_a, cluster, "4")
+    app = make_app(alice, team_a, cluster)
+    set_state(app, "running", deployed=time.time() - 7200)
+    AlertRule.objects.create(kind="idle_gpu", team=team_a, params={"window_s": 600, "max_requests": 0})
+    ep = Answers(requests_seen=0, covered_since=time.time() - 3600)
+    ep.app = app.serve_name
+    try:
+        Cluster.objects.filter(pk=cluster.pk).update(metrics_source="prometheus", prometheus_url=ep.url)
+        alerts.evaluate()
+        incident = Incident.objects.get(application=app, kind="idle_gpu", state="open")
+        assert incident.evidence["requests"] == 0 and incident.evidence["gpus"] == 0.5
+        assert any("increase(ray_serve_num_http_requests_total" in r["path"] for r in ep.requests)
+        ep.values["ray_serve_num_http_requests_total"] = 40  # traffic: the incident resolves
+        cache.clear()
+        alerts.evaluate()
+        incident.refresh_from_db()
+        assert incident.state == "resolved"
+        # Prometheus has only just started scraping the cluster: no verdict, nothing opens.
+        Incident.objects.all().delete()
+        ep.values.update({"ray_serve_num_http_requests_total": 0, "timestamp(up": time.time() - 60})
+        cache.clear()
+        alerts.evaluate()
+        assert not Incident.objects.filter(kind="idle_gpu").exists()
+    finally:
+        ep.close()
+    cache.clear()
+    alerts.evaluate()  # the endpoint is gone: no verdict either
+    assert not Incident.objects.filter(kind="idle_gpu").exists()

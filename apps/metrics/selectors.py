@@ -357,10 +357,10 @@ def residency(cluster: Cluster | list[Cluster], application: str | None = None) 
     out = []
     for s in series:
         started = latest_start.get(s.cluster_id)
-        if started is None or s.last_seen_at is None or s.last_seen_at < started:
-            continue  # gone from the last scrape: the replica is gone
         pts = points.get(s.pk, [])
-        if not pts or pts[-1][1] < 1:
+        if started is None or not pts or pts[-1][0] < started:
+            continue  # no point from the last scrape: the replica is gone
+        if pts[-1][1] < 1:
             continue
         # resident since the first point after the last time it was not loaded
         since = max((i for i, (_, v) in enumerate(pts) if v < 1), default=-1)

@@ -9,6 +9,7 @@ import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -48,6 +49,12 @@ def series_key(name: str, labels: dict[str, str]) -> str:
     return hashlib.sha1(f"{name}|{json.dumps(labels, sort_keys=True)}".encode()).hexdigest()
 
 
+@lru_cache(maxsize=262_144)
+def _cached_key(name: str, items: tuple[tuple[str, str], ...]) -> str:
+    """series_key for a label set seen before (the same series come back every scrape)."""
+    return series_key(name, dict(items))
+
+
 def _normalise(samples: list[Any]) -> dict[tuple[str, str], tuple[str, dict[str, str], float]]:
     """Keep only wanted samples and labels; sum samples that collapse onto the same kept labels."""
     out: dict[tuple[str, str], tuple[str, dict[str, str], float]] = {}
@@ -62,7 +69,7 @@ def _normalise(samples: list[Any]) -> dict[tuple[str, str], tuple[str, dict[str,
         if s.family == "ray_resources" and s.labels.get("Name") != "GPU":
             continue
         labels = {k: s.labels[k] for k in keep if k in s.labels}
-        key = series_key(name, labels)
+        key = _cached_key(name, tuple(labels.items()))
         prev = out.get((name, key))
         out[(name, key)] = (stored, labels, s.value + (prev[2] if prev else 0.0))
     return out
@@ -242,9 +249,9 @@ def _store(cluster: Cluster, values: dict, now: datetime, fresh: set[str]) -> tu
     if missing:
         Series.objects.bulk_create(missing, ignore_conflicts=True, batch_size=CHUNK)
         existing.update(_series_ids(cluster, [s.key for s in missing]))
-    points: list[tuple] = []
-    counters: list[tuple[float, int]] = []
-    gauges: list[int] = []
+    points: list[tuple[int, float]] = []
+    counters: list[tuple[float, int]] = []  # counters whose raw value moved: their new last_raw
+    touched: list[int] = []  # the rest: seen again (last_seen_at is refreshed every few minutes, not every scrape)
     resets = 0
     for (_, key), (kind, _, value) in values.items():
         sid, last = existing[key]
@@ -255,52 +262,75 @@ def _store(cluster: Cluster, values: dict, now: datetime, fresh: set[str]) -> tu
                 delta, resets = value, resets + 1  # restarted replica: the counter began again at zero
             else:
                 delta = value - last
-            counters.append((value, sid))
+            if value != last:
+                counters.append((value, sid))
+            else:
+                touched.append(sid)
             if delta is not None:
-                points.append((sid, Point.RAW, now, delta, 1))
+                points.append((sid, delta))
         else:
-            gauges.append(sid)
-            points.append((sid, Point.RAW, now, value, 1))
-    _write(points, counters, gauges, now)
+            touched.append(sid)
+            points.append((sid, value))
+    _write(points, counters, touched, now)
     return len(points), resets
 
 
 def _series_ids(cluster: Cluster, keys: list[str]) -> dict[str, tuple[int, float | None]]:
-    out: dict[str, tuple[int, float | None]] = {}
+    """id and last raw value of each key's series: the cluster's recently seen series in one read, the rest (new,
+    or back after a while) by key."""
+    wanted = set(keys)
+    recent = Series.objects.filter(cluster=cluster, last_seen_at__gte=timezone.now() - timedelta(hours=1))
+    out = {key: (pk, last) for key, pk, last in recent.values_list("key", "pk", "last_raw") if key in wanted}
+    keys = [k for k in keys if k not in out]
     for i in range(0, len(keys), CHUNK):
         rows = Series.objects.filter(cluster=cluster, key__in=keys[i : i + CHUNK]).values_list("key", "pk", "last_raw")
         out.update({key: (pk, last) for key, pk, last in rows})
     return out
 
 
-def _write(points: list[tuple], counters: list[tuple[float, int]], gauges: list[int], now: datetime) -> None:
+SEEN_REFRESH = timedelta(minutes=10)  # how stale last_seen_at may be (it only tells recent series from old)
+
+
+def _write(
+    points: list[tuple[int, float]], counters: list[tuple[float, int]], touched: list[int], now: datetime
+) -> None:
+    """Raw points (series id, value) at ``now``; the moved counters' last raw values; the sighting of the rest,
+    written only when the stored one is older than SEEN_REFRESH, so an unchanged series costs no row update."""
     point_t, series_t = Point._meta.db_table, Series._meta.db_table
     conn = connections[router.db_for_write(Point)]
+    stale = now - SEEN_REFRESH
     with conn.cursor() as cur:
         if conn.vendor == "postgresql":
+            stamp = now.isoformat()
             with cur.cursor.copy(f"COPY {point_t} (series_id, resolution, ts, value, samples) FROM STDIN") as copy:
-                for row in points:
-                    copy.write_row(row)
-            for i in range(0, len(counters), CHUNK):
-                part = counters[i : i + CHUNK]
-                rows = ", ".join(["(%s::double precision, %s::bigint)"] * len(part))
+                copy.write("".join(f"{sid}\t0\t{stamp}\t{value!r}\t1\n" for sid, value in points))
+            if counters:
                 cur.execute(
                     f"UPDATE {series_t} AS s SET last_raw = v.raw, last_seen_at = %s "
-                    f"FROM (VALUES {rows}) AS v(raw, id) WHERE s.id = v.id",
-                    [now, *(x for pair in part for x in pair)],
+                    "FROM unnest(%s::bigint[], %s::double precision[]) AS v(id, raw) WHERE s.id = v.id",
+                    [now, [sid for _, sid in counters], [raw for raw, _ in counters]],
+                )
+            if touched:
+                cur.execute(
+                    f"UPDATE {series_t} SET last_seen_at = %s WHERE id = ANY(%s::bigint[]) "
+                    "AND (last_seen_at IS NULL OR last_seen_at < %s)",
+                    [now, touched, stale],
                 )
         else:
-            cur.executemany(
-                f"INSERT INTO {point_t} (series_id, resolution, ts, value, samples) VALUES (%s, %s, %s, %s, %s)",
-                [(sid, res, conn.ops.adapt_datetimefield_value(ts), v, n) for sid, res, ts, v, n in points],
-            )
             stamp = conn.ops.adapt_datetimefield_value(now)
-            cur.executemany(
-                f"UPDATE {series_t} SET last_raw = %s, last_seen_at = %s WHERE id = %s",
-                [(raw, stamp, sid) for raw, sid in counters],
+            raw = cur.cursor  # the driver's own cursor: its executemany, without a wrapper per row
+            raw.executemany(
+                f"INSERT INTO {point_t} (series_id, resolution, ts, value, samples) VALUES (?, 0, ?, ?, 1)",
+                [(sid, stamp, value) for sid, value in points],
             )
-        for i in range(0, len(gauges), CHUNK):
-            Series.objects.filter(pk__in=gauges[i : i + CHUNK]).update(last_seen_at=now)
+            raw.executemany(
+                f"UPDATE {series_t} SET last_raw = ?, last_seen_at = ? WHERE id = ?",
+                [(value, stamp, sid) for value, sid in counters],
+            )
+            for i in range(0, len(touched), CHUNK):
+                Series.objects.filter(pk__in=touched[i : i + CHUNK]).filter(
+                    Q(last_seen_at__isnull=True) | Q(last_seen_at__lt=stale)
+                ).update(last_seen_at=now)
 
 
 def rollup(resolution: int, *, lookback: timedelta, now: datetime | None = None) -> int:

@@ -3,7 +3,9 @@ real Prometheus that found Ray's metrics endpoints through the dashboard's servi
 a multiplexed app give the same counts and hit rate from both; the app's charts render from Prometheus in
 headless Chromium.
 
-Precision: the embedded store sums the exact counter deltas between its scrapes. PromQL's ``increase`` over a
+Precision: the embedded store sums the exact counter deltas between its scrapes. A series that first appears inside
+a window (a proxy or replica that served its first request there) counts from zero in the embedded store, but from
+its first scrape in PromQL, so the test lets every proxy serve before the window opens. PromQL's ``increase`` over a
 window extrapolates the sampled span (first to last sample in the window) to the window's edges, so a count can
 come out high by up to about two scrape intervals over the window (2 s scrapes, 120 s window: under 4%, plus
 one for rounding). Ratios of two counters scraped together (the hit rate) extrapolate alike and agree to 0.01.
@@ -80,7 +82,7 @@ def test_both_sources_count_the_same_requests_and_charts_render_from_prometheus(
     )
     assert resp.status_code == 201, resp.content
     app_id = resp.json()["id"]
-    for i, path in enumerate(write_models(tmp_path, 3), start=1):
+    for i, path in enumerate(write_models(tmp_path, 4), start=1):
         body = {"application": app_id, "deployment": "Mux", "model_id": f"m{i}", "uri": f"file://{path}"}
         assert client.post("/api/v1/models/", body, format="json").status_code == 201
     app = Application.objects.get(pk=app_id)
@@ -91,35 +93,50 @@ def test_both_sources_count_the_same_requests_and_charts_render_from_prometheus(
         apps = requests.get(f"{ray_cluster.dashboard_url}/api/serve/applications/", timeout=10).json()["applications"]
         entry = apps.get(serve_name) or {}
         cfg = ((entry.get("deployed_app_config") or {}).get("deployments") or [{}])[0].get("user_config") or {}
-        return entry.get("status") == "RUNNING" and len(cfg.get("models", {})) == 3
+        return entry.get("status") == "RUNNING" and len(cfg.get("models", {})) == 4
 
     wait_for(running_with_catalog, timeout=180, what="the multiplexed app RUNNING with its catalog")
 
+    # One connection for every request of the test: every node runs a proxy on the same port here (one machine)
+    # and the kernel spreads new connections over them. A proxy that served its first request inside the window
+    # would start a new series, which PromQL counts from its first scrape (the embedded store from zero). Proxy
+    # health checks keep the connection open while the test waits; they count under no application.
+    session = requests.Session()
+
     def call(model: str) -> None:
-        r = requests.get(url, headers={"serve_multiplexed_model_id": model}, timeout=30)
+        r = session.get(url, headers={"serve_multiplexed_model_id": model}, timeout=30)
         assert r.status_code == 200, r.text
+
+    def keep_alive(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            session.get(f"{ray_cluster.serve_url}/-/healthz", timeout=10)
+            time.sleep(0.5)
 
     remote = as_prometheus(ray_env, prometheus)
     embedded = Cluster.objects.get(pk=ray_env.pk)
 
-    # Warm up: the counters exist and both sources have seen them before the measured window opens.
-    for model in ("m1", "m1"):
-        call(model)
+    # Warm up with a model the measured requests do not use: the counters exist, and both sources have seen them,
+    # before the measured window opens.
+    for _ in range(2):
+        call("m4")
 
     def both_see_the_warm_up() -> bool:
+        keep_alive(SCRAPE_S)
         scrape_cluster(ray_env.pk)
         now = timezone.now()
-        got = prom.window_sums(remote, prom.MUX_REQUESTS, 600, now, ("application",)).get((serve_name,), 0)
-        return got >= 1
+        seen = prom.window_sums(remote, prom.MUX_LOADS, 600, now, ("application",), how="max")
+        return seen.get((serve_name,), 0) >= 1
 
-    wait_for(both_see_the_warm_up, timeout=90, interval=SCRAPE_S, what="the warm-up in Prometheus")
+    wait_for(both_see_the_warm_up, timeout=90, interval=0, what="the warm-up in Prometheus")
     for _ in range(4):  # a few more scrapes of the settled counters on both sides
         scrape_cluster(ray_env.pk)
-        time.sleep(SCRAPE_S)
+        keep_alive(SCRAPE_S)
     start = timezone.now()
     scrape_cluster(ray_env.pk)
-    time.sleep(SCRAPE_S)
-    # Measured: pairs over three models with two slots: load, hit, load, hit, ... (LRU evicts the oldest).
+    keep_alive(SCRAPE_S)
+    # Measured: pairs over three models with two slots: load, hit, load, hit, ... (LRU evicts the oldest; m4 is
+    # resident, so even the first request loads).
     sequence = [f"m{1 + (i // 2) % 3}" for i in range(36)]
     for model in sequence:
         call(model)
@@ -133,12 +150,21 @@ def test_both_sources_count_the_same_requests_and_charts_render_from_prometheus(
 
     def embedded_counted_all() -> bool:
         scrape_cluster(ray_env.pk)
-        return embedded_total("requests") >= len(sequence)
+        return embedded_total("requests") >= len(sequence) and embedded_total("model_loads") >= len(sequence) / 2
 
     wait_for(embedded_counted_all, timeout=120, interval=SCRAPE_S, what="every request in the embedded store")
     for _ in range(5):  # Prometheus scrapes the final counters a few times too
         scrape_cluster(ray_env.pk)
         time.sleep(SCRAPE_S)
+
+    def prometheus_counted_all() -> bool:  # the replica's counters reach Prometheus a little after the proxy's
+        scrape_cluster(ray_env.pk)
+        now = timezone.now()
+        span = int((now - start).total_seconds())
+        gets = prom.window_sums(remote, prom.MUX_REQUESTS, span, now, ("application",)).get((serve_name,), 0)
+        return gets >= len(sequence) - 1
+
+    wait_for(prometheus_counted_all, timeout=120, interval=SCRAPE_S, what="every request in Prometheus")
     end = timezone.now()
     window = int((end - start).total_seconds())
     emb_requests = round(embedded_total("requests"))

@@ -53,6 +53,10 @@ _LINE = re.compile(
 )
 _LABEL = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\]|\\.)*)"[ \t]*(?:,|$)')
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_HEAD = re.compile(r"[^{ \t]*")
+_FAST = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(?:\{([^\\{}]*)\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?[ \t]*$")
+_PAIRS = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)",?')
+_PAIRS_ALL = re.compile(r'(?:[a-zA-Z_][a-zA-Z0-9_]*="[^"]*",?)*')
 _SUFFIXES = ("_total", "_bucket", "_count", "_sum")
 _UNESCAPE = re.compile(r"\\(.)")
 
@@ -76,12 +80,8 @@ def parse(text: str, wanted: set[str]) -> Iterator[Sample]:
                 if len(parts) >= 4:
                     types[parts[2]] = parts[3]
             continue
-        end = len(line)
-        for i, ch in enumerate(line):
-            if ch in "{ \t":
-                end = i
-                break
-        name = line[:end]
+        name = _HEAD.match(line).group(0)
+        end = len(name)
         family = name
         if name not in wanted:
             for suffix in _SUFFIXES:
@@ -94,26 +94,42 @@ def parse(text: str, wanted: set[str]) -> Iterator[Sample]:
                 if not _NAME.match(name) or (end < len(line) and line[end] == "{" and "}" not in line):
                     raise ScrapeError(f"malformed exposition text at line {number}: {line[:120]!r}")
                 continue
-        match = _LINE.match(line)
-        if match is None:
-            raise ScrapeError(f"malformed exposition text at line {number}: {line[:120]!r}")
-        labels: dict[str, str] = {}
-        block = match.group(2)
-        if block:
-            pos = 0
-            while pos < len(block):
-                lm = _LABEL.match(block, pos)
-                if lm is None:
-                    if block[pos:].strip(" \t,"):
-                        raise ScrapeError(f"malformed labels at line {number}: {line[:120]!r}")
-                    break
-                labels[lm.group(1)] = _unescape(lm.group(2))
-                pos = lm.end()
+        fast = _FAST.match(line)
+        if fast is not None:  # no escapes and no braces in values: one C-level pass over the labels
+            block = fast.group(1)
+            if block and _PAIRS_ALL.fullmatch(block) is None:
+                fast = None  # spaces, or not label pairs at all: the full grammar decides
+            else:
+                pairs = _PAIRS.findall(block) if block else []
+        if fast is not None:
+            labels = dict(pairs)
+            raw_value = fast.group(2)
+        else:
+            labels, raw_value = _slow(line, number)
         try:
-            value = float(match.group(3))
+            value = float(raw_value)
         except ValueError as exc:
             raise ScrapeError(f"malformed value at line {number}: {line[:120]!r}") from exc
         kind = types.get(family) or types.get(name) or "unknown"
         if kind == "untyped":
             kind = "unknown"
         yield Sample(family, name, kind, labels, value)
+
+
+def _slow(line: str, number: int) -> tuple[dict[str, str], str]:
+    """A line with escapes or braces inside label values, taken apart by the full grammar."""
+    match = _LINE.match(line)
+    if match is None:
+        raise ScrapeError(f"malformed exposition text at line {number}: {line[:120]!r}")
+    labels: dict[str, str] = {}
+    block = match.group(2)
+    pos = 0
+    while block and pos < len(block):
+        lm = _LABEL.match(block, pos)
+        if lm is None:
+            if block[pos:].strip(" \t,"):
+                raise ScrapeError(f"malformed labels at line {number}: {line[:120]!r}")
+            break
+        labels[lm.group(1)] = _unescape(lm.group(2))
+        pos = lm.end()
+    return labels, match.group(3)
