@@ -287,7 +287,9 @@ def test_idle_gpu_alerts_read_a_prometheus_cluster_and_draw_no_verdict_when_it_i
         alerts.evaluate()
         incident = Incident.objects.get(application=app, kind="idle_gpu", state="open")
         assert incident.evidence["requests"] == 0 and incident.evidence["gpus"] == 0.5
-        assert any("increase(ray_serve_num_http_requests_total" in r["path"] for r in ep.requests)
+        from urllib.parse import unquote_plus
+
+        assert any("increase(ray_serve_num_http_requests_total" in unquote_plus(r["path"]) for r in ep.requests)
         ep.values["ray_serve_num_http_requests_total"] = 40  # traffic: the incident resolves
         cache.clear()
         alerts.evaluate()
