@@ -108,6 +108,14 @@ def check(cluster: Cluster) -> dict[str, Any]:
     return {"ok": True, "targets": targets, "ms": round((timezone.now() - started).total_seconds() * 1000, 1)}
 
 
+def _grown(series: str, seconds: int) -> str:
+    """Per series, how much a counter grew over the window, as the embedded store counts it: ``increase`` for a
+    series that existed when the window opened, and its whole value for one born inside it (a proxy or replica that
+    served its first request there), which ``increase`` alone would count from its first scrape, not from zero."""
+    w = f"{int(seconds)}s"
+    return f"((increase({series}[{w}]) and {series} offset {w}) or ({series} unless {series} offset {w}))"
+
+
 def _range_window(step: int) -> int:
     return max(int(step), int(settings.PROMETHEUS_MIN_RANGE_S))
 
@@ -138,9 +146,10 @@ def series(cluster: Cluster, name: str, w: Window, application: str | None = Non
     """The named series of one cluster, from its query endpoint. Raises SourceUnavailable."""
     m = cluster.prometheus_matchers or {}
     app = {"application": application} if application else {}
-    win = f"[{_range_window(w.step)}s]"
+    seconds = _range_window(w.step)
+    win = f"[{seconds}s]"
     if name == "requests":
-        expr = f"sum by (application) (rate({HTTP_REQUESTS}{selector(m, app)}{win}))"
+        expr = f"sum by (application) ({_grown(HTTP_REQUESTS + selector(m, app), seconds)}) / {seconds}"
         return _emit(_range(cluster, expr, w), ("application",))
     if name in ("request_latency_ms", "model_load_latency_ms"):
         family, keys = (
@@ -155,12 +164,12 @@ def series(cluster: Cluster, name: str, w: Window, application: str | None = Non
             out += _emit(_range(cluster, expr, w), keys, {"quantile": label})
         return out
     if name == "model_loads":
-        expr = f"sum by (application, deployment) (rate({MUX_LOADS}{selector(m, app)}{win})) * 60"
+        expr = f"sum by (application, deployment) ({_grown(MUX_LOADS + selector(m, app), seconds)}) * 60 / {seconds}"
         return _emit(_range(cluster, expr, w), ("application", "deployment"))
     if name == "cache_hit_rate":
         by = "sum by (application, deployment)"
-        loads = f"{by} (increase({MUX_LOADS}{selector(m, app)}{win}))"
-        reqs = f"{by} (increase({MUX_REQUESTS}{selector(m, app)}{win}))"
+        loads = f"{by} ({_grown(MUX_LOADS + selector(m, app), seconds)})"
+        reqs = f"{by} ({_grown(MUX_REQUESTS + selector(m, app), seconds)})"
         # No load counter yet (every request hit): zero loads, not no answer.
         expr = f"1 - (({loads}) or (0 * {reqs})) / (({reqs}) > 0)"
         return _emit(_range(cluster, expr, w), ("application", "deployment"))
@@ -185,7 +194,7 @@ def residency(cluster: Cluster, application: str | None = None, now: datetime | 
     now = now or timezone.now()
     app = {"application": application} if application else {}
     step = 30
-    end = math.floor(now.timestamp() / step) * step
+    end = math.floor(now.timestamp() / 5) * 5  # at most 5 s old (and cached that long): the last point is "now"
     rows = _ask(
         cluster, "range", f"{MUX_MODEL_ID}{selector(cluster.prometheus_matchers or {}, app)}", end - 3600.0, end, step
     )
@@ -205,10 +214,11 @@ def window_sums(
     cluster: Cluster, metric: str, window_s: float, now: datetime, by: tuple[str, ...], how: str = "increase"
 ) -> dict[tuple[str, ...], float]:
     """Per label group: the increase of a counter (or the peak of a gauge, how="max") over the last window_s."""
-    sel = selector(cluster.prometheus_matchers or {})
-    fn = "increase" if how == "increase" else "max_over_time"
-    agg = "sum" if how == "increase" else "max"
-    expr = f"{agg} by ({', '.join(by)}) ({fn}({metric}{sel}[{int(window_s)}s]))"
+    sel = metric + selector(cluster.prometheus_matchers or {})
+    if how == "increase":
+        expr = f"sum by ({', '.join(by)}) ({_grown(sel, int(window_s))})"
+    else:
+        expr = f"max by ({', '.join(by)}) (max_over_time({sel}[{int(window_s)}s]))"
     out: dict[tuple[str, ...], float] = defaultdict(float)
     for r in _ask(cluster, "query", expr, float(int(now.timestamp()))):
         if r.points:
