@@ -33,6 +33,7 @@ def _beat_schedule(sender: Celery, **_: object) -> None:
             "schedule": float(settings.ALERT_INTERVAL_S),
         },
         "weekly-waste-reports": {"task": "workers.tasks.alerts.weekly_waste_reports", "schedule": 3600.0},
+        "starter-grants-end": {"task": "workers.tasks.quotas.starter_grants_end", "schedule": 300.0},
         "compaction-policy": {
             "task": "workers.tasks.compaction.compaction_policy_all",
             "schedule": float(settings.COMPACTION_INTERVAL_S),

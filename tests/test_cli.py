@@ -92,3 +92,39 @@ def test_refusals_are_printed_field_by_field_with_exit_code_1(run, world, alice)
     assert not Application.objects.exists()
     missing = run("status", "nope", "--team", "team-a", SERVECTL_TOKEN=token)
     assert missing.returncode == 1 and "no application 'nope'" in missing.stderr
+
+
+def test_the_getting_started_page_commands_run_as_shown(run, live_server, make_user, staff, make_cluster, tmp_path):
+    """A new user with a starter grant: the page's terminal commands, copied as they are, log in and deploy."""
+    import html
+    import re
+
+    from django.test import Client
+
+    from apps.clusters.models import Cluster
+
+    cluster = make_cluster(name="sandbox")
+    Cluster.objects.filter(pk=cluster.pk).update(starter_pool="a100", starter_gpus="0.5", starter_days=7)
+    newcomer = make_user("newcomer")
+    from apps.teams.services import team_create
+
+    team_create(actor=newcomer, slug="newbies", name="Newbies")
+    page = Client()
+    page.force_login(newcomer)
+    text = page.get("/welcome/", HTTP_HOST=live_server.url.split("//")[1]).content.decode()
+    assert "starter grant of 0.5 GPU in sandbox/a100" in text
+    block = html.unescape(re.search(r'<pre[^>]*id="terminal-commands"><code>(.*?)</code></pre>', text, re.S).group(1))
+    lines = block.splitlines()
+    login, apply, status = lines[0], lines[-2], lines[-1]
+    serve_file = "\n".join(lines[2 : lines.index("EOF")]) + "\n"
+    assert login == f"servectl login --url {live_server.url} --username newcomer"
+    assert apply == "servectl apply -f serve.yaml --team newbies --cluster sandbox"
+    (tmp_path / "serve.yaml").write_text(serve_file)
+    done = run(*login.split()[1:], SERVECTL_PASSWORD=PASSWORD)
+    assert done.returncode == 0, done.stderr
+    applied = run(*[a if a != "serve.yaml" else str(tmp_path / "serve.yaml") for a in apply.split()[1:]])
+    assert applied.returncode == 0, applied.stderr + applied.stdout
+    app = Application.objects.get(team__slug="newbies", name="hello")
+    assert app.current_revision.spec["import_path"] == "examples.hello:app"
+    shown = run(*status.split()[1:], "--no-wait")
+    assert shown.returncode in (0, 1, 3) and "hello" in shown.stdout + shown.stderr, shown.stdout + shown.stderr

@@ -119,6 +119,19 @@ class Cluster(models.Model):
     compaction_window = models.CharField(
         max_length=11, blank=True, help_text='UTC hours when automatic compaction may run, e.g. "01:00-05:00".'
     )
+    starter_pool = models.CharField(
+        max_length=50, blank=True, help_text="Pool of the starter grant every new team gets here (empty: none)."
+    )
+    starter_gpus = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        default=Decimal("0"),
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="GPUs of the starter grant, e.g. 0.5 (0: no starter grant).",
+    )
+    starter_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Lifetime of a starter grant in days (empty: it does not end)."
+    )
     k8s_namespace = models.CharField(max_length=63, blank=True, help_text="KubeRay: namespace of the RayService.")
     k8s_name = models.CharField(max_length=63, blank=True, help_text="KubeRay: name of the RayService.")
     kubeconfig = EncryptedTextField(
@@ -186,6 +199,8 @@ class Cluster(models.Model):
             errors = {f: "Required for a KubeRay cluster." for f in missing}
             if errors:
                 raise ValidationError(errors)
+        if self.starter_gpus and not self.starter_pool:
+            raise ValidationError({"starter_pool": "Required when starter_gpus is more than 0."})
         if self.metrics_source == self.MetricsSource.PROMETHEUS and not self.prometheus_url:
             raise ValidationError({"prometheus_url": "Required when metrics_source is prometheus."})
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
 from django.db.models import F
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 
 from apps.audit.services import audit_record
 from apps.core.exceptions import Conflict
@@ -38,6 +39,7 @@ def cluster_create(*, actor: Any, data: dict, pools: list[dict]) -> Cluster:
         p = GpuPool(cluster=cluster, **pool)
         p.full_clean()
         p.save()
+    _check_starter_pool(cluster)
     audit_record(
         actor=actor, action="cluster.create", obj=cluster, after={"name": cluster.name, "pools": pools_summary(cluster)}
     )
@@ -49,7 +51,7 @@ def cluster_create(*, actor: Any, data: dict, pools: list[dict]) -> Cluster:
 
 @transaction.atomic
 def cluster_update(*, actor: Any, cluster: Cluster, data: dict, pools: list[dict] | None = None) -> Cluster:
-    before = {k: getattr(cluster, k) for k in data if k != "auth_token"}
+    before = {k: _plain(getattr(cluster, k)) for k in data if k != "auth_token"}
     for key, value in data.items():
         setattr(cluster, key, value)
     if {"metrics_source", "prometheus_url", "prometheus_matchers", "prometheus_credential"} & set(data):
@@ -64,10 +66,24 @@ def cluster_update(*, actor: Any, cluster: Cluster, data: dict, pools: list[dict
             )
             keep.append(obj.pk)
         cluster.pools.exclude(pk__in=keep).delete()
-    after = {k: getattr(cluster, k) for k in data if k != "auth_token"}
+    _check_starter_pool(cluster)
+    after = {k: _plain(getattr(cluster, k)) for k in data if k != "auth_token"}
     audit_record(actor=actor, action="cluster.update", obj=cluster, before=before, after=after)
     request_sync(cluster_id=cluster.pk, trigger="manual")
     return cluster
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as the audit log's JSON keeps it (decimals as text, exact)."""
+    return str(value) if isinstance(value, Decimal) else value
+
+
+def _check_starter_pool(cluster: Cluster) -> None:
+    if cluster.starter_pool and not cluster.pools.filter(name=cluster.starter_pool).exists():
+        names = ", ".join(cluster.pools.values_list("name", flat=True)) or "none"
+        raise ValidationError(
+            {"starter_pool": [f"No pool {cluster.starter_pool!r} on {cluster.name} (pools: {names})."]}
+        )
 
 
 def pools_summary(cluster: Cluster) -> list[dict]:

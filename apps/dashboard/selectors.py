@@ -29,6 +29,9 @@ def quota_rows(team: Team) -> list[dict]:
     )
     rows = []
     usage_of = usage_for((team.pk, c) for c in cluster_ids)
+    grants = {
+        (q.cluster_id, q.pool.name): q for q in Quota.objects.filter(team=team).select_related("pool") if q.starter
+    }
     for cluster in Cluster.objects.filter(pk__in=cluster_ids).order_by("name"):
         for usage in usage_of[(team.pk, cluster.pk)]:
             users = []
@@ -51,6 +54,8 @@ def quota_rows(team: Team) -> list[dict]:
                     "pct": int(min(usage.in_use, scale) / scale * 100),
                     "quota_pct": int((usage.quota or 0) / scale * 100),
                     "apps": users,
+                    "starter": grants.get((cluster.pk, usage.pool)),
+                    "ended_at": usage.ended_at,
                 }
             )
     return rows

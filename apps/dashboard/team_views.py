@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, time
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -283,6 +284,11 @@ def welcome(request: HttpRequest) -> HttpResponse:
     teams = list(teams_for(request.user).order_by("slug"))
     team = next((t for t in teams if can(request.user, t, Role.ADMIN)), teams[0] if teams else None)
     has_quota = bool(team and (Quota.objects.filter(team=team).exists() or team.quota_requests.exists()))
+    starter = (
+        Quota.objects.filter(team=team, starter=True).select_related("cluster", "pool").order_by("pk").first()
+        if team
+        else None
+    )
     has_token = bool(team and ApiToken.objects.filter(user=request.user, team=team).exists())
     app = Application.objects.filter(team=team).order_by("created_at").first() if team else None
     steps = [
@@ -296,7 +302,14 @@ def welcome(request: HttpRequest) -> HttpResponse:
         {
             "title": "Request GPU quota",
             "done": has_quota,
-            "text": "Ask the platform admins for GPUs in a pool; they approve or reject with a comment.",
+            "text": (
+                f"Your team got a starter grant of {fmt(starter.gpus)} GPU in "
+                f"{starter.cluster.name}/{starter.pool.name}"
+                + (f", until {starter.expires_at:%Y-%m-%d}" if starter.expires_at else "")
+                + ": deploy now; ask the platform admins for more when you need it."
+                if starter
+                else "Ask the platform admins for GPUs in a pool; they approve or reject with a comment."
+            ),
             "url": f"/teams/{team.slug}/quota/" if team else None,
             "action": "Request quota",
         },
@@ -323,7 +336,40 @@ def welcome(request: HttpRequest) -> HttpResponse:
         },
     ]
     current = next((i for i, s in enumerate(steps) if not s["done"]), None)
-    return render(request, "teams/welcome.html", {"steps": steps, "current": current, "team": team})
+    terminal = _terminal(request, team, starter) if team else None
+    return render(
+        request, "teams/welcome.html", {"steps": steps, "current": current, "team": team, "terminal": terminal}
+    )
+
+
+def _terminal(request: HttpRequest, team: Any, starter: Any) -> dict[str, str]:
+    """The same path from a terminal with servectl, filled in with this user, team and a cluster they can use."""
+    cluster = (
+        starter.cluster
+        if starter
+        else (
+            Cluster.objects.filter(quotas__team=team).order_by("name").first()
+            or Cluster.objects.order_by("name").first()
+        )
+    )
+    url = request.build_absolute_uri("/").rstrip("/")
+    cluster_name = cluster.name if cluster else "<cluster>"
+    serve_file = (
+        "applications:\n"
+        "  - name: hello\n"
+        f"    route_prefix: /{team.slug}/hello\n"
+        "    import_path: examples.hello:app\n"
+        "    deployments:\n"
+        "      - name: Hello\n"
+        "        num_replicas: 1\n"
+        "        ray_actor_options: {num_cpus: 0.1}\n"
+    )
+    return {
+        "login": f"servectl login --url {url} --username {request.user.get_username()}",
+        "file": serve_file,
+        "apply": f"servectl apply -f serve.yaml --team {team.slug} --cluster {cluster_name}",
+        "status": f"servectl status {team.slug}/hello",
+    }
 
 
 @login_required

@@ -32,7 +32,8 @@ class QuotaSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Quota
-        fields = ["id", "team", "cluster", "pool", "gpus", "cpus", "in_use"]
+        fields = ["id", "team", "cluster", "pool", "gpus", "cpus", "in_use", "starter", "expires_at"]
+        read_only_fields = ["starter", "expires_at"]
 
     def to_representation(self, quota: Quota) -> dict:
         data = super().to_representation(quota)

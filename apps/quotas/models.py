@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
@@ -21,6 +22,11 @@ class Quota(models.Model):
     cpus = models.DecimalField(
         max_digits=12, decimal_places=4, null=True, blank=True, validators=[MinValueValidator(Decimal("0"))]
     )
+    starter = models.BooleanField(default=False, help_text="Granted at the team's creation by the cluster's grant.")
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a starter grant ends: then growth is refused, nothing is torn down."
+    )
+    ended_notified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["team", "pool"], name="quota_unique_team_pool")]
@@ -28,6 +34,9 @@ class Quota(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team.slug}: {self.gpus} in {self.pool}"
+
+    def ended(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or timezone.now())
 
 
 class QuotaRequest(models.Model):

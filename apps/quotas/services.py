@@ -5,17 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
+from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from apps.audit.services import audit_record
 from apps.clusters.models import Cluster
+from apps.core.roles import Role
 from apps.servespec.spec import demand
-from apps.teams.models import Team
+from apps.teams.models import Membership, Team
 
 from .models import AdmissionRefusal, Quota, QuotaRequest
 
@@ -28,6 +32,7 @@ class PoolUsage:
     in_use: Decimal  # demand of the team's other apps on the cluster
     requested: Decimal  # demand of the app being written
     previous: Decimal = Decimal(0)  # demand of the app before this write
+    ended_at: Any = None  # a starter grant that has ended: its quota counts as 0 (growth refused, nothing torn down)
 
     @property
     def demand(self) -> Decimal:
@@ -74,11 +79,13 @@ def pool_usage(
     """Each pool's rows (its resource, and CPU where a CPU quota is set): the quota, what ``specs`` use, what ``spec``
     asks and what ``previous_spec`` used. ``quotas`` maps pool ids to the team's quotas."""
     out = []
+    now = timezone.now()
     for pool in pools:
         quota = quotas.get(pool.pk)
-        rows = [(pool.resource, quota.gpus if quota else None)]
+        ended = quota is not None and quota.ended(now)
+        rows = [(pool.resource, (Decimal(0) if ended else quota.gpus) if quota else None)]
         if quota is not None and quota.cpus is not None:
-            rows.append(("CPU", quota.cpus))
+            rows.append(("CPU", Decimal(0) if ended else quota.cpus))
         for resource, limit in rows:
             out.append(
                 PoolUsage(
@@ -88,6 +95,7 @@ def pool_usage(
                     in_use=sum((demand(s, resource) for s in specs), Decimal(0)),
                     requested=demand(spec, resource) if spec else Decimal(0),
                     previous=demand(previous_spec, resource) if previous_spec else Decimal(0),
+                    ended_at=quota.expires_at if ended else None,
                 )
             )
     return out
@@ -106,6 +114,12 @@ def check_admission(*, team: Team, cluster: Cluster, spec: dict, exclude_app_id:
                 "quota": [
                     f"team {team.slug} needs {fmt(u.demand)} {u.resource} in {u.pool} on {cluster.name}, "
                     f"quota {fmt(u.quota) if u.quota is not None else 'none'}, in use {fmt(u.in_use)}"
+                    + (
+                        f" (the starter grant ended on {u.ended_at:%Y-%m-%d}: running apps keep running, growing "
+                        "needs a quota request)"
+                        if u.ended_at
+                        else ""
+                    )
                     for u in refused
                 ],
                 "quota_detail": [usage_json(u) for u in refused],
@@ -165,6 +179,7 @@ def quota_set(
             quota = Quota(team=team, cluster=cluster, pool=pool, gpus=gpus, cpus=cpus)
         else:
             quota.gpus, quota.cpus = gpus, cpus
+        quota.starter, quota.expires_at, quota.ended_notified_at = False, None, None  # set by a person: no end
         quota.save()
         audit_record(
             actor=actor,
@@ -251,3 +266,66 @@ def quota_request_decide(
             source=source,
         )
     return req
+
+
+# ---- the starter grant ---------------------------------------------------------------------------------------------
+
+
+def grant_starter(team: Team, now: Any = None) -> list[Quota]:
+    """Give a new team every cluster's starter grant at once (a quota with a lifetime), so its first model runs with
+    no human step. Called when the team is created (apps.quotas.signals), in the same transaction."""
+    now = now or timezone.now()
+    granted = []
+    clusters = Cluster.objects.filter(starter_gpus__gt=0).exclude(starter_pool="").prefetch_related("pools")
+    for cluster in clusters:
+        pool = next((p for p in cluster.pools.all() if p.name == cluster.starter_pool), None)
+        if pool is None or Quota.objects.filter(team=team, pool=pool).exists():
+            continue
+        ends = now + timedelta(days=cluster.starter_days) if cluster.starter_days else None
+        quota = Quota.objects.create(
+            team=team, cluster=cluster, pool=pool, gpus=cluster.starter_gpus, starter=True, expires_at=ends
+        )
+        audit_record(
+            actor=team.created_by,
+            team=team,
+            action="quota.starter_grant",
+            obj=quota,
+            after={"pool": pool.name, "gpus": fmt(quota.gpus), "ends": ends.isoformat() if ends else None},
+            source="system",
+        )
+        granted.append(quota)
+    return granted
+
+
+def starter_grants_ended(now: Any = None) -> int:
+    """Tell each team whose starter grant has ended, once: an audit event and a mail to its admins."""
+    now = now or timezone.now()
+    told = 0
+    ended = Quota.objects.filter(starter=True, expires_at__lte=now, ended_notified_at__isnull=True)
+    for quota in ended.select_related("team", "cluster", "pool"):
+        with transaction.atomic():
+            if not Quota.objects.filter(pk=quota.pk, ended_notified_at__isnull=True).update(ended_notified_at=now):
+                continue  # told meanwhile by another worker
+            audit_record(
+                actor=None,
+                team=quota.team,
+                action="quota.starter_ended",
+                obj=quota,
+                after={"pool": quota.pool.name, "gpus": fmt(quota.gpus), "ended": quota.expires_at.isoformat()},
+                source="system",
+            )
+        admins = Membership.objects.filter(team=quota.team, role__in=[Role.ADMIN, Role.OWNER]).select_related("user")
+        emails = sorted({m.user.email for m in admins if m.user.email})
+        if emails:
+            url = settings.PUBLIC_URL.rstrip("/") + f"/teams/{quota.team.slug}/quota/"
+            send_mail(
+                f"[{quota.team.slug}] Your starter GPU grant on {quota.cluster.name} has ended",
+                f"The starter grant of {fmt(quota.gpus)} GPU in pool {quota.pool.name} on {quota.cluster.name} ended "
+                f"on {quota.expires_at:%Y-%m-%d %H:%M} UTC. Your running applications keep running; deploying more "
+                f"or growing them needs a quota: ask for one at {url}",
+                None,
+                emails,
+                fail_silently=True,
+            )
+        told += 1
+    return told
