@@ -13,7 +13,16 @@ from apps.dashboard.accounts import RateLimitedLoginView, signup
 from apps.deploys.api import ClusterViewSet
 from apps.metrics.api import MetricsView
 from apps.quotas.api import QuotaRequestViewSet, QuotaViewSet
-from apps.teams.api import ObtainTokenView, TeamViewSet, TokenViewSet
+from apps.teams.api import (
+    JoinRequestsView,
+    ObtainTokenView,
+    TeamInvitationsView,
+    TeamInvitationView,
+    TeamJoinDecisionView,
+    TeamJoinRequestsView,
+    TeamViewSet,
+    TokenViewSet,
+)
 
 router = DefaultRouter()
 router.register("teams", TeamViewSet, basename="team")
@@ -36,6 +45,15 @@ urlpatterns = [
     path("api/v1/teams/<slug:slug>/webhooks/", WebhookListView.as_view(), name="team-webhooks"),
     path("api/v1/teams/<slug:slug>/webhooks/<int:pk>/", WebhookDetailView.as_view(), name="team-webhook"),
     path("api/v1/teams/<slug:slug>/waste-report/", WasteReportView.as_view(), name="team-waste-report"),
+    path("api/v1/teams/<slug:slug>/invitations/", TeamInvitationsView.as_view(), name="team-invitations"),
+    path("api/v1/teams/<slug:slug>/invitations/<int:pk>/", TeamInvitationView.as_view(), name="team-invitation"),
+    path("api/v1/teams/<slug:slug>/join-requests/", TeamJoinRequestsView.as_view(), name="team-join-requests"),
+    path(
+        "api/v1/teams/<slug:slug>/join-requests/<int:pk>/decide/",
+        TeamJoinDecisionView.as_view(),
+        name="team-join-decide",
+    ),
+    path("api/v1/join-requests/", JoinRequestsView.as_view(), name="join-requests"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

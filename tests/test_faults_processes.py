@@ -223,7 +223,9 @@ def test_worker_killed_mid_push_the_lock_expires_and_the_work_is_done_once(tmp_p
         "from apps.teams.services import team_create; from apps.quotas.services import quota_set; "
         "from apps.applications.services import application_create; "
         "u = User.objects.create_user('ops', is_staff=True); "
-        f"c = cluster_create(actor=u, data={{'name': 'c', 'dashboard_url': '{dashboard.url}'}}, "
+        # Drift only flagged: this dashboard never lists the app, and a repair push is not the work counted here.
+        f"c = cluster_create(actor=u, data={{'name': 'c', 'dashboard_url': '{dashboard.url}', "
+        "'drift_policy': 'flag'}, "
         "pools=[{'name': 'a100', 'resource': 'GPU', 'capacity': 8}]); t = team_create(actor=u, slug='t', name='T'); "
         "quota_set(actor=u, team=t, cluster=c, pool_name='a100', gpus=1); "
         "application_create(actor=u, team=t, cluster=c, name='web', spec={'route_prefix': '/w', "

@@ -263,10 +263,23 @@ class TeamForm(forms.Form):
 class MemberForm(forms.Form):
     """Add a member (``username`` and ``role``), change a member's ``role``, or remove a ``membership``."""
 
-    op = forms.ChoiceField(choices=[("add", "add"), ("role", "role"), ("remove", "remove")])
+    op = forms.ChoiceField(choices=[(o, o) for o in ("add", "role", "remove", "invite", "revoke", "approve", "reject")])
     username = forms.CharField(required=False)
+    email = forms.CharField(required=False)  # judged by the service
     role = forms.CharField(required=False)  # the service names the roles it accepts
     membership = forms.IntegerField(required=False, min_value=1)
+    invitation = forms.IntegerField(required=False, min_value=1)
+    join_request = forms.IntegerField(required=False, min_value=1)
+
+
+class SignupForInvitationForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    password = forms.CharField(widget=forms.PasswordInput, min_length=10)
+
+
+class JoinRequestForm(forms.Form):
+    team = forms.CharField(max_length=30)
+    message = forms.CharField(required=False, max_length=1000)
 
 
 class QuotaRequestForm(forms.Form):

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
@@ -25,10 +26,19 @@ from apps.quotas.models import Quota, QuotaRequest
 from apps.quotas.selectors import quotas_by_team_pool
 from apps.quotas.services import fmt, quota_request_create, quota_request_decide
 from apps.teams import services as team_services
-from apps.teams.models import ApiToken, Membership, Role, Team
+from apps.teams.models import ApiToken, Invitation, JoinRequest, Membership, Role, Team
 from apps.teams.selectors import can, role_in, teams_for
 
-from .forms import MemberForm, QuotaDecisionForm, QuotaRequestForm, TeamForm, TokenForm, form_errors
+from .forms import (
+    JoinRequestForm,
+    MemberForm,
+    QuotaDecisionForm,
+    QuotaRequestForm,
+    SignupForInvitationForm,
+    TeamForm,
+    TokenForm,
+    form_errors,
+)
 from .selectors import quota_rows
 
 
@@ -79,6 +89,33 @@ def members(request: HttpRequest, slug: str) -> HttpResponse:
             raise Http404  # only a tampered form has no valid op or membership id
         op, data = form.cleaned_data["op"], form.cleaned_data
         try:
+            if op == "invite":
+                invitation, path = team_services.invitation_create(
+                    actor=request.user, team=team, email=data["email"].strip(), role=data["role"], source="ui"
+                )
+                link = request.build_absolute_uri(path)
+                messages.success(
+                    request,
+                    f"Invitation sent to {invitation.email} as {invitation.role}; it works once, until "
+                    f"{invitation.expires_at:%Y-%m-%d}. The link (shown only now): {link}",
+                )
+                return redirect("dashboard:team_members", slug=team.slug)
+            if op == "revoke":
+                inv = get_object_or_404(Invitation, team=team, pk=data["invitation"])
+                team_services.invitation_revoke(actor=request.user, invitation=inv, source="ui")
+                messages.success(request, f"Invitation to {inv.email} withdrawn; its link no longer works.")
+                return redirect("dashboard:team_members", slug=team.slug)
+            if op in ("approve", "reject"):
+                req = get_object_or_404(JoinRequest, team=team, pk=data["join_request"])
+                team_services.join_request_decide(
+                    actor=request.user,
+                    request=req,
+                    approve=op == "approve",
+                    role=data["role"] or Role.MEMBER,
+                    source="ui",
+                )
+                messages.success(request, f"{req.user.username}: {req.state}.")
+                return redirect("dashboard:team_members", slug=team.slug)
             if op == "add":
                 m = team_services.membership_add(
                     actor=request.user,
@@ -110,9 +147,79 @@ def members(request: HttpRequest, slug: str) -> HttpResponse:
             "errors": errors,
             "role": role_in(request.user, team),
             "is_owner": can(request.user, team, Role.OWNER),
+            "invitations": team.invitations.select_related("created_by", "accepted_by")[:50] if is_admin else [],
+            "join_requests": team.join_requests.filter(state="pending").select_related("user") if is_admin else [],
         },
         status=400 if errors else 200,
     )
+
+
+def invitation(request: HttpRequest, token: str) -> HttpResponse:
+    """The link in an invitation mail: join (signed in), or sign up and join; a link that cannot be used says why."""
+    try:
+        inv = team_services.invitation_check(token)
+    except team_services.InvitationRefused as exc:
+        return render(request, "teams/invitation.html", {"refused": str(exc)}, status=410)
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        try:
+            if request.user.is_authenticated:
+                user = request.user
+            else:
+                form = SignupForInvitationForm(request.POST)
+                if not form.is_valid():
+                    raise ValidationError(form_errors(form))
+                user = _signup_invited(form.cleaned_data, inv.email)
+            membership = team_services.invitation_accept(token=token, user=user, source="ui")
+        except team_services.InvitationRefused as exc:
+            return render(request, "teams/invitation.html", {"refused": str(exc)}, status=410)
+        except ValidationError as exc:
+            errors = error_fields(exc)
+        else:
+            if not request.user.is_authenticated:
+                login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            messages.success(request, f"Welcome to {membership.team.slug}: you are {membership.role}.")
+            return redirect("dashboard:team_detail", slug=membership.team.slug)
+    return render(request, "teams/invitation.html", {"inv": inv, "errors": errors}, status=400 if errors else 200)
+
+
+def _signup_invited(data: dict, email: str) -> Any:
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.password_validation import validate_password
+    from django.core.exceptions import ValidationError as DjangoValidationError
+
+    User = get_user_model()  # noqa: N806
+    if User.objects.filter(username=data["username"]).exists():
+        raise ValidationError({"username": ["Taken: choose another, or sign in if it is yours."]})
+    try:
+        validate_password(data["password"])
+    except DjangoValidationError as exc:
+        raise ValidationError({"password": list(exc.messages)}) from exc
+    return User.objects.create_user(username=data["username"], email=email, password=data["password"])
+
+
+@login_required
+def join_team(request: HttpRequest) -> HttpResponse:
+    """Ask to join a team by its slug; its admins approve on their members page."""
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        form = JoinRequestForm(request.POST)
+        try:
+            if not form.is_valid():
+                raise ValidationError(form_errors(form))
+            req = team_services.join_request_create(
+                user=request.user,
+                team_slug=form.cleaned_data["team"].strip(),
+                message=form.cleaned_data["message"],
+                source="ui",
+            )
+        except ValidationError as exc:
+            errors = error_fields(exc)
+        else:
+            messages.success(request, f"Asked to join {req.team.slug}: its admins decide; you will see it here.")
+            return redirect("dashboard:join_team")
+    mine = request.user.join_requests.select_related("team")[:20]
+    return render(request, "teams/join.html", {"errors": errors, "mine": mine}, status=400 if errors else 200)
 
 
 @login_required

@@ -19,7 +19,7 @@ from apps.core.ids import json_object
 
 from . import services
 from .filters import TokenFilter
-from .models import ApiToken, Membership, Role, Team
+from .models import ApiToken, Invitation, JoinRequest, Membership, Role, Team
 from .selectors import can, role_in, roles_in, teams_for
 
 
@@ -132,6 +132,117 @@ class TeamViewSet(viewsets.ModelViewSet):
             return Response(status=status.HTTP_204_NO_CONTENT)
         services.membership_change(actor=request.user, membership=m, role=json_object(request).get("role"))
         return Response(MemberSerializer(m).data)
+
+
+class InvitationSerializer(serializers.ModelSerializer):
+    team = serializers.CharField(source="team.slug", read_only=True)
+    state = serializers.CharField(read_only=True)
+    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    accepted_by = serializers.CharField(source="accepted_by.username", default=None, read_only=True)
+
+    class Meta:
+        model = Invitation
+        fields = ["id", "team", "email", "role", "state", "created_by", "created_at", "expires_at", "accepted_by"]
+
+
+class InvitationWriteSerializer(serializers.Serializer):
+    email = serializers.CharField()
+    role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
+
+
+class JoinRequestSerializer(serializers.ModelSerializer):
+    team = serializers.CharField(source="team.slug", read_only=True)
+    user = serializers.CharField(source="user.username", read_only=True)
+
+    class Meta:
+        model = JoinRequest
+        fields = ["id", "team", "user", "message", "state", "role", "created_at", "decided_at"]
+
+
+class JoinRequestWriteSerializer(serializers.Serializer):
+    team = serializers.CharField()
+    message = serializers.CharField(required=False, allow_blank=True)
+
+
+class JoinDecisionSerializer(serializers.Serializer):
+    approve = serializers.BooleanField()
+    role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
+
+
+class TeamInvitationsView(APIView):
+    """A team's invitations (admins): list, and invite an address; the link is in the answer once, and mailed."""
+
+    def _team(self, request, slug: str) -> Team:
+        team = get_object_or_404(teams_for(request.user), slug=slug)
+        require(request.user, team, Role.ADMIN, "manage invitations")
+        return team
+
+    @extend_schema(responses=InvitationSerializer(many=True), operation_id="team_invitations_list")
+    def get(self, request, slug: str):
+        team = self._team(request, slug)
+        qs = team.invitations.select_related("team", "created_by", "accepted_by")[:200]
+        return Response(InvitationSerializer(qs, many=True).data)
+
+    @extend_schema(request=InvitationWriteSerializer, responses={201: InvitationSerializer}, operation_id="team_invite")
+    def post(self, request, slug: str):
+        team = self._team(request, slug)
+        body = json_object(request)
+        invitation, path = services.invitation_create(
+            actor=request.user, team=team, email=body.get("email"), role=body.get("role", Role.MEMBER)
+        )
+        data = InvitationSerializer(invitation).data
+        data["url"] = request.build_absolute_uri(path)  # shown once; only a hash of it is kept
+        return Response(data, status=status.HTTP_201_CREATED)
+
+
+class TeamInvitationView(APIView):
+    @extend_schema(responses={204: None}, operation_id="team_invitation_revoke")
+    def delete(self, request, slug: str, pk: int):
+        team = get_object_or_404(teams_for(request.user), slug=slug)
+        require(request.user, team, Role.ADMIN, "revoke invitations")
+        services.invitation_revoke(actor=request.user, invitation=get_object_or_404(Invitation, team=team, pk=pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class JoinRequestsView(APIView):
+    """Ask to join a team by its slug (any signed-in user); your own requests."""
+
+    @extend_schema(responses=JoinRequestSerializer(many=True), operation_id="join_requests_mine")
+    def get(self, request):
+        qs = JoinRequest.objects.filter(user=request.user).select_related("team", "user")[:100]
+        return Response(JoinRequestSerializer(qs, many=True).data)
+
+    @extend_schema(request=JoinRequestWriteSerializer, responses={201: JoinRequestSerializer}, operation_id="join_ask")
+    def post(self, request):
+        body = json_object(request)
+        req = services.join_request_create(
+            user=request.user, team_slug=body.get("team"), message=body.get("message", "")
+        )
+        return Response(JoinRequestSerializer(req).data, status=status.HTTP_201_CREATED)
+
+
+class TeamJoinRequestsView(APIView):
+    @extend_schema(responses=JoinRequestSerializer(many=True), operation_id="team_join_requests_list")
+    def get(self, request, slug: str):
+        team = get_object_or_404(teams_for(request.user), slug=slug)
+        require(request.user, team, Role.ADMIN, "see join requests")
+        qs = team.join_requests.select_related("team", "user")[:200]
+        return Response(JoinRequestSerializer(qs, many=True).data)
+
+
+class TeamJoinDecisionView(APIView):
+    @extend_schema(request=JoinDecisionSerializer, responses=JoinRequestSerializer, operation_id="team_join_decide")
+    def post(self, request, slug: str, pk: int):
+        team = get_object_or_404(teams_for(request.user), slug=slug)
+        require(request.user, team, Role.ADMIN, "decide join requests")
+        body = json_object(request)
+        if not isinstance(body.get("approve"), bool):
+            raise ValidationError({"approve": ["Required: true or false."]})
+        req = get_object_or_404(JoinRequest.objects.select_related("team", "user"), team=team, pk=pk)
+        services.join_request_decide(
+            actor=request.user, request=req, approve=body["approve"], role=body.get("role", Role.MEMBER)
+        )
+        return Response(JoinRequestSerializer(req).data)
 
 
 class TokenSerializer(serializers.ModelSerializer):

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from apps.core.roles import ROLE_RANK, Role, role_at_least
 
-__all__ = ["ROLE_RANK", "Role", "role_at_least", "Team", "Membership", "ApiToken"]
+__all__ = ["ROLE_RANK", "Role", "role_at_least", "Team", "Membership", "ApiToken", "Invitation", "JoinRequest"]
 
 # Lowercase words joined by single hyphens: "--" is reserved as the separator of derived Serve app names.
 SLUG_RE = r"^[a-z0-9]+(-[a-z0-9]+)*$"
@@ -81,3 +81,69 @@ class ApiToken(models.Model):
     def is_active(self, now: timezone.datetime | None = None) -> bool:
         now = now or timezone.now()
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+class Invitation(models.Model):
+    """An invitation to join a team with a role, sent as a signed link that expires and works once."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    nonce_hash = models.CharField(max_length=64, help_text="sha256 of the link's random part; the link is not kept.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="invitations_sent"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="invitations_accepted"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.team} as {self.role}"
+
+    @property
+    def state(self) -> str:
+        if self.accepted_at:
+            return "accepted"
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        return "pending"
+
+
+class JoinRequest(models.Model):
+    """A user asks to join a team; its admins approve (with a role) or reject."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="join_requests")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="join_requests")
+    message = models.TextField(blank=True, max_length=1000)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    role = models.CharField(max_length=10, choices=Role.choices, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="join_requests_decided"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "user"], condition=models.Q(state="pending"), name="joinrequest_one_pending"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} asks to join {self.team} ({self.state})"

@@ -190,10 +190,16 @@ def test_both_sources_count_the_same_requests_and_charts_render_from_prometheus(
     # The chart readers over the window: the same hit rate from both.
     chart = query("cache_hit_rate", cluster=remote, start=start, end=end, step=span, now=end, application=serve_name)
     assert chart and chart[0]["points"], chart
-    # Residency: the same models resident now, from both.
-    here = {(r["application"], r["model_id"]) for r in residency(embedded, serve_name)}
-    there = {(r["application"], r["model_id"]) for r in residency(remote, serve_name)}
-    assert here == there and len(here) == 2, (here, there)
+
+    # Residency: the same models resident now, from both. Each reads its own latest sample, and the two are
+    # scraped at different moments (a sample can be up to a lookback old in Prometheus), so allow them to settle.
+    def same_residency() -> tuple | None:
+        scrape_cluster(ray_env.pk)
+        here = {(r["application"], r["model_id"]) for r in residency(embedded, serve_name)}
+        there = {(r["application"], r["model_id"]) for r in residency(remote, serve_name)}
+        return (here, there) if here == there and len(here) == 2 else None
+
+    wait_for(same_residency, timeout=90, interval=SCRAPE_S, what="the same resident models from both sources")
 
     # The pages, in Chromium, with the cluster switched to Prometheus.
     Cluster.objects.filter(pk=ray_env.pk).update(
