@@ -268,6 +268,9 @@ def test_worker_killed_mid_push_the_lock_expires_and_the_work_is_done_once(tmp_p
         assert dashboard.puts, worker.stdout.read1().decode()[-2000:] if worker.stdout else ""
         os.killpg(worker.pid, signal.SIGKILL)  # mid-push, holding the cluster's lock
         worker.wait(timeout=10)
+        # From now on Ray answers at once: a PUT slower than this test's 3 s lock would outlive the lock (in a real
+        # install the HTTP timeout, 10 s, is well under the lock's 120 s), and two pushes could overlap.
+        dashboard.delay = 0
         state = query(
             "from apps.clusters.models import Cluster, SyncRun; c = Cluster.objects.get(); "
             "print(bool(c.lock_owner), c.pushed_generation < c.desired_generation, "
@@ -395,8 +398,9 @@ def test_redis_stopped_while_writes_arrive_then_the_reconcile_pushes(tmp_path):
             "from django.contrib.auth.models import User; from apps.clusters.services import cluster_create; "
             "from apps.teams.services import team_create; from apps.quotas.services import quota_set; "
             "u = User.objects.create_user('ops', is_staff=True); "
-            f"c = cluster_create(actor=u, data={{'name': 'c', 'dashboard_url': '{dashboard.url}'}}, "
-            "pools=[{'name': 'a100', 'resource': 'GPU', 'capacity': 8}]); "
+            # Drift only flagged: this dashboard never lists the apps, and repair pushes are not what is counted.
+            f"c = cluster_create(actor=u, data={{'name': 'c', 'dashboard_url': '{dashboard.url}', "
+            "'drift_policy': 'flag'}, pools=[{'name': 'a100', 'resource': 'GPU', 'capacity': 8}]); "
             "t = team_create(actor=u, slug='t', name='T'); "
             "quota_set(actor=u, team=t, cluster=c, pool_name='a100', gpus=1)"
         )
@@ -410,7 +414,8 @@ def test_redis_stopped_while_writes_arrive_then_the_reconcile_pushes(tmp_path):
         redis("stop")
         assert shell(write.format(name="during")) == "saved"  # the write lands although the broker is down
         time.sleep(3)
-        assert len(dashboard.puts) == pushed_before
+        # A reconcile the worker had already received may still push it meanwhile (the desired state is in the
+        # database); what must hold is that the write is kept and pushed once Redis is back.
         redis("start")  # beat's next reconcile finds the pending generation and pushes it
         time.sleep(1)
         if procs[0].poll() is not None:

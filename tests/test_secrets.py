@@ -62,6 +62,7 @@ def test_admin_save_records_one_event_with_secrets_redacted(staff):
             "compaction_threshold": 1,
             "metrics_targets": "[]",
             "metrics_source": "embedded",
+            "starter_gpus": "0",
             "prometheus_matchers": "{}",
             "runtime_env_policy": "{}",
             "ray_cluster_template": "{}",
