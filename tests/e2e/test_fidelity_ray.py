@@ -283,6 +283,17 @@ def test_a_cluster_that_already_runs_two_apps_is_registered_adopted_and_cleaned_
     answered = {"/legacy-search": 0, "/old-ranker": 0}
     stop = threading.Event()
 
+    # Every node's proxy listens on the same port here and learns new routes on its own schedule: before measuring
+    # gaps, every proxy the kernel hands connections to answers both routes (20 answers in a row each).
+    def routes_everywhere() -> bool:
+        return all(
+            requests.get(f"{ray_cluster.serve_url}{route}", timeout=10).status_code == 200
+            for _ in range(20)
+            for route in answered
+        )
+
+    wait_for(routes_everywhere, timeout=60, interval=1.0, what="both legacy routes on every proxy")
+
     def keep_calling() -> None:
         while not stop.is_set():
             for route in answered:
