@@ -22,6 +22,9 @@ stop:
 	$(PY) manage.py run_local --stop
 
 test: $(STAMP)
+	@# the sign-on tests start a real OpenID provider (Node's oidc-provider, pinned in its package-lock.json)
+	@if command -v npm >/dev/null 2>&1 && [ ! -d tests/support/oidc/node_modules/oidc-provider ]; then \
+		npm ci --prefix tests/support/oidc --no-audit --no-fund --loglevel=error; fi
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports

@@ -114,24 +114,69 @@ def cli() -> None:
 @click.option(
     "--url", envvar="SERVECTL_URL", required=True, prompt="Control plane URL", help="e.g. http://127.0.0.1:8088"
 )
-@click.option("--username", prompt=True)
-@click.password_option(confirmation_prompt=False, envvar="SERVECTL_PASSWORD")
-def login(url: str, username: str, password: str) -> None:
-    """Exchange a username and password for an API token and keep it in your config file."""
-    try:
-        resp = requests.post(
-            url.rstrip("/") + "/api/v1/auth/token/", json={"username": username, "password": password}, timeout=30
-        )
-    except requests.RequestException as exc:
-        raise click.ClickException(f"cannot reach {url}: {type(exc).__name__}") from exc
-    if resp.status_code != 200:
-        fail(resp)
+@click.option("--username", help="Sign in with a username and password (prompted for when not given)")
+@click.option("--password", envvar="SERVECTL_PASSWORD", help="Better from SERVECTL_PASSWORD or the prompt")
+@click.option(
+    "--browser",
+    is_flag=True,
+    help="Sign in through the dashboard in your browser (single sign-on accounts have no password)",
+)
+@click.option("--no-open", is_flag=True, help="With --browser: print the link, do not open a browser")
+def login(url: str, username: str | None, password: str | None, browser: bool, no_open: bool) -> None:
+    """Get an API token (by password, or allowed in the browser) and keep it in your config file."""
+    url = url.rstrip("/")
+    if browser:
+        token, who = _browser_login(url, open_browser=not no_open)
+    else:
+        username = username or click.prompt("Username")
+        password = password or click.prompt("Password", hide_input=True)
+        try:
+            resp = requests.post(
+                url + "/api/v1/auth/token/", json={"username": username, "password": password}, timeout=30
+            )
+        except requests.RequestException as exc:
+            raise click.ClickException(f"cannot reach {url}: {type(exc).__name__}") from exc
+        if resp.status_code != 200:
+            fail(resp)
+        token, who = resp.json()["token"], username
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump({"url": url.rstrip("/"), "token": resp.json()["token"]}, fh)
-    click.echo(f"Logged in to {url} as {username}; the token is in {path}.")
+        json.dump({"url": url, "token": token}, fh)
+    click.echo(f"Logged in to {url}{f' as {who}' if who else ''}; the token is in {path}.")
+
+
+def _browser_login(url: str, open_browser: bool) -> tuple[str, str]:
+    try:
+        resp = requests.post(url + "/api/v1/auth/cli-login/", timeout=30, headers={"User-Agent": "servectl/1"})
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach {url}: {type(exc).__name__}") from exc
+    if resp.status_code != 201:
+        fail(resp)
+    started = resp.json()
+    click.echo(f"Open this link, signed in to the dashboard, and allow code {started['user_code']}:")
+    click.echo(f"  {started['verify_url']}")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(started["verify_url"])
+    deadline = time.monotonic() + started["expires_in"]
+    while time.monotonic() < deadline:
+        time.sleep(started.get("interval", 2))
+        try:
+            answer = requests.post(
+                f"{url}/api/v1/auth/cli-login/{started['id']}/token/",
+                json={"poll_secret": started["poll_secret"]},
+                timeout=30,
+            )
+        except requests.RequestException:
+            continue  # the server may be restarting; keep waiting until the link expires
+        if answer.status_code == 200:
+            return answer.json()["token"], ""
+        if answer.status_code != 202:
+            fail(answer)
+    raise click.ClickException("the link expired before it was allowed: run servectl login --browser again")
 
 
 @cli.command()

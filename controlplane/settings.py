@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "apps.metrics",
     "apps.catalog",
     "apps.deploys",
+    "apps.sso",
     "apps.dashboard",
 ]
 
@@ -128,6 +129,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "apps.sso.context_processors.sign_in_options",
             ],
         },
     },
@@ -160,6 +162,23 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Single sign-on with OpenID Connect (apps/sso), on when OIDC_ISSUER is set: discovery from the issuer, the
+# authorization code flow with PKCE, state and nonce; users are created at their first sign-in.
+OIDC_ISSUER = os.environ.get("OIDC_ISSUER", "")
+OIDC_CLIENT_ID = os.environ.get("OIDC_CLIENT_ID", "")
+OIDC_CLIENT_SECRET = envsecret("OIDC_CLIENT_SECRET") or ""
+OIDC_SCOPES = os.environ.get("OIDC_SCOPES", "openid email profile")
+OIDC_PROVIDER_NAME = os.environ.get("OIDC_PROVIDER_NAME", "company sign-in")
+# The ID token claim that lists the person's groups, and which groups make team members (group=team:role,...) and
+# platform staff. Both are re-applied at every sign-in.
+OIDC_GROUPS_CLAIM = os.environ.get("OIDC_GROUPS_CLAIM", "groups")
+OIDC_GROUP_TEAMS = os.environ.get("OIDC_GROUP_TEAMS", "")
+OIDC_STAFF_GROUP = os.environ.get("OIDC_STAFF_GROUP", "")
+OIDC_CLOCK_SKEW_S = envint("OIDC_CLOCK_SKEW_S", 60)
+OIDC_TIMEOUT_S = envint("OIDC_TIMEOUT_S", 10)
+# Anyone may create an account with a password (sign-up page, invitation links). Off: only through sign-on.
+PASSWORD_SIGNUP = envbool("PASSWORD_SIGNUP", True)
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:home"
 LOGOUT_REDIRECT_URL = "login"

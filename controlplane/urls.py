@@ -13,7 +13,10 @@ from apps.dashboard.accounts import RateLimitedLoginView, signup
 from apps.deploys.api import ClusterViewSet
 from apps.metrics.api import MetricsView
 from apps.quotas.api import QuotaRequestViewSet, QuotaViewSet
+from apps.sso import views as sso_views
 from apps.teams.api import (
+    CliLoginCollectView,
+    CliLoginStartView,
     JoinRequestsView,
     ObtainTokenView,
     TeamInvitationsView,
@@ -40,6 +43,8 @@ router.register("alert-rules", AlertRuleViewSet, basename="alertrule")
 
 urlpatterns = [
     path("api/v1/auth/token/", ObtainTokenView.as_view(), name="api-token"),
+    path("api/v1/auth/cli-login/", CliLoginStartView.as_view(), name="api-cli-login"),
+    path("api/v1/auth/cli-login/<str:request_id>/token/", CliLoginCollectView.as_view(), name="api-cli-login-token"),
     path("api/v1/metrics/", MetricsView.as_view(), name="metrics"),
     path("api/v1/teams/<slug:slug>/serve-config/", ServeConfigFileView.as_view(), name="team-serve-config"),
     path("api/v1/teams/<slug:slug>/webhooks/", WebhookListView.as_view(), name="team-webhooks"),
@@ -60,6 +65,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),
     path("accounts/signup/", signup, name="signup"),
+    path("accounts/logout/", sso_views.logout_view, name="logout"),
+    path("accounts/oidc/login/", sso_views.start, name="sso_login"),
+    path("accounts/oidc/callback/", sso_views.callback, name="sso_callback"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("apps.dashboard.urls")),
 ]

@@ -40,6 +40,7 @@ def run(live_server, tmp_path):
             [SERVECTL, *args], input=stdin, capture_output=True, text=True, env={**env, **extra}, timeout=120
         )
 
+    servectl.env = env  # for a test that runs servectl itself (a login that waits for the browser)
     return servectl
 
 

@@ -79,6 +79,12 @@ class Application(models.Model):
         return self.adopted_serve_name or serve_app_name(self.team.slug, self.name)
 
     @property
+    def endpoint_url(self) -> str:
+        """Where the app answers HTTP, when the cluster's Serve URL is known and the app has a route."""
+        base = self.cluster.serve_url.rstrip("/") if self.cluster.serve_url else ""
+        return f"{base}{self.route_prefix}" if base and self.route_prefix else ""
+
+    @property
     def settled(self) -> bool:
         return self.state in self.SETTLED
 

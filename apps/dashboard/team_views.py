@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, time
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -16,6 +18,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 from rest_framework.exceptions import ValidationError
 
+from apps.applications import services as app_services
 from apps.applications.models import Application
 from apps.audit.selectors import audit_events_for, filter_events
 from apps.clusters.models import Cluster
@@ -25,6 +28,7 @@ from apps.core.ids import parse_id
 from apps.quotas.models import Quota, QuotaRequest
 from apps.quotas.selectors import quotas_by_team_pool
 from apps.quotas.services import fmt, quota_request_create, quota_request_decide
+from apps.teams import cli_login
 from apps.teams import services as team_services
 from apps.teams.models import ApiToken, Invitation, JoinRequest, Membership, Role, Team
 from apps.teams.selectors import can, role_in, teams_for
@@ -58,9 +62,8 @@ def team_create(request: HttpRequest) -> HttpResponse:
     values = {"slug": request.POST.get("slug", ""), "name": request.POST.get("name", "")}
     if request.method == "POST" and form.is_valid():
         try:
-            team = team_services.team_create(
-                actor=request.user, slug=form.cleaned_data["slug"], name=form.cleaned_data["name"], source="ui"
-            )
+            slug, name = form.cleaned_data["slug"].strip(), form.cleaned_data["name"]
+            team = team_services.team_create(actor=request.user, slug=slug or _free_slug(name), name=name, source="ui")
             messages.success(request, f"Team {team.slug} created; you are its owner.")
             nxt = request.POST.get("next", "")
             if nxt.startswith("/") and not nxt.startswith("//"):
@@ -74,6 +77,60 @@ def team_create(request: HttpRequest) -> HttpResponse:
         {"values": values, "errors": errors, "next": request.GET.get("next", "")},
         status=400 if errors else 200,
     )
+
+
+def _free_slug(name: str) -> str:
+    """A slug from the display name when none was typed: ``Dana's ML team`` -> ``danas-ml-team`` (or ``-2`` ...)."""
+    base = "-".join(re.findall(r"[a-z0-9]+", name.lower().replace("'", "")))[:27].strip("-")
+    if not base:
+        return ""  # the service names the missing slug
+    slug, n = base, 1
+    while Team.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+@login_required
+@require_POST
+def deploy_template(request: HttpRequest) -> HttpResponse:
+    """Getting started's one click: the hello template in the user's team, on the cluster of its starter grant (or
+    the one cluster it has quota on), using the grant's GPUs so the first model runs on what the team was given."""
+    team = teams_for(request.user).filter(slug=request.POST.get("team", "")).first()
+    if team is None or not can(request.user, team, Role.MEMBER):
+        messages.error(request, "Choose a team in which you may deploy.")
+        return redirect("dashboard:welcome")
+    quota = (
+        Quota.objects.filter(team=team, starter=True).select_related("cluster", "pool").order_by("pk").first()
+        or Quota.objects.filter(team=team).select_related("cluster", "pool").order_by("pk").first()
+    )
+    cluster = quota.cluster if quota else (Cluster.objects.order_by("name").first())
+    if cluster is None:
+        messages.error(request, "No cluster is registered yet: ask a platform admin.")
+        return redirect("dashboard:welcome")
+    options: dict[str, Any] = {"num_cpus": 0.1}
+    if quota and quota.gpus > 0:
+        amount = float(min(quota.gpus, Decimal("0.5")))
+        if quota.pool.resource == "GPU":
+            options["num_gpus"] = amount
+        else:
+            options["resources"] = {quota.pool.resource: amount}
+    taken = set(Application.objects.filter(team=team, cluster=cluster).values_list("name", flat=True))
+    name = next(n for n in ("hello", *(f"hello-{i}" for i in range(2, 1000))) if n not in taken)
+    spec = {
+        "import_path": "examples.hello:app",
+        "route_prefix": f"/{team.slug}/{name}",
+        "deployments": [{"name": "Hello", "num_replicas": 1, "ray_actor_options": options}],
+    }
+    try:
+        app = app_services.application_create(
+            actor=request.user, team=team, cluster=cluster, name=name, spec=spec, source="ui"
+        )
+    except ValidationError as exc:
+        messages.error(request, f"The template was not deployed: {error_text(exc)}")
+        return redirect("dashboard:welcome")
+    messages.success(request, f"Application {app.name} created from the template; pushing to {cluster.name}.")
+    return redirect("dashboard:app_detail", pk=app.pk)
 
 
 @login_required
@@ -165,6 +222,8 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
         try:
             if request.user.is_authenticated:
                 user = request.user
+            elif not settings.PASSWORD_SIGNUP:
+                raise ValidationError({"username": ["Sign-up with a password is turned off: sign in first."]})
             else:
                 form = SignupForInvitationForm(request.POST)
                 if not form.is_valid():
@@ -405,6 +464,7 @@ def welcome(request: HttpRequest) -> HttpResponse:
             "text": "A team owns applications, quota and tokens; you become its owner.",
             "url": "/teams/new/?next=/welcome/",
             "action": "Create a team",
+            "post": "team_create",
         },
         {
             "title": "Request GPU quota",
@@ -433,6 +493,7 @@ def welcome(request: HttpRequest) -> HttpResponse:
             "text": "Start from examples.hello:app; edit it later, every change is a revision.",
             "url": f"/apps/new/?team={team.slug}&template=hello" if team else None,
             "action": "Deploy the template",
+            "post": "deploy_template",
         },
         {
             "title": "See it running",
@@ -472,7 +533,11 @@ def _terminal(request: HttpRequest, team: Any, starter: Any) -> dict[str, str]:
         "        ray_actor_options: {num_cpus: 0.1}\n"
     )
     return {
-        "login": f"servectl login --url {url} --username {request.user.get_username()}",
+        "login": (
+            f"servectl login --url {url} --username {request.user.get_username()}"
+            if request.user.has_usable_password()
+            else f"servectl login --url {url} --browser"  # single sign-on: allowed in this browser
+        ),
         "file": serve_file,
         "apply": f"servectl apply -f serve.yaml --team {team.slug} --cluster {cluster_name}",
         "status": f"servectl status {team.slug}/hello",
@@ -491,3 +556,19 @@ def my_tokens(request: HttpRequest) -> HttpResponse:
     tokens = ApiToken.objects.filter(user=request.user, team__isnull=True).order_by("-created_at")
     page = Paginator(tokens, 50).get_page(request.GET.get("page"))
     return render(request, "teams/my_tokens.html", {"tokens": page, "ttl_days": settings.API_LOGIN_TOKEN_TTL_DAYS})
+
+
+@login_required
+def cli_login_page(request: HttpRequest, request_id: str) -> HttpResponse:
+    """``servectl login --browser`` sends people here: compare the code, then allow or deny."""
+    try:
+        entry = cli_login.pending(request_id)
+        if request.method == "POST":
+            allow = request.POST.get("decision") == "allow"
+            cli_login.decide(request_id=request_id, user=request.user, allow=allow)
+            return render(request, "teams/cli_login.html", {"done": "allowed" if allow else "denied"})
+    except cli_login.CliLoginGone as exc:
+        return render(request, "teams/cli_login.html", {"gone": str(exc)}, status=410)
+    if entry["state"] != "pending":
+        return render(request, "teams/cli_login.html", {"gone": f"This sign-in was already {entry['state']}."}, 410)
+    return render(request, "teams/cli_login.html", {"code": entry["code"], "label": entry.get("label", "")})

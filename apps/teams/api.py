@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from apps.core.ids import json_object
 
-from . import services
+from . import cli_login, services
 from .filters import TokenFilter
 from .models import ApiToken, Invitation, JoinRequest, Membership, Role, Team
 from .selectors import can, role_in, roles_in, teams_for
@@ -362,4 +362,79 @@ class ObtainTokenView(APIView):
         _, secret = services.token_create(
             actor=user, name=f"api login {timezone.now():%Y-%m-%d %H:%M}", expires_at=expires_at, source="api"
         )
+        return Response({"token": secret, "expires_at": expires_at.isoformat() if expires_at else None})
+
+
+class CliLoginStartView(APIView):
+    """Start a browser sign-in for the command-line client (``servectl login --browser``)."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "auth"
+
+    @extend_schema(
+        operation_id="auth_cli_login_start",
+        request=None,
+        responses={
+            201: inline_serializer(
+                "CliLoginStarted",
+                {
+                    "id": serializers.CharField(),
+                    "verify_url": serializers.URLField(),
+                    "user_code": serializers.CharField(),
+                    "poll_secret": serializers.CharField(),
+                    "expires_in": serializers.IntegerField(),
+                    "interval": serializers.IntegerField(),
+                },
+            )
+        },
+    )
+    def post(self, request):
+        started = cli_login.start(str(request.headers.get("User-Agent", "")))
+        return Response(
+            {
+                "id": started.id,
+                "verify_url": request.build_absolute_uri(f"/cli-login/{started.id}/"),
+                "user_code": started.user_code,
+                "poll_secret": started.poll_secret,
+                "expires_in": started.expires_in,
+                "interval": 2,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class CliLoginCollectRequest(serializers.Serializer):
+    poll_secret = serializers.CharField(max_length=100)
+
+
+class CliLoginCollectView(APIView):
+    """Collect the token once the person allowed the sign-in: 202 while pending, 410 when gone or denied."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="auth_cli_login_collect",
+        request=CliLoginCollectRequest,
+        responses={
+            200: inline_serializer(
+                "CliLoginToken",
+                {"token": serializers.CharField(), "expires_at": serializers.DateTimeField(allow_null=True)},
+            ),
+            202: inline_serializer("CliLoginPending", {"detail": serializers.CharField()}),
+            410: inline_serializer("CliLoginGone", {"detail": serializers.CharField()}),
+        },
+    )
+    def post(self, request, request_id: str):
+        body = CliLoginCollectRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            result = cli_login.collect(request_id=request_id, poll_secret=body.validated_data["poll_secret"])
+        except cli_login.CliLoginGone as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_410_GONE)
+        if result is None:
+            return Response({"detail": "Waiting for you to allow it in the browser."}, status=status.HTTP_202_ACCEPTED)
+        secret, expires_at = result
         return Response({"token": secret, "expires_at": expires_at.isoformat() if expires_at else None})

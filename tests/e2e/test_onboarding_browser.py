@@ -1,4 +1,5 @@
-"""The whole self-service path in headless Chromium: sign up to a running app, with a platform admin's approval."""
+"""The self-service path with a password and a quota request in headless Chromium: sign up to a running app, with a
+platform admin's approval (the path for more than the starter grant; the unaided one is test_unaided_onboarding)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def test_sign_up_to_a_running_app(page, live_server, ray_env, staff):  # noqa: F
     assert page.locator('[data-step="1"]').get_attribute("data-done") == "false"
 
     # 1. Create a team.
-    page.get_by_role("link", name="Create a team").click()
+    page.get_by_role("link", name="choose the slug").click()
     page.get_by_label("Slug").fill("dana-ml")
     page.get_by_label("Display name").fill("Dana's ML team")
     page.get_by_role("button", name="Create team").click()
@@ -66,7 +67,7 @@ def test_sign_up_to_a_running_app(page, live_server, ray_env, staff):  # noqa: F
 
     # 4. Deploy the template app; 5. see it running.
     page.goto(f"{base}/welcome/")
-    page.get_by_role("link", name="Deploy the template").click()
+    page.get_by_role("link", name="edit it first").click()
     assert page.get_by_label("Import path").input_value() == "examples.hello:app"
     page.get_by_label("Application name").fill("first")
     page.get_by_label("Route prefix").fill("/dana-ml/first")

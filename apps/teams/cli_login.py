@@ -1,0 +1,101 @@
+"""Sign the command-line client in through the browser, for people who have no password (single sign-on).
+
+``servectl login --browser`` asks for a login request and prints a link with a short code. The person opens it in
+the dashboard, where they are signed in (through the provider if need be), checks the code and allows it. The
+client, polling with a secret only it holds, then receives a new API token. Nothing secret is stored while it
+waits: the request keeps a hash of the poll secret and, once allowed, the user's id; the token is minted when the
+client collects it, once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+
+from .services import token_create
+
+TTL_S = 600
+REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what secrets.token_urlsafe makes; anything else is unknown
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
+
+
+class CliLoginGone(Exception):
+    """Unknown, expired, denied or already collected; the message says which."""
+
+
+@dataclass
+class Started:
+    id: str
+    user_code: str
+    poll_secret: str
+    expires_in: int
+
+
+def _key(request_id: str) -> str:
+    return f"cli-login:{request_id}"
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def start(client_label: str = "") -> Started:
+    request_id = secrets.token_urlsafe(16)
+    poll_secret = secrets.token_urlsafe(32)
+    code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(8))
+    user_code = f"{code[:4]}-{code[4:]}"
+    cache.set(
+        _key(request_id),
+        {"secret_hash": _hash(poll_secret), "code": user_code, "state": "pending", "label": client_label[:60]},
+        TTL_S,
+    )
+    return Started(request_id, user_code, poll_secret, TTL_S)
+
+
+def pending(request_id: str) -> dict[str, Any]:
+    entry = cache.get(_key(request_id)) if REQUEST_ID.fullmatch(request_id or "") else None
+    if entry is None:
+        raise CliLoginGone("This sign-in link has expired or was already used: run servectl login again.")
+    return entry
+
+
+def decide(*, request_id: str, user: Any, allow: bool) -> None:
+    entry = pending(request_id)
+    if entry["state"] != "pending":
+        raise CliLoginGone(f"This sign-in was already {entry['state']}.")
+    entry.update(state="allowed" if allow else "denied", user_id=user.pk)
+    cache.set(_key(request_id), entry, TTL_S)
+    audit_record(actor=user, action="token.cli_login_" + ("allow" if allow else "deny"), source="ui")
+
+
+def collect(*, request_id: str, poll_secret: str) -> tuple[str, Any] | None:
+    """The new token and its expiry once allowed; None while pending. Raises CliLoginGone otherwise."""
+    entry = pending(request_id)
+    if not hmac.compare_digest(entry["secret_hash"], _hash(poll_secret or "")):
+        raise CliLoginGone("This sign-in link has expired or was already used: run servectl login again.")
+    if entry["state"] == "pending":
+        return None
+    cache.delete(_key(request_id))  # one collection, whatever happens next
+    if entry["state"] != "allowed":
+        raise CliLoginGone("The sign-in was denied in the browser.")
+    user = get_user_model().objects.filter(pk=entry["user_id"], is_active=True).first()
+    if user is None:
+        raise CliLoginGone("The account that allowed this sign-in is no longer active.")
+    days = settings.API_LOGIN_TOKEN_TTL_DAYS
+    expires_at = timezone.now() + timedelta(days=days) if days else None
+    _, secret = token_create(
+        actor=user, name=f"servectl {timezone.now():%Y-%m-%d %H:%M}", expires_at=expires_at, source="cli"
+    )
+    return secret, expires_at
