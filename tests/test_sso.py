@@ -75,6 +75,13 @@ def test_an_unverified_email_that_matches_an_account_is_refused(mapping, alice):
     assert not SsoIdentity.objects.exists()
 
 
+def test_an_email_handed_to_another_person_does_not_open_the_first_ones_account(mapping, alice):
+    assert sign_in(issuer=ISSUER, claims=claims("alice-sub", email=alice.email))[0] == alice
+    with pytest.raises(SignInRefused, match="already linked to another person"):
+        sign_in(issuer=ISSUER, claims=claims("someone-else", email=alice.email))
+    assert SsoIdentity.objects.get().subject == "alice-sub"
+
+
 def test_staff_follows_the_group_but_a_superuser_keeps_the_admin(mapping, make_user):
     user, changes, _ = sign_in(issuer=ISSUER, claims=claims(groups=["platform"]))
     assert user.is_staff and "platform staff" in changes

@@ -483,7 +483,8 @@ def welcome(request: HttpRequest) -> HttpResponse:
         {
             "title": "Create an API token",
             "done": has_token,
-            "text": "For CI or scripts: a token scoped to your team and a role. Shown once.",
+            "optional": True,
+            "text": "Optional, for CI or scripts: a token scoped to your team and a role. Shown once.",
             "url": f"/teams/{team.slug}/tokens/" if team else None,
             "action": "Create a token",
         },
@@ -503,7 +504,7 @@ def welcome(request: HttpRequest) -> HttpResponse:
             "action": "Open the app",
         },
     ]
-    current = next((i for i, s in enumerate(steps) if not s["done"]), None)
+    current = next((i for i, s in enumerate(steps) if not s["done"] and not s.get("optional")), None)
     terminal = _terminal(request, team, starter) if team else None
     return render(
         request, "teams/welcome.html", {"steps": steps, "current": current, "team": team, "terminal": terminal}

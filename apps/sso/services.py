@@ -53,6 +53,10 @@ def sign_in(*, issuer: str, claims: dict[str, Any]) -> tuple[Any, list[str], boo
     first = identity is None
     if identity is None:
         user = _link_or_create(User, claims, email)
+        if SsoIdentity.objects.filter(user=user, issuer=issuer).exists():
+            raise SignInRefused(
+                f"The account with {email} is already linked to another person at this provider; ask a platform admin."
+            )
         identity = SsoIdentity.objects.create(user=user, issuer=issuer, subject=subject)
         audit_record(
             actor=user, action="user.sso_link", obj=user, after={"issuer": issuer, "subject": subject}, source="sso"
