@@ -118,3 +118,39 @@ def test_no_grant_configured_means_no_quota(make_cluster, make_user, api):
     make_cluster(name="plain")
     new_team(api(make_user("newcomer")))
     assert not Quota.objects.filter(team__slug="newbies").exists()
+
+
+def test_getting_started_makes_the_team_from_its_name_and_deploys_the_template_on_the_grant(sandbox, make_user):
+    newcomer, viewer = make_user("newcomer"), make_user("viewer")
+    page = Client()
+    page.force_login(newcomer)
+    made = page.post("/teams/new/", {"name": "Newbie's Vision", "next": "/welcome/"})
+    assert made.status_code == 302 and made["Location"] == "/welcome/"
+    page.post("/teams/new/", {"name": "Newbie's Vision", "next": "/welcome/"})  # the same name again
+    slugs = sorted(m.team.slug for m in newcomer.memberships.select_related("team"))
+    assert slugs == ["newbies-vision", "newbies-vision-2"]
+
+    deployed = page.post("/welcome/deploy-template/", {"team": "newbies-vision"})
+    app = Application.objects.get(team__slug="newbies-vision")
+    assert deployed["Location"] == f"/apps/{app.pk}/"
+    spec = app.current_revision.spec
+    assert (app.name, app.cluster, spec["route_prefix"]) == ("hello", sandbox, "/newbies-vision/hello")
+    assert spec["deployments"][0]["ray_actor_options"] == {"num_cpus": 0.1, "num_gpus": 0.5}  # the grant's GPUs
+    # A second click asks for another 0.5 GPU: the grant (0.5) is used up, so admission refuses and the page says so.
+    again = page.post("/welcome/deploy-template/", {"team": "newbies-vision"}, follow=True)
+    assert b"The template was not deployed" in again.content and b"a100" in again.content
+    assert list(Application.objects.filter(team__slug="newbies-vision").values_list("name", flat=True)) == ["hello"]
+    viewer.memberships.create(team=app.team, role="viewer")
+    as_viewer = Client()
+    as_viewer.force_login(viewer)
+    as_viewer.post("/welcome/deploy-template/", {"team": "newbies-vision"})
+    assert Application.objects.filter(team__slug="newbies-vision").count() == 1
+
+
+def test_deploying_the_template_needs_a_team_you_may_deploy_in(sandbox, make_user, team_a):
+    outsider = make_user("outsider")
+    page = Client()
+    page.force_login(outsider)
+    refused = page.post("/welcome/deploy-template/", {"team": "team-a"}, follow=True)
+    assert b"Choose a team in which you may deploy" in refused.content
+    assert not Application.objects.exists()
