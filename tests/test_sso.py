@@ -55,6 +55,10 @@ def test_the_first_sign_in_creates_the_user_and_the_highest_mapped_role_wins(map
     again, _, first = sign_in(issuer=ISSUER, claims=claims(groups=["ml"]))
     assert again == user and not first
     assert get_user_model().objects.filter(email="u1@corp.example").count() == 1
+    page = Client()
+    page.force_login(team_a.memberships.get(role=Role.OWNER).user)
+    members = page.get("/teams/team-a/members/").content.decode()
+    assert members.count("from a group") == 1 and 'data-member="u1"' in members
 
 
 def test_hand_made_memberships_are_left_alone_and_the_last_owner_stays(mapping, team_a, team_b, alice):

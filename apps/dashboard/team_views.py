@@ -28,6 +28,7 @@ from apps.core.ids import parse_id
 from apps.quotas.models import Quota, QuotaRequest
 from apps.quotas.selectors import quotas_by_team_pool
 from apps.quotas.services import fmt, quota_request_create, quota_request_decide
+from apps.sso.models import SsoIdentity
 from apps.teams import cli_login
 from apps.teams import services as team_services
 from apps.teams.models import ApiToken, Invitation, JoinRequest, Membership, Role, Team
@@ -199,6 +200,13 @@ def members(request: HttpRequest, slug: str) -> HttpResponse:
         {
             "team": team,
             "members": team.memberships.select_related("user").order_by("user__username"),
+            "from_groups": {
+                user_id
+                for user_id, teams in SsoIdentity.objects.filter(user__memberships__team=team).values_list(
+                    "user_id", "managed_team_ids"
+                )
+                if team.pk in teams
+            },
             "is_admin": is_admin,
             "roles": Role.choices,
             "errors": errors,
