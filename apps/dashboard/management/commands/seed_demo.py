@@ -63,6 +63,10 @@ class Command(BaseCommand):
                     "serve_url": options["serve_url"],
                     "gcs_address": os.environ.get("DEMO_RAY_GCS", "127.0.0.1:6380"),
                     "http_port": options["http_port"],
+                    # a new team (sign up, or sign in through a provider) can deploy at once, with no admin step
+                    "starter_pool": "a100",
+                    "starter_gpus": Decimal("0.5"),
+                    "starter_days": 14,
                 },
                 pools=[{"name": "a100", "resource": "GPU", "capacity": Decimal(options["gpus"])}],
             )
