@@ -120,6 +120,7 @@ def test_the_getting_started_page_commands_run_as_shown(run, live_server, make_u
     serve_file = "\n".join(lines[2 : lines.index("EOF")]) + "\n"
     assert login == f"servectl login --url {live_server.url} --username newcomer"
     assert apply == "servectl apply -f serve.yaml --team newbies --cluster sandbox"
+    assert "ray_actor_options: {num_cpus: 0.1, num_gpus: 0.5}" in serve_file  # the starter grant's share
     (tmp_path / "serve.yaml").write_text(serve_file)
     done = run(*login.split()[1:], SERVECTL_PASSWORD=PASSWORD)
     assert done.returncode == 0, done.stderr

@@ -92,6 +92,14 @@ def _free_slug(name: str) -> str:
     return slug
 
 
+def _template_gpus(quota: Quota | None) -> dict[str, Any]:
+    """The template's GPUs: a share of the team's quota (at most 0.5), in its pool's resource; none without one."""
+    if quota is None or quota.gpus <= 0:
+        return {}
+    amount = float(min(quota.gpus, Decimal("0.5")))
+    return {"num_gpus": amount} if quota.pool.resource == "GPU" else {"resources": {quota.pool.resource: amount}}
+
+
 @login_required
 @require_POST
 def deploy_template(request: HttpRequest) -> HttpResponse:
@@ -109,13 +117,7 @@ def deploy_template(request: HttpRequest) -> HttpResponse:
     if cluster is None:
         messages.error(request, "No cluster is registered yet: ask a platform admin.")
         return redirect("dashboard:welcome")
-    options: dict[str, Any] = {"num_cpus": 0.1}
-    if quota and quota.gpus > 0:
-        amount = float(min(quota.gpus, Decimal("0.5")))
-        if quota.pool.resource == "GPU":
-            options["num_gpus"] = amount
-        else:
-            options["resources"] = {quota.pool.resource: amount}
+    options: dict[str, Any] = {"num_cpus": 0.1, **_template_gpus(quota)}
     taken = set(Application.objects.filter(team=team, cluster=cluster).values_list("name", flat=True))
     name = next(n for n in ("hello", *(f"hello-{i}" for i in range(2, 1000))) if n not in taken)
     spec = {
@@ -531,6 +533,11 @@ def _terminal(request: HttpRequest, team: Any, starter: Any) -> dict[str, str]:
     )
     url = request.build_absolute_uri("/").rstrip("/")
     cluster_name = cluster.name if cluster else "<cluster>"
+    # the same GPUs as the one-click template
+    gpus = "".join(
+        f", {key}: {value}" if key == "num_gpus" else f", {key}: {{{', '.join(f'{k}: {v}' for k, v in value.items())}}}"
+        for key, value in _template_gpus(starter).items()
+    )
     serve_file = (
         "applications:\n"
         "  - name: hello\n"
@@ -539,7 +546,7 @@ def _terminal(request: HttpRequest, team: Any, starter: Any) -> dict[str, str]:
         "    deployments:\n"
         "      - name: Hello\n"
         "        num_replicas: 1\n"
-        "        ray_actor_options: {num_cpus: 0.1}\n"
+        f"        ray_actor_options: {{num_cpus: 0.1{gpus}}}\n"
     )
     return {
         "login": (

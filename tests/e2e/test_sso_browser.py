@@ -147,3 +147,22 @@ def test_with_password_sign_up_off_the_pages_send_people_to_the_provider(page, l
     page.get_by_label("Password").fill("newbie-pass-123")
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"{live_server.url}/welcome/")
+
+
+def test_an_invitation_is_accepted_through_the_provider(page, live_server, sso, settings, alice, team_a):  # noqa: F811
+    from apps.teams.services import invitation_create
+
+    settings.PASSWORD_SIGNUP = False
+    _, path = invitation_create(actor=alice, team=team_a, email="newbie@corp.example", role="admin")
+    page.goto(f"{live_server.url}{path}")
+    assert page.locator("#signup-form").count() == 0  # no password sign-up offered
+    page.get_by_role("link", name="Sign in with Corp SSO to accept").click()
+    page.get_by_label("Username").fill("newbie")
+    page.get_by_label("Password").fill("newbie-pass-123")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live_server.url}{path}")  # back on the invitation, signed in
+    page.get_by_role("button", name="Join team-a as admin").click()
+    page.wait_for_url(f"{live_server.url}/teams/team-a/")
+    newbie = get_user_model().objects.get(email="newbie@corp.example")
+    assert Membership.objects.get(user=newbie, team=team_a).role == Role.ADMIN
+    assert not newbie.has_usable_password()
