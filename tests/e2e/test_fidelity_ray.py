@@ -26,7 +26,8 @@ from apps.deploys.sync import reconcile_cluster
 from apps.metrics import services as metrics
 from apps.metrics.models import Series
 from tests.conftest import app_body, reset_serve, wait_for
-from tests.e2e.test_metrics_ray import lru_loads, ray_counter
+from tests.e2e.test_metrics_ray import ray_counter
+from tests.support.lru import lru_loads
 
 pytestmark = [pytest.mark.ray, pytest.mark.django_db(transaction=True)]
 
@@ -211,7 +212,7 @@ def test_a_burst_before_any_scrape_saw_the_app_is_counted_exactly_with_overlappi
     time.sleep(1)
     ray_requests = ray_counter(ray_cluster, family_requests, serve_name)
     ray_loads = ray_counter(ray_cluster, family_loads, serve_name)
-    assert ray_loads == lru_loads(sequence, capacity=2)
+    assert ray_loads == lru_loads(sequence, slots=2)
 
     # Force scrapes to overlap: three at once from threads, as a busy worker and beat would start them.
     results: list = []

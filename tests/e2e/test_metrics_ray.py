@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import OrderedDict
 from datetime import timedelta
 
 import pytest
@@ -16,23 +15,10 @@ from apps.dashboard.management.commands.seed_models import write_models
 from apps.metrics.selectors import query, residency
 from apps.metrics.services import scrape_cluster
 from tests.conftest import app_body, wait_for
+from tests.support.lru import lru_loads
 from workers.clients import prometheus
 
 pytestmark = [pytest.mark.ray, pytest.mark.django_db(transaction=True)]
-
-
-def lru_loads(sequence: list[str], capacity: int) -> int:
-    cache: OrderedDict[str, None] = OrderedDict()
-    loads = 0
-    for model in sequence:
-        if model in cache:
-            cache.move_to_end(model)
-            continue
-        loads += 1
-        cache[model] = None
-        if len(cache) > capacity:
-            cache.popitem(last=False)
-    return loads
 
 
 def ray_counter(ray_cluster, family: str, application: str) -> float:
@@ -105,7 +91,7 @@ def test_stored_hit_rate_matches_rays_counters_and_an_lru_replay(
     run = scrape_cluster(ray_env.pk)
     assert run.targets > 0 and run.points_written > 0
 
-    assert ray_loads == lru_loads(sequence, capacity=2) == 5
+    assert ray_loads == lru_loads(sequence, slots=2) == 5
     end = timezone.now() + timedelta(seconds=1)
     step = int((end - start).total_seconds()) + 1
     stored = query(

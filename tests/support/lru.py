@@ -1,19 +1,24 @@
-"""LRU replay of a request sequence: what a model cache with ``slots`` entries would have hit."""
+"""LRU replay of a request sequence: what a model cache with ``slots`` entries would have loaded and hit."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
 
-def lru_hit_rate(sequence: list[str], slots: int) -> float:
+def lru_loads(sequence: list[str], slots: int) -> int:
+    """How many requests miss (load a model) in an LRU cache of ``slots`` models."""
     cache: OrderedDict[str, None] = OrderedDict()
-    hits = 0
+    loads = 0
     for model in sequence:
         if model in cache:
-            hits += 1
             cache.move_to_end(model)
-        else:
-            cache[model] = None
-            if len(cache) > slots:
-                cache.popitem(last=False)
-    return hits / len(sequence)
+            continue
+        loads += 1
+        cache[model] = None
+        if len(cache) > slots:
+            cache.popitem(last=False)
+    return loads
+
+
+def lru_hit_rate(sequence: list[str], slots: int) -> float:
+    return 1 - lru_loads(sequence, slots) / len(sequence)
