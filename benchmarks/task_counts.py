@@ -2,8 +2,9 @@
 
     python benchmarks/task_counts.py [--apps 50] [--window 120] [--burst 20]
 
-A real Celery worker (threads, in this process, in-memory broker) and a beat emulated at the real intervals
-(reconcile every RECONCILE_INTERVAL_S, scrape every SCRAPE_INTERVAL_S, rollups every minute), against a fake
+A real Celery worker (threads, in this process, in-memory broker) and a beat that sends every entry of the real beat
+schedule (controlplane/celery.py: reconcile, scrape, rollups, alerts, waste reports, starter grants, compaction
+policy) at its real interval, against a fake
 Ray dashboard that echoes configs as Ray 2.60 does (integers come back as floats) and reports apps RUNNING
 after two reads. The apps use integer resources (num_cpus: 1, num_gpus: 0 or 1), as real configs do.
 
@@ -64,8 +65,6 @@ def main() -> None:
     from apps.teams.services import team_create
     from controlplane.celery import app as celery_app
     from tests.fake_ray import FakeRay
-    from workers.tasks.metrics import rollup_and_retention, scrape_all
-    from workers.tasks.sync import reconcile_all
 
     call_command("migrate", verbosity=0)
     ray = FakeRay(settle_after=2).start()
@@ -99,16 +98,16 @@ def main() -> None:
     stop = threading.Event()
 
     def beat() -> None:
-        due = {"reconcile": 0.0, "scrape": 0.0, "rollup": 0.0}
-        every = {"reconcile": settings.RECONCILE_INTERVAL_S, "scrape": settings.SCRAPE_INTERVAL_S, "rollup": 60}
-        send = {"reconcile": reconcile_all, "scrape": scrape_all, "rollup": rollup_and_retention}
+        # every entry of the real beat schedule (controlplane/celery.py), at its real interval
+        entries = {name: (e["task"], float(e["schedule"])) for name, e in celery_app.conf.beat_schedule.items()}
+        due = dict.fromkeys(entries, 0.0)
         start = time.monotonic()
         while not stop.is_set():
             now = time.monotonic() - start
-            for key, at in due.items():
-                if now >= at:
-                    send[key].delay()
-                    due[key] = at + every[key]
+            for name, (task, every) in entries.items():
+                if now >= due[name]:
+                    celery_app.send_task(task)
+                    due[name] += every
             stop.wait(0.2)
 
     celery_app.conf.task_always_eager = False
@@ -156,8 +155,12 @@ def main() -> None:
         beat_thread.join()
 
     clusters = 1
-    floor = 60 / settings.RECONCILE_INTERVAL_S * (1 + clusters) + 60 / settings.SCRAPE_INTERVAL_S * (1 + clusters) + 1
-    print(f"\nbaseline (the beat's tasks and one reconcile and one scrape per cluster): {floor:.1f} tasks/min")
+    beat_rate = sum(60 / float(e["schedule"]) for e in celery_app.conf.beat_schedule.values())
+    floor = beat_rate + clusters * (60 / settings.RECONCILE_INTERVAL_S + 60 / settings.SCRAPE_INTERVAL_S)
+    print(
+        f"\nbaseline (the beat's {len(celery_app.conf.beat_schedule)} entries, {beat_rate:.1f}/min, and one reconcile "
+        f"and one scrape per cluster): {floor:.1f} tasks/min"
+    )
     print(f"idle: {sum(idle.values()):.1f} tasks/min, {sum(idle.values()) / floor:.2f} x the baseline")
     print(f"burst: {sum(burst.values()):.1f} tasks/min, {sum(burst.values()) / floor:.2f} x the baseline")
     ray.stop()
