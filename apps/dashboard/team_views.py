@@ -587,4 +587,4 @@ def cli_login_page(request: HttpRequest, request_id: str) -> HttpResponse:
         return render(request, "teams/cli_login.html", {"gone": str(exc)}, status=410)
     if entry["state"] != "pending":
         return render(request, "teams/cli_login.html", {"gone": f"This sign-in was already {entry['state']}."}, 410)
-    return render(request, "teams/cli_login.html", {"code": entry["code"], "label": entry.get("label", "")})
+    return render(request, "teams/cli_login.html", {"code": entry["code"]})

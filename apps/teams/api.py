@@ -391,7 +391,7 @@ class CliLoginStartView(APIView):
         },
     )
     def post(self, request):
-        started = cli_login.start(str(request.headers.get("User-Agent", "")))
+        started = cli_login.start()  # nothing the caller says is shown to the person who allows it
         return Response(
             {
                 "id": started.id,

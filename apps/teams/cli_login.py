@@ -51,14 +51,14 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def start(client_label: str = "") -> Started:
+def start() -> Started:
     request_id = secrets.token_urlsafe(16)
     poll_secret = secrets.token_urlsafe(32)
     code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(8))
     user_code = f"{code[:4]}-{code[4:]}"
     cache.set(
         _key(request_id),
-        {"secret_hash": _hash(poll_secret), "code": user_code, "state": "pending", "label": client_label[:60]},
+        {"secret_hash": _hash(poll_secret), "code": user_code, "state": "pending"},
         TTL_S,
     )
     return Started(request_id, user_code, poll_secret, TTL_S)
