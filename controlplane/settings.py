@@ -235,7 +235,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     # Quota requests and join requests share one set of states (pending, approved, rejected).
-    "ENUM_NAME_OVERRIDES": {"RequestStateEnum": "apps.quotas.models.QuotaRequest.State"},
+    "ENUM_NAME_OVERRIDES": {"RequestStateEnum": "apps.core.roles.RequestState"},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

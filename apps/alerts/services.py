@@ -23,8 +23,9 @@ from apps.applications.models import Application
 from apps.audit.services import audit_record
 from apps.clusters.models import Cluster
 from apps.core.jobs import enqueue
-from apps.core.roles import Role
-from apps.teams.models import Membership, Team
+from apps.core.links import public_url
+from apps.teams.models import Team
+from apps.teams.selectors import admin_emails
 from workers.clients import webhooks
 
 from .conditions import EVALUATORS, Condition, Rules
@@ -128,7 +129,7 @@ def _apply(inc: Incident, c: Condition, now: datetime) -> None:
 
 
 def incident_url(incident: Incident) -> str:
-    return settings.PUBLIC_URL.rstrip("/") + reverse("dashboard:incident_detail", args=[incident.pk])
+    return public_url(reverse("dashboard:incident_detail", args=[incident.pk]))
 
 
 def teams_told(incident: Incident) -> list[int]:
@@ -146,8 +147,7 @@ def teams_told(incident: Incident) -> list[int]:
 
 def email_recipients(incident: Incident) -> list[str]:
     team_ids = teams_told(incident)
-    admins = Membership.objects.filter(team_id__in=team_ids, role__in=[Role.ADMIN, Role.OWNER]).exclude(user__email="")
-    emails = set(admins.values_list("user__email", flat=True))
+    emails = set(admin_emails(team_ids))
     if KINDS[incident.kind].staff_only or not team_ids:
         emails |= set(
             get_user_model()

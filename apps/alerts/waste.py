@@ -15,10 +15,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.applications.models import Application
-from apps.core.roles import Role
+from apps.core.links import public_url
 from apps.metrics.prom import SourceUnavailable
 from apps.metrics.selectors import query
-from apps.teams.models import Membership, Team
+from apps.teams.models import Team
+from apps.teams.selectors import admin_emails
 
 from .models import Incident, WasteReport
 
@@ -110,7 +111,7 @@ def compute(team: Team, start: datetime, end: datetime) -> dict[str, Any]:
 
 
 def _url(name: str, pk: int) -> str:
-    return settings.PUBLIC_URL.rstrip("/") + reverse(name, args=[pk])
+    return public_url(reverse(name, args=[pk]))
 
 
 def report_for(team: Team, end: datetime) -> WasteReport:
@@ -130,13 +131,7 @@ def send_weekly_reports(now: datetime | None = None) -> int:
     sent = 0
     for team in Team.objects.exclude(waste_reports__period_end=end):
         report = report_for(team, end)
-        emails = sorted(
-            set(
-                Membership.objects.filter(team=team, role__in=[Role.ADMIN, Role.OWNER])
-                .exclude(user__email="")
-                .values_list("user__email", flat=True)
-            )
-        )
+        emails = admin_emails([team.pk])
         if not emails or report.emailed_to:
             continue
         b = report.body
@@ -148,7 +143,7 @@ def send_weekly_reports(now: datetime | None = None) -> int:
         ]
         lines += [f"Idle: {i['summary']} -> {i['fix_url'] or i['incident_url']}" for i in b["idle_apps"]]
         lines += [f"Cache thrash: {i['summary']} -> {i['fix_url'] or i['incident_url']}" for i in b["cache_thrash"]]
-        lines += ["", settings.PUBLIC_URL.rstrip("/") + reverse("dashboard:team_waste", args=[team.slug])]
+        lines += ["", public_url(reverse("dashboard:team_waste", args=[team.slug]))]
         try:
             send_mail(f"GPU waste report: {team.slug}", "\n".join(lines), settings.DEFAULT_FROM_EMAIL, emails)
         except Exception:  # noqa: BLE001 - the report stays on the page; the next run retries the mail

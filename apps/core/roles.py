@@ -13,6 +13,14 @@ class Role(models.TextChoices):
     VIEWER = "viewer", "Viewer"
 
 
+class RequestState(models.TextChoices):
+    """The states of a request someone decides: quota requests and join requests."""
+
+    PENDING = "pending", "Pending"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+
+
 ROLE_RANK = {Role.VIEWER: 1, Role.MEMBER: 2, Role.ADMIN: 3, Role.OWNER: 4}
 
 

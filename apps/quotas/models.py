@@ -9,6 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from apps.clusters.models import Cluster, GpuPool
+from apps.core.roles import RequestState
 from apps.teams.models import Team
 
 
@@ -42,10 +43,7 @@ class Quota(models.Model):
 class QuotaRequest(models.Model):
     """A team asks for a quota in a pool; a platform admin approves (which sets the quota) or rejects."""
 
-    class State(models.TextChoices):
-        PENDING = "pending", "Pending"
-        APPROVED = "approved", "Approved"
-        REJECTED = "rejected", "Rejected"
+    State = RequestState
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="quota_requests")
     cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="quota_requests")

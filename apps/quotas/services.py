@@ -9,7 +9,6 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
@@ -17,9 +16,10 @@ from rest_framework.exceptions import ValidationError
 
 from apps.audit.services import audit_record
 from apps.clusters.models import Cluster
-from apps.core.roles import Role
+from apps.core.links import public_url
 from apps.servespec.spec import demand
-from apps.teams.models import Membership, Team
+from apps.teams.models import Team
+from apps.teams.selectors import admin_emails
 
 from .models import AdmissionRefusal, Quota, QuotaRequest
 
@@ -314,10 +314,9 @@ def starter_grants_ended(now: Any = None) -> int:
                 after={"pool": quota.pool.name, "gpus": fmt(quota.gpus), "ended": quota.expires_at.isoformat()},
                 source="system",
             )
-        admins = Membership.objects.filter(team=quota.team, role__in=[Role.ADMIN, Role.OWNER]).select_related("user")
-        emails = sorted({m.user.email for m in admins if m.user.email})
+        emails = admin_emails([quota.team_id])
         if emails:
-            url = settings.PUBLIC_URL.rstrip("/") + f"/teams/{quota.team.slug}/quota/"
+            url = public_url(f"/teams/{quota.team.slug}/quota/")
             send_mail(
                 f"[{quota.team.slug}] Your starter GPU grant on {quota.cluster.name} has ended",
                 f"The starter grant of {fmt(quota.gpus)} GPU in pool {quota.pool.name} on {quota.cluster.name} ended "

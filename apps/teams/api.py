@@ -1,11 +1,7 @@
 from __future__ import annotations
 
-from datetime import timedelta
-
-from django.conf import settings
 from django.contrib.auth import authenticate
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -61,6 +57,13 @@ class MemberWriteSerializer(serializers.Serializer):
 def require(user, team: Team, role: str, what: str) -> None:
     if not can(user, team, role):
         raise PermissionDenied(f"You need the {role} role in team {team.slug} to {what}.")
+
+
+def admin_team(request, slug: str, what: str) -> Team:
+    """The team the URL names (404 when the user may not see it), if the user is its admin (403 otherwise)."""
+    team = get_object_or_404(teams_for(request.user), slug=slug)
+    require(request.user, team, Role.ADMIN, what)
+    return team
 
 
 class TeamViewSet(viewsets.ModelViewSet):
@@ -172,20 +175,15 @@ class JoinDecisionSerializer(serializers.Serializer):
 class TeamInvitationsView(APIView):
     """A team's invitations (admins): list, and invite an address; the link is in the answer once, and mailed."""
 
-    def _team(self, request, slug: str) -> Team:
-        team = get_object_or_404(teams_for(request.user), slug=slug)
-        require(request.user, team, Role.ADMIN, "manage invitations")
-        return team
-
     @extend_schema(responses=InvitationSerializer(many=True), operation_id="team_invitations_list")
     def get(self, request, slug: str):
-        team = self._team(request, slug)
+        team = admin_team(request, slug, "manage invitations")
         qs = team.invitations.select_related("team", "created_by", "accepted_by")[:200]
         return Response(InvitationSerializer(qs, many=True).data)
 
     @extend_schema(request=InvitationWriteSerializer, responses={201: InvitationSerializer}, operation_id="team_invite")
     def post(self, request, slug: str):
-        team = self._team(request, slug)
+        team = admin_team(request, slug, "manage invitations")
         body = json_object(request)
         invitation, path = services.invitation_create(
             actor=request.user, team=team, email=body.get("email"), role=body.get("role", Role.MEMBER)
@@ -198,8 +196,7 @@ class TeamInvitationsView(APIView):
 class TeamInvitationView(APIView):
     @extend_schema(responses={204: None}, operation_id="team_invitation_revoke")
     def delete(self, request, slug: str, pk: int):
-        team = get_object_or_404(teams_for(request.user), slug=slug)
-        require(request.user, team, Role.ADMIN, "revoke invitations")
+        team = admin_team(request, slug, "revoke invitations")
         services.invitation_revoke(actor=request.user, invitation=get_object_or_404(Invitation, team=team, pk=pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -224,8 +221,7 @@ class JoinRequestsView(APIView):
 class TeamJoinRequestsView(APIView):
     @extend_schema(responses=JoinRequestSerializer(many=True), operation_id="team_join_requests_list")
     def get(self, request, slug: str):
-        team = get_object_or_404(teams_for(request.user), slug=slug)
-        require(request.user, team, Role.ADMIN, "see join requests")
+        team = admin_team(request, slug, "see join requests")
         qs = team.join_requests.select_related("team", "user")[:200]
         return Response(JoinRequestSerializer(qs, many=True).data)
 
@@ -233,8 +229,7 @@ class TeamJoinRequestsView(APIView):
 class TeamJoinDecisionView(APIView):
     @extend_schema(request=JoinDecisionSerializer, responses=JoinRequestSerializer, operation_id="team_join_decide")
     def post(self, request, slug: str, pk: int):
-        team = get_object_or_404(teams_for(request.user), slug=slug)
-        require(request.user, team, Role.ADMIN, "decide join requests")
+        team = admin_team(request, slug, "decide join requests")
         body = json_object(request)
         if not isinstance(body.get("approve"), bool):
             raise ValidationError({"approve": ["Required: true or false."]})
@@ -356,13 +351,9 @@ class ObtainTokenView(APIView):
                 {"non_field_errors": ["Unable to log in with the given username and password."]},
                 status=status.HTTP_400_BAD_REQUEST,
             )
-        days = settings.API_LOGIN_TOKEN_TTL_DAYS
-        expires_at = timezone.now() + timedelta(days=days) if days else None
         # A named, audited, expiring token like any other: the user's token list shows it and can revoke it.
-        _, secret = services.token_create(
-            actor=user, name=f"api login {timezone.now():%Y-%m-%d %H:%M}", expires_at=expires_at, source="api"
-        )
-        return Response({"token": secret, "expires_at": expires_at.isoformat() if expires_at else None})
+        token, secret = services.login_token_create(user=user, name="api login", source="api")
+        return Response({"token": secret, "expires_at": token.expires_at.isoformat() if token.expires_at else None})
 
 
 class CliLoginStartView(APIView):

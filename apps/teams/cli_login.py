@@ -9,22 +9,19 @@ client collects it, once.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.utils import timezone
 
 from apps.audit.services import audit_record
 
-from .services import token_create
+from .models import hash_secret
+from .services import login_token_create
 
 TTL_S = 600
 REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what secrets.token_urlsafe makes; anything else is unknown
@@ -47,10 +44,6 @@ def _key(request_id: str) -> str:
     return f"cli-login:{request_id}"
 
 
-def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 def start() -> Started:
     request_id = secrets.token_urlsafe(16)
     poll_secret = secrets.token_urlsafe(32)
@@ -58,7 +51,7 @@ def start() -> Started:
     user_code = f"{code[:4]}-{code[4:]}"
     cache.set(
         _key(request_id),
-        {"secret_hash": _hash(poll_secret), "code": user_code, "state": "pending"},
+        {"secret_hash": hash_secret(poll_secret), "code": user_code, "state": "pending"},
         TTL_S,
     )
     return Started(request_id, user_code, poll_secret, TTL_S)
@@ -83,7 +76,7 @@ def decide(*, request_id: str, user: Any, allow: bool) -> None:
 def collect(*, request_id: str, poll_secret: str) -> tuple[str, Any] | None:
     """The new token and its expiry once allowed; None while pending. Raises CliLoginGone otherwise."""
     entry = pending(request_id)
-    if not hmac.compare_digest(entry["secret_hash"], _hash(poll_secret or "")):
+    if not hmac.compare_digest(entry["secret_hash"], hash_secret(poll_secret or "")):
         raise CliLoginGone("This sign-in link has expired or was already used: run servectl login again.")
     if entry["state"] == "pending":
         return None
@@ -93,9 +86,5 @@ def collect(*, request_id: str, poll_secret: str) -> tuple[str, Any] | None:
     user = get_user_model().objects.filter(pk=entry["user_id"], is_active=True).first()
     if user is None:
         raise CliLoginGone("The account that allowed this sign-in is no longer active.")
-    days = settings.API_LOGIN_TOKEN_TTL_DAYS
-    expires_at = timezone.now() + timedelta(days=days) if days else None
-    _, secret = token_create(
-        actor=user, name=f"servectl {timezone.now():%Y-%m-%d %H:%M}", expires_at=expires_at, source="cli"
-    )
-    return secret, expires_at
+    token, secret = login_token_create(user=user, name="servectl", source="cli")
+    return secret, token.expires_at

@@ -8,7 +8,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
-from apps.core.roles import ROLE_RANK, Role, role_at_least
+from apps.core.roles import ROLE_RANK, RequestState, Role, role_at_least
 
 __all__ = ["ROLE_RANK", "Role", "role_at_least", "Team", "Membership", "ApiToken", "Invitation", "JoinRequest"]
 
@@ -121,10 +121,7 @@ class Invitation(models.Model):
 class JoinRequest(models.Model):
     """A user asks to join a team; its admins approve (with a role) or reject."""
 
-    class State(models.TextChoices):
-        PENDING = "pending", "Pending"
-        APPROVED = "approved", "Approved"
-        REJECTED = "rejected", "Rejected"
+    State = RequestState
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="join_requests")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="join_requests")

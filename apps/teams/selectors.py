@@ -10,6 +10,12 @@ from django.db.models import QuerySet
 from .models import Membership, Role, Team, role_at_least
 
 
+def admin_emails(team_ids: Iterable[int]) -> list[str]:
+    """The addresses of the admins and owners of these teams (who hear about quotas, incidents, reports)."""
+    admins = Membership.objects.filter(team_id__in=list(team_ids), role__in=[Role.ADMIN, Role.OWNER])
+    return sorted(set(admins.exclude(user__email="").values_list("user__email", flat=True)))
+
+
 def teams_for(user: AbstractBaseUser) -> QuerySet[Team]:
     """Teams the user may read: all for staff, their memberships otherwise; a team token sees its team only."""
     qs = Team.objects.all() if user.is_staff else Team.objects.filter(memberships__user=user)

@@ -16,6 +16,7 @@ from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from apps.audit.services import audit_record
+from apps.core.links import public_url
 
 from .models import (
     ROLE_RANK,
@@ -28,6 +29,7 @@ from .models import (
     hash_secret,
     role_at_least,
 )
+from .selectors import role_in
 
 User = get_user_model()
 
@@ -180,7 +182,6 @@ def token_create(
     from django.utils import timezone
 
     from .models import ROLE_RANK
-    from .selectors import role_in
 
     errors: dict[str, list[str]] = {}
     if not isinstance(name, str) or not name.strip() or len(name) > 100:
@@ -214,6 +215,18 @@ def token_create(
         },
     )
     return token, secret
+
+
+def login_token_create(*, user: Any, name: str, source: str) -> tuple[Any, str]:
+    """A personal token for a sign-in (``POST /api/v1/auth/token/``, ``servectl login --browser``): named with the
+    time, expiring after ``API_LOGIN_TOKEN_TTL_DAYS``, listed and revocable like any other."""
+    from django.utils import timezone
+
+    days = settings.API_LOGIN_TOKEN_TTL_DAYS
+    expires_at = timezone.now() + timedelta(days=days) if days else None
+    return token_create(
+        actor=user, name=f"{name} {timezone.now():%Y-%m-%d %H:%M}", expires_at=expires_at, source=source
+    )
 
 
 def token_revoke(*, actor: Any, token: Any, source: str = "api") -> Any:
@@ -264,7 +277,7 @@ def invitation_create(
         errors["email"] = ["Required: an email address."]
     if role not in Role.values:
         errors["role"] = [f"Must be one of {', '.join(Role.values)}."]
-    elif role == Role.OWNER and not role_at_least(_role_of(actor, team), Role.OWNER):
+    elif role == Role.OWNER and not role_at_least(role_in(actor, team), Role.OWNER):
         errors["role"] = ["Only an owner can invite an owner."]
     if errors:
         raise ValidationError(errors)
@@ -287,7 +300,7 @@ def invitation_create(
             source=source,
         )
     path = f"/invitations/{signing.dumps({'i': invitation.pk, 'n': nonce}, salt=INVITATION_SALT, compress=True)}/"
-    url = settings.PUBLIC_URL.rstrip("/") + path
+    url = public_url(path)
     send_mail(
         f"You are invited to the team {team.slug}",
         f"{getattr(actor, 'username', 'A team admin')} invites you to join {team.name} ({team.slug}) as {role} on the "
@@ -297,13 +310,6 @@ def invitation_create(
         fail_silently=True,
     )
     return invitation, path
-
-
-def _role_of(user: Any, team: Team) -> str:
-    if getattr(user, "is_staff", False):
-        return Role.OWNER
-    m = Membership.objects.filter(team=team, user=user).first() if getattr(user, "pk", None) else None
-    return m.role if m else ""
 
 
 def invitation_check(token: str) -> Invitation:
@@ -399,7 +405,7 @@ def join_request_decide(
         raise ValidationError({"request": [f"Already {request.state}."]})
     if approve:
         role = _check_role(role)
-        if role == Role.OWNER and not role_at_least(_role_of(actor, request.team), Role.OWNER):
+        if role == Role.OWNER and not role_at_least(role_in(actor, request.team), Role.OWNER):
             raise ValidationError({"role": ["Only an owner can make someone an owner."]})
     with transaction.atomic():
         request.state = JoinRequest.State.APPROVED if approve else JoinRequest.State.REJECTED
