@@ -52,7 +52,8 @@ def _fast_password_hasher(settings) -> None:
 @pytest.fixture
 def make_user(db) -> Callable[..., Any]:
     def make(username: str, **extra: Any) -> Any:
-        user = User.objects.create_user(username=username, email=f"{username}@example.com", password=PASSWORD, **extra)
+        extra.setdefault("email", f"{username}@example.com")
+        user = User.objects.create_user(username=username, password=PASSWORD, **extra)
         return user
 
     return make

@@ -91,8 +91,7 @@ def test_staff_follows_the_group_but_a_superuser_keeps_the_admin(mapping, make_u
     assert user.is_staff and "platform staff" in changes
     user, changes, _ = sign_in(issuer=ISSUER, claims=claims(groups=[]))
     assert not user.is_staff and "no longer platform staff" in changes
-    root = make_user("root", is_staff=True, is_superuser=True)
-    get_user_model().objects.filter(pk=root.pk).update(email="root@corp.example")
+    root = make_user("root", is_staff=True, is_superuser=True, email="root@corp.example")
     user, _, _ = sign_in(issuer=ISSUER, claims=claims("root-sub", [], email="root@corp.example"))
     assert user == root and user.is_staff
     assert AuditEvent.objects.filter(action="user.staff").count() == 2
@@ -170,3 +169,13 @@ def test_servectl_browser_sign_in_denied(alice):
     gone = anon.post(f"/api/v1/auth/cli-login/{started['id']}/token/", {"poll_secret": started["poll_secret"]})
     assert gone.status_code == 410 and "denied" in gone.json()["detail"]
     assert not ApiToken.objects.filter(user=alice).exists()
+
+
+def test_claims_as_other_providers_send_them(mapping, alice, team_a):
+    """Cognito's email_verified as the string "true"; Keycloak's groups as paths; a single group as a string."""
+    user, _, _ = sign_in(issuer=ISSUER, claims=claims("c-sub", email=alice.email, email_verified="true"))
+    assert user == alice
+    user, changes, _ = sign_in(issuer=ISSUER, claims=claims("k-sub", groups=["/ml", "/platform"]))
+    assert Membership.objects.get(user=user, team=team_a).role == Role.ADMIN and user.is_staff
+    user, _, _ = sign_in(issuer=ISSUER, claims={**claims("k-sub"), "groups": "/ml-read"})
+    assert Membership.objects.get(user=user, team=team_a).role == Role.VIEWER and not user.is_staff

@@ -13,6 +13,7 @@ import functools
 import logging
 from typing import Any
 
+from authlib.integrations.base_client import MismatchingStateError
 from authlib.integrations.django_client import DjangoOAuth2App, OAuth, OAuthError
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -66,13 +67,10 @@ def start(request: HttpRequest, redirect_uri: str) -> HttpResponse:
 def finish(request: HttpRequest) -> dict[str, Any]:
     """The verified ID token's claims, from the provider's redirect. The token itself is not kept anywhere."""
     app = client()
-    if not request.GET.get("state"):
-        raise SignInFailed("The provider's answer has no state: start the sign-in again.")
-    state_key = f"_state_{app.name}_{request.GET['state']}"
-    if state_key not in request.session:
-        raise SignInFailed("The sign-in's state does not match this browser's: start the sign-in again.")
     try:
         token = app.authorize_access_token(request, leeway=settings.OIDC_CLOCK_SKEW_S)
+    except MismatchingStateError as exc:  # no state, or one this browser's session did not start (or used up)
+        raise SignInFailed("The sign-in's state does not match this browser's: start the sign-in again.") from exc
     except OAuthError as exc:
         raise SignInFailed(f"The provider refused the sign-in: {exc.description or exc.error}.") from exc
     except (JoseError, ValueError) as exc:
@@ -83,7 +81,23 @@ def finish(request: HttpRequest) -> dict[str, Any]:
     claims = token.get("userinfo")
     if not token.get("id_token") or not claims:
         raise SignInFailed("The provider's token answer holds no ID token.")
-    return dict(claims)
+    return {**_userinfo(app, token, claims["sub"]), **claims}
+
+
+def _userinfo(app: DjangoOAuth2App, token: dict[str, Any], sub: str) -> dict[str, Any]:
+    """The UserInfo endpoint's claims. Many providers (oidc-provider by default, Okta for some claims) put email and
+    groups there rather than in the ID token. Its ``sub`` must be the ID token's; when it cannot be read, the ID
+    token's claims alone are used."""
+    if not app.server_metadata.get("userinfo_endpoint") or not token.get("access_token"):
+        return {}
+    try:
+        info = dict(app.userinfo(token=token))
+    except Exception:  # noqa: BLE001 - the ID token is verified; the extra claims are a bonus
+        logger.warning("the provider's userinfo endpoint did not answer; using the ID token's claims")
+        return {}
+    if info.get("sub") != sub:
+        raise SignInFailed("The provider's userinfo names another person than the ID token (sub differs).")
+    return info
 
 
 def _reason(exc: Exception) -> str:

@@ -30,13 +30,24 @@ class SignInRefused(Exception):
     """A verified token that still cannot sign anyone in; the message says why."""
 
 
+def group_name(group: Any) -> str:
+    """Keycloak sends group paths (``/ml-platform``, ``/org/ml``); others bare names: compare without the first /."""
+    return str(group).strip().removeprefix("/")
+
+
 def groups_of(claims: dict[str, Any]) -> list[str]:
     value = claims.get(settings.OIDC_GROUPS_CLAIM, [])
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list):
         return []
-    return sorted({str(g) for g in value if isinstance(g, str | int)})
+    return sorted({group_name(g) for g in value if isinstance(g, str | int)})
+
+
+def email_verified(claims: dict[str, Any]) -> bool:
+    """True, or the string "true" (as AWS Cognito and some others send it)."""
+    value = claims.get("email_verified")
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
 
 
 @transaction.atomic
@@ -76,7 +87,7 @@ def sign_in(*, issuer: str, claims: dict[str, Any]) -> tuple[Any, list[str], boo
 def _link_or_create(User: Any, claims: dict[str, Any], email: str) -> Any:  # noqa: N803
     existing = User.objects.filter(email__iexact=email).first() if email else None
     if existing is not None:
-        if claims.get("email_verified") is not True:
+        if not email_verified(claims):
             raise SignInRefused(
                 f"An account with {email} already exists and the provider has not verified that address, "
                 "so it cannot be linked; ask a platform admin."
@@ -100,7 +111,7 @@ def _apply_groups(user: Any, identity: SsoIdentity, groups: list[str]) -> list[s
     changes: list[str] = []
     wanted: dict[str, str] = {}
     for rule in group_rules():
-        if rule.group in groups and ROLE_RANK[rule.role] > ROLE_RANK.get(wanted.get(rule.team, ""), 0):
+        if group_name(rule.group) in groups and ROLE_RANK[rule.role] > ROLE_RANK.get(wanted.get(rule.team, ""), 0):
             wanted[rule.team] = rule.role
     teams = {t.slug: t for t in Team.objects.filter(slug__in=wanted)}
     for slug in sorted(set(wanted) - set(teams)):
@@ -143,7 +154,7 @@ def _apply_groups(user: Any, identity: SsoIdentity, groups: list[str]) -> list[s
             logger.warning("SSO group mapping kept %s in %s: %s", user.username, m.team.slug, exc.detail)
     identity.managed_team_ids = sorted(managed)
     if settings.OIDC_STAFF_GROUP and not user.is_superuser:  # a local superuser keeps the admin
-        staff = settings.OIDC_STAFF_GROUP in groups
+        staff = group_name(settings.OIDC_STAFF_GROUP) in groups
         if user.is_staff != staff:
             user.is_staff = staff
             user.save(update_fields=["is_staff"])

@@ -8,6 +8,8 @@ when a test makes it alter or hold back the token endpoint's answer.
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from urllib.parse import parse_qs, urlparse
 
@@ -17,8 +19,9 @@ from django.contrib.auth import get_user_model
 from apps.audit.models import AuditEvent
 from apps.sso.models import SsoIdentity
 from apps.teams.models import Membership, Role
-from tests.e2e.conftest import ACCOUNTS
+from tests.e2e.conftest import ACCOUNTS, SECRET
 from tests.e2e.test_browser import page  # noqa: F401 - the page fixture
+from tests.support.oidc_provider import Provider
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -166,3 +169,46 @@ def test_an_invitation_is_accepted_through_the_provider(page, live_server, sso, 
     newbie = get_user_model().objects.get(email="newbie@corp.example")
     assert Membership.objects.get(user=newbie, team=team_a).role == Role.ADMIN
     assert not newbie.has_usable_password()
+
+
+def test_claims_only_in_userinfo_and_keycloak_group_paths_still_map(
+    page,  # noqa: F811
+    live_server,
+    sso,
+    settings,
+    tmp_path,
+    make_team,
+    bob,
+):
+    """oidc-provider's default (as several real providers do): email and groups only from the UserInfo endpoint,
+    not in the ID token; and groups as Keycloak sends them, as paths (``/ml-platform``)."""
+    make_team("platform", bob)
+    accounts = {"kim": {"password": "kim-pass-1234", "email": "kim@corp.example", "groups": ["/ml-platform"]}}
+    conforming = Provider(
+        [
+            {
+                "client_id": "controlplane",
+                "client_secret": SECRET,
+                "redirect_uris": [f"{live_server.url}/accounts/oidc/callback/"],
+            }
+        ],
+        accounts,
+        {},
+        tmp_path,
+        conform_id_token_claims=True,
+    )
+    try:
+        settings.OIDC_ISSUER = conforming.issuer
+        page.goto(f"{live_server.url}/accounts/login/")
+        page.get_by_role("link", name="Sign in with Corp SSO").click()
+        page.get_by_label("Username").fill("kim")
+        page.get_by_label("Password").fill("kim-pass-1234")
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{live_server.url}/welcome/")
+        id_token = conforming.token_answers[-1]["id_token"].split(".")[1]
+        in_id_token = json.loads(base64.urlsafe_b64decode(id_token + "=" * (-len(id_token) % 4)))
+        assert "groups" not in in_id_token and "email" not in in_id_token  # only UserInfo has them
+    finally:
+        conforming.stop()
+    kim = get_user_model().objects.get(email="kim@corp.example")
+    assert Membership.objects.get(user=kim, team__slug="platform").role == Role.ADMIN

@@ -58,7 +58,12 @@ def tamper_id_token(id_token: str, **changes: Any) -> str:
 
 class Provider:
     def __init__(
-        self, clients: list[dict], accounts: dict[str, dict], id_token_ttl: dict[str, int], workdir: Path
+        self,
+        clients: list[dict],
+        accounts: dict[str, dict],
+        id_token_ttl: dict[str, int],
+        workdir: Path,
+        conform_id_token_claims: bool = False,
     ) -> None:
         self.backend_port, self.port = free_port(), free_port()
         self.issuer = f"http://127.0.0.1:{self.port}"
@@ -74,6 +79,7 @@ class Provider:
             OIDC_CLIENTS=json.dumps(clients),
             OIDC_ACCOUNTS_FILE=str(self.accounts_file),
             OIDC_ID_TOKEN_TTL=json.dumps(id_token_ttl),
+            OIDC_CONFORM_ID_TOKEN_CLAIMS="true" if conform_id_token_claims else "false",
         )
         self.log_path = workdir / "provider.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()

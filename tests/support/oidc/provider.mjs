@@ -8,6 +8,7 @@
 //   OIDC_ACCOUNTS_FILE  a JSON file: login -> {password, email, name, groups}, read at every lookup (a directory
 //                  whose groups change between sign-ins)
 //   OIDC_ID_TOKEN_TTL  JSON object: client_id -> ID token lifetime in seconds (default 3600)
+//   OIDC_CONFORM_ID_TOKEN_CLAIMS  true: email, groups ... only from the UserInfo endpoint (the package's default)
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import Provider from 'oidc-provider';
@@ -34,7 +35,9 @@ const configuration = {
     profile: ['name', 'preferred_username'],
     groups: ['groups'],
   },
-  conformIdTokenClaims: false, // the scopes' claims go into the ID token, where the relying party reads them
+  // false: the scopes' claims go into the ID token too; true (oidc-provider's default): only the UserInfo endpoint
+  // has them when an access token is issued, as with several real providers
+  conformIdTokenClaims: process.env.OIDC_CONFORM_ID_TOKEN_CLAIMS === 'true',
   pkce: { required: () => true },
   features: { devInteractions: { enabled: false }, rpInitiatedLogout: { enabled: true } },
   ttl: { IdToken: (ctx, token, client) => idTokenTtl[client.clientId] ?? 3600 },
