@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from apps.applications.models import Application
 from tests.conftest import PASSWORD
@@ -120,7 +121,8 @@ def test_the_getting_started_page_commands_run_as_shown(run, live_server, make_u
     serve_file = "\n".join(lines[2 : lines.index("EOF")]) + "\n"
     assert login == f"servectl login --url {live_server.url} --username newcomer"
     assert apply == "servectl apply -f serve.yaml --team newbies --cluster sandbox"
-    assert "ray_actor_options: {num_cpus: 0.1, num_gpus: 0.5}" in serve_file  # the starter grant's share
+    options = yaml.safe_load(serve_file)["applications"][0]["deployments"][0]["ray_actor_options"]
+    assert options == {"num_cpus": 0.1, "num_gpus": 0.5}  # the starter grant's share, as the one-click template
     (tmp_path / "serve.yaml").write_text(serve_file)
     done = run(*login.split()[1:], SERVECTL_PASSWORD=PASSWORD)
     assert done.returncode == 0, done.stderr

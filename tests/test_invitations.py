@@ -53,6 +53,18 @@ def test_accepting_signs_up_and_joins_with_the_role_once(api, alice, team_a):
     again = Client().get(path)
     assert again.status_code == 410 and "has already been used" in again.content.decode()
     assert AuditEvent.objects.filter(action="invitation.accept").count() == 1
+    assert AuditEvent.objects.filter(action="user.signup", object_repr="newperson").count() == 1
+
+
+def test_signing_up_through_an_invitation_follows_the_sign_up_rules(api, alice, team_a, make_user):
+    """The same rules as the sign-up page: Django's password validators, and one account per address."""
+    path = invite(api, alice)["url"].split("testserver")[-1]
+    weak = Client().post(path, {"username": "newperson", "password": "password"})
+    assert weak.status_code == 400 and "too common" in weak.content.decode()
+    make_user("someone", email="new.person@example.com")  # the address got an account meanwhile
+    taken = Client().post(path, {"username": "newperson", "password": "a-long-password-1"})
+    assert taken.status_code == 400 and "already exists" in taken.content.decode()
+    assert not Membership.objects.filter(team=team_a, user__username__in=["newperson", "someone"]).exists()
 
 
 def test_expired_revoked_and_tampered_links_are_refused_with_a_clear_page(api, alice, team_a, bob):

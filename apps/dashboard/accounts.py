@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model, login
@@ -35,6 +37,13 @@ class SignUpForm(UserCreationForm):
         return email
 
 
+def create_account(form: SignUpForm) -> Any:
+    """The account a valid sign-up form describes (the sign-up page, an invitation link), audited."""
+    user = form.save()
+    audit_record(actor=user, action="user.signup", obj=user, after={"username": user.username}, source="ui")
+    return user
+
+
 def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("dashboard:welcome")
@@ -42,8 +51,7 @@ def signup(request: HttpRequest) -> HttpResponse:
         return render(request, "registration/signup_closed.html", status=403)
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = form.save()
-        audit_record(actor=user, action="user.signup", obj=user, after={"username": user.username}, source="ui")
+        user = create_account(form)
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("dashboard:welcome")
     return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)

@@ -272,11 +272,6 @@ class MemberForm(forms.Form):
     join_request = forms.IntegerField(required=False, min_value=1)
 
 
-class SignupForInvitationForm(forms.Form):
-    username = forms.CharField(max_length=150)
-    password = forms.CharField(widget=forms.PasswordInput, min_length=10)
-
-
 class JoinRequestForm(forms.Form):
     team = forms.CharField(max_length=30)
     message = forms.CharField(required=False, max_length=1000)

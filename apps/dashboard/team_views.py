@@ -7,6 +7,7 @@ from datetime import datetime, time
 from decimal import Decimal
 from typing import Any
 
+import yaml
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
@@ -15,6 +16,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 from rest_framework.exceptions import ValidationError
 
@@ -34,12 +36,12 @@ from apps.teams import services as team_services
 from apps.teams.models import ApiToken, Invitation, JoinRequest, Membership, Role, Team
 from apps.teams.selectors import can, role_in, teams_for
 
+from .accounts import SignUpForm, create_account
 from .forms import (
     JoinRequestForm,
     MemberForm,
     QuotaDecisionForm,
     QuotaRequestForm,
-    SignupForInvitationForm,
     TeamForm,
     TokenForm,
     form_errors,
@@ -82,22 +84,32 @@ def team_create(request: HttpRequest) -> HttpResponse:
 
 def _free_slug(name: str) -> str:
     """A slug from the display name when none was typed: ``Dana's ML team`` -> ``danas-ml-team`` (or ``-2`` ...)."""
-    base = "-".join(re.findall(r"[a-z0-9]+", name.lower().replace("'", "")))[:27].strip("-")
+    base = re.sub(r"[-_]+", "-", slugify(name)).strip("-")[:27].strip("-")
     if not base:
         return ""  # the service names the missing slug
-    slug, n = base, 1
-    while Team.objects.filter(slug=slug).exists():
-        n += 1
-        slug = f"{base}-{n}"
-    return slug
+    taken = set(Team.objects.filter(slug__startswith=base).values_list("slug", flat=True))
+    return next(s for s in (base, *(f"{base}-{n}" for n in range(2, 1000))) if s not in taken)
 
 
-def _template_gpus(quota: Quota | None) -> dict[str, Any]:
-    """The template's GPUs: a share of the team's quota (at most 0.5), in its pool's resource; none without one."""
-    if quota is None or quota.gpus <= 0:
-        return {}
-    amount = float(min(quota.gpus, Decimal("0.5")))
-    return {"num_gpus": amount} if quota.pool.resource == "GPU" else {"resources": {quota.pool.resource: amount}}
+def _starter(team: Team) -> Quota | None:
+    return Quota.objects.filter(team=team, starter=True).select_related("cluster", "pool").order_by("pk").first()
+
+
+def _template_spec(team: Team, name: str, quota: Quota | None) -> dict[str, Any]:
+    """The hello template as Getting started deploys it (one click) and prints it (servectl): its GPUs are a share of
+    the team's quota (at most 0.5), in the pool's resource; none without a quota."""
+    options: dict[str, Any] = {"num_cpus": 0.1}
+    if quota is not None and quota.gpus > 0:
+        amount = float(min(quota.gpus, Decimal("0.5")))
+        if quota.pool.resource == "GPU":
+            options["num_gpus"] = amount
+        else:
+            options["resources"] = {quota.pool.resource: amount}
+    return {
+        "import_path": "examples.hello:app",
+        "route_prefix": f"/{team.slug}/{name}",
+        "deployments": [{"name": "Hello", "num_replicas": 1, "ray_actor_options": options}],
+    }
 
 
 @login_required
@@ -109,22 +121,14 @@ def deploy_template(request: HttpRequest) -> HttpResponse:
     if team is None or not can(request.user, team, Role.MEMBER):
         messages.error(request, "Choose a team in which you may deploy.")
         return redirect("dashboard:welcome")
-    quota = (
-        Quota.objects.filter(team=team, starter=True).select_related("cluster", "pool").order_by("pk").first()
-        or Quota.objects.filter(team=team).select_related("cluster", "pool").order_by("pk").first()
-    )
+    quota = _starter(team) or Quota.objects.filter(team=team).select_related("cluster", "pool").order_by("pk").first()
     cluster = quota.cluster if quota else (Cluster.objects.order_by("name").first())
     if cluster is None:
         messages.error(request, "No cluster is registered yet: ask a platform admin.")
         return redirect("dashboard:welcome")
-    options: dict[str, Any] = {"num_cpus": 0.1, **_template_gpus(quota)}
     taken = set(Application.objects.filter(team=team, cluster=cluster).values_list("name", flat=True))
     name = next(n for n in ("hello", *(f"hello-{i}" for i in range(2, 1000))) if n not in taken)
-    spec = {
-        "import_path": "examples.hello:app",
-        "route_prefix": f"/{team.slug}/{name}",
-        "deployments": [{"name": "Hello", "num_replicas": 1, "ray_actor_options": options}],
-    }
+    spec = _template_spec(team, name, quota)
     try:
         app = app_services.application_create(
             actor=request.user, team=team, cluster=cluster, name=name, spec=spec, source="ui"
@@ -235,10 +239,18 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
             elif not settings.PASSWORD_SIGNUP:
                 raise ValidationError({"username": ["Sign-up with a password is turned off: sign in first."]})
             else:
-                form = SignupForInvitationForm(request.POST)
-                if not form.is_valid():
-                    raise ValidationError(form_errors(form))
-                user = _signup_invited(form.cleaned_data, inv.email)
+                password = request.POST.get("password", "")
+                form = SignUpForm(
+                    {
+                        "username": request.POST.get("username", ""),
+                        "email": inv.email,
+                        "password1": password,
+                        "password2": password,
+                    }
+                )
+                if not form.is_valid():  # Django's username and password rules, and one account per address
+                    raise ValidationError(form_errors(form, rename={"password1": "password", "password2": "password"}))
+                user = create_account(form)
             membership = team_services.invitation_accept(token=token, user=user, source="ui")
         except team_services.InvitationRefused as exc:
             return render(request, "teams/invitation.html", {"refused": str(exc)}, status=410)
@@ -250,21 +262,6 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
             messages.success(request, f"Welcome to {membership.team.slug}: you are {membership.role}.")
             return redirect("dashboard:team_detail", slug=membership.team.slug)
     return render(request, "teams/invitation.html", {"inv": inv, "errors": errors}, status=400 if errors else 200)
-
-
-def _signup_invited(data: dict, email: str) -> Any:
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.password_validation import validate_password
-    from django.core.exceptions import ValidationError as DjangoValidationError
-
-    User = get_user_model()  # noqa: N806
-    if User.objects.filter(username=data["username"]).exists():
-        raise ValidationError({"username": ["Taken: choose another, or sign in if it is yours."]})
-    try:
-        validate_password(data["password"])
-    except DjangoValidationError as exc:
-        raise ValidationError({"password": list(exc.messages)}) from exc
-    return User.objects.create_user(username=data["username"], email=email, password=data["password"])
 
 
 @login_required
@@ -460,11 +457,7 @@ def welcome(request: HttpRequest) -> HttpResponse:
     teams = list(teams_for(request.user).order_by("slug"))
     team = next((t for t in teams if can(request.user, t, Role.ADMIN)), teams[0] if teams else None)
     has_quota = bool(team and (Quota.objects.filter(team=team).exists() or team.quota_requests.exists()))
-    starter = (
-        Quota.objects.filter(team=team, starter=True).select_related("cluster", "pool").order_by("pk").first()
-        if team
-        else None
-    )
+    starter = _starter(team) if team else None
     has_token = bool(team and ApiToken.objects.filter(user=request.user, team=team).exists())
     app = Application.objects.filter(team=team).order_by("created_at").first() if team else None
     steps = [
@@ -533,21 +526,8 @@ def _terminal(request: HttpRequest, team: Any, starter: Any) -> dict[str, str]:
     )
     url = request.build_absolute_uri("/").rstrip("/")
     cluster_name = cluster.name if cluster else "<cluster>"
-    # the same GPUs as the one-click template
-    gpus = "".join(
-        f", {key}: {value}" if key == "num_gpus" else f", {key}: {{{', '.join(f'{k}: {v}' for k, v in value.items())}}}"
-        for key, value in _template_gpus(starter).items()
-    )
-    serve_file = (
-        "applications:\n"
-        "  - name: hello\n"
-        f"    route_prefix: /{team.slug}/hello\n"
-        "    import_path: examples.hello:app\n"
-        "    deployments:\n"
-        "      - name: Hello\n"
-        "        num_replicas: 1\n"
-        f"        ray_actor_options: {{num_cpus: 0.1{gpus}}}\n"
-    )
+    application = {"name": "hello", **_template_spec(team, "hello", starter)}
+    serve_file = yaml.safe_dump({"applications": [application]}, sort_keys=False)
     return {
         "login": (
             f"servectl login --url {url} --username {request.user.get_username()}"
