@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
 
@@ -16,8 +17,9 @@ class AuditEvent(models.Model):
     object_type = models.CharField(max_length=60)
     object_id = models.CharField(max_length=60, blank=True)
     object_repr = models.CharField(max_length=200, blank=True)
-    before = models.JSONField(null=True, blank=True)
-    after = models.JSONField(null=True, blank=True)
+    # Decimals (quotas, GPUs) and datetimes are kept as exact text, whoever records them.
+    before = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    after = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
     source = models.CharField(max_length=20, default="api")
     request_id = models.CharField(max_length=64, blank=True)
     at = models.DateTimeField(default=timezone.now, db_index=True)

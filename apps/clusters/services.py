@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
@@ -51,7 +50,7 @@ def cluster_create(*, actor: Any, data: dict, pools: list[dict]) -> Cluster:
 
 @transaction.atomic
 def cluster_update(*, actor: Any, cluster: Cluster, data: dict, pools: list[dict] | None = None) -> Cluster:
-    before = {k: _plain(getattr(cluster, k)) for k in data if k != "auth_token"}
+    before = {k: getattr(cluster, k) for k in data if k != "auth_token"}
     for key, value in data.items():
         setattr(cluster, key, value)
     if {"metrics_source", "prometheus_url", "prometheus_matchers", "prometheus_credential"} & set(data):
@@ -67,15 +66,10 @@ def cluster_update(*, actor: Any, cluster: Cluster, data: dict, pools: list[dict
             keep.append(obj.pk)
         cluster.pools.exclude(pk__in=keep).delete()
     _check_starter_pool(cluster)
-    after = {k: _plain(getattr(cluster, k)) for k in data if k != "auth_token"}
+    after = {k: getattr(cluster, k) for k in data if k != "auth_token"}
     audit_record(actor=actor, action="cluster.update", obj=cluster, before=before, after=after)
     request_sync(cluster_id=cluster.pk, trigger="manual")
     return cluster
-
-
-def _plain(value: Any) -> Any:
-    """A field's value as the audit log's JSON keeps it (decimals as text, exact)."""
-    return str(value) if isinstance(value, Decimal) else value
 
 
 def _check_starter_pool(cluster: Cluster) -> None:
