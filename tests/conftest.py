@@ -230,6 +230,26 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 90, interval: float 
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
+def wait_for_every_proxy(
+    urls: list[str], headers: dict[str, str] | None = None, answers: int = 20, timeout: float = 90
+) -> None:
+    """Serve runs a proxy on every node, all on one port here, and each learns a new route on its own: wait until
+    ``answers`` new connections in a row to each URL get 200 (a proxy that has not caught up answers 404, or closes
+    the connection)."""
+
+    def everywhere() -> bool:
+        try:
+            return all(
+                requests.get(url, headers=headers, timeout=10).status_code == 200
+                for _ in range(answers)
+                for url in urls
+            )
+        except requests.RequestException:
+            return False
+
+    wait_for(everywhere, timeout=timeout, interval=1.0, what=f"{', '.join(urls)} answering on every proxy")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _close_thread_connections(django_db_setup, django_db_blocker) -> Iterator[None]:
     """Worker and live-server threads keep their own connections; end them so the test database can be dropped."""

@@ -25,7 +25,7 @@ from apps.dashboard.management.commands.seed_models import write_models
 from apps.deploys.sync import reconcile_cluster
 from apps.metrics import services as metrics
 from apps.metrics.models import Series
-from tests.conftest import app_body, reset_serve, wait_for
+from tests.conftest import app_body, reset_serve, wait_for, wait_for_every_proxy
 from tests.e2e.test_metrics_ray import ray_counter
 from tests.support.lru import lru_loads
 
@@ -286,14 +286,7 @@ def test_a_cluster_that_already_runs_two_apps_is_registered_adopted_and_cleaned_
 
     # Every node's proxy listens on the same port here and learns new routes on its own schedule: before measuring
     # gaps, every proxy the kernel hands connections to answers both routes (20 answers in a row each).
-    def routes_everywhere() -> bool:
-        return all(
-            requests.get(f"{ray_cluster.serve_url}{route}", timeout=10).status_code == 200
-            for _ in range(20)
-            for route in answered
-        )
-
-    wait_for(routes_everywhere, timeout=60, interval=1.0, what="both legacy routes on every proxy")
+    wait_for_every_proxy([f"{ray_cluster.serve_url}{route}" for route in answered], timeout=60)
 
     def keep_calling() -> None:
         while not stop.is_set():

@@ -28,7 +28,7 @@ from apps.dashboard.management.commands.seed_models import write_models
 from apps.metrics import prom
 from apps.metrics.selectors import query, residency
 from apps.metrics.services import scrape_cluster
-from tests.conftest import app_body, require, wait_for
+from tests.conftest import app_body, require, wait_for, wait_for_every_proxy
 from tests.e2e.test_browser import login, page  # noqa: F401 - the page fixture
 from tests.support.prometheus import Prometheus, binary
 
@@ -112,9 +112,8 @@ def test_both_sources_count_the_same_requests_and_charts_render_from_prometheus(
     embedded = Cluster.objects.get(pk=ray_env.pk)
 
     # Warm up with a model the measured requests do not use: the counters exist, and both sources have seen them,
-    # before the measured window opens.
-    for _ in range(2):
-        call("m4")
+    # before the measured window opens. First every proxy must have learnt the route (one closed a connection once).
+    wait_for_every_proxy([url], headers={"serve_multiplexed_model_id": "m4"})
 
     def both_see_the_warm_up() -> bool:
         keep_alive(SCRAPE_S)
