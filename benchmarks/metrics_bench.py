@@ -138,7 +138,7 @@ def connection_vendor() -> str:
 def main() -> None:
     from apps.clusters.services import cluster_create
     from apps.metrics.models import Point, Series
-    from apps.metrics.selectors import query
+    from apps.metrics.sources import query
 
     call_command("migrate", verbosity=0)
     from django.contrib.auth import get_user_model
@@ -151,6 +151,9 @@ def main() -> None:
         data={"name": "bench", "dashboard_url": "http://127.0.0.1:1"},
         pools=[{"name": "a100", "resource": "GPU", "capacity": 400}],
     )
+    # a benchmark's one team runs more apps than a team's default cap on a shared cluster
+    type(cluster).objects.filter(pk=cluster.pk).update(team_max_apps=100_000, team_max_replicas=1_000_000)
+    cluster.refresh_from_db()
 
     # 1. Scrape + parse + store, 5,000 series per scrape: here (SQLite), then on PostgreSQL.
     ingest(cluster)
@@ -220,7 +223,7 @@ def main() -> None:
             cluster=cluster,
             name=f"app{a}",
             spec={
-                "route_prefix": f"/a{a}",
+                "route_prefix": f"/bench/a{a}",
                 "import_path": "examples.hello:app",
                 "deployments": [{"name": "Hello", "num_replicas": 10, "ray_actor_options": {"num_gpus": 0.5}}],
             },
@@ -285,7 +288,7 @@ def prometheus_part(client, cluster, now, embedded_ms: float) -> None:
     from django.core.cache import cache
 
     from apps.applications.models import Application
-    from apps.metrics.selectors import query
+    from apps.metrics.sources import query
     from tests.support.prometheus import Prometheus, backfill, binary
 
     if not binary():
@@ -315,10 +318,11 @@ def prometheus_part(client, cluster, now, embedded_ms: float) -> None:
     load_s = time.perf_counter() - t0
     server = Prometheus(work, data=work / "data").start()
     try:
-        cluster.metrics_source = "prometheus"
-        cluster.prometheus_url = server.url
-        cluster.prometheus_matchers = {"ray_cluster": "bench"}
-        cluster.save()
+        source = cluster.metrics_config
+        source.metrics_source = "prometheus"
+        source.prometheus_url = server.url
+        source.prometheus_matchers = {"ray_cluster": "bench"}
+        source.save()
         t_end = now
         t_start = now - timedelta(days=30)
         chart_step = int((t_end - t_start).total_seconds() // 120)  # what the chart asks for 30 days

@@ -69,8 +69,8 @@ def main() -> None:
 
     from apps.applications.services import application_create
     from apps.clusters.services import cluster_create
-    from apps.dashboard.local_ray import TEST
     from apps.deploys.config import build_serve_config
+    from apps.localdev.local_ray import TEST
     from apps.quotas.services import quota_set
     from apps.teams.services import issue_token, team_create
     from controlplane.celery import app as celery_app
@@ -96,6 +96,9 @@ def main() -> None:
             },
             pools=[{"name": "a100", "resource": "GPU", "capacity": 8}],
         )
+        # a benchmark's one team runs more apps than a team's default cap on a shared cluster
+        type(cluster).objects.filter(pk=cluster.pk).update(team_max_apps=100_000, team_max_replicas=1_000_000)
+        cluster.refresh_from_db()
         quota_set(actor=user, team=team, cluster=cluster, pool_name="a100", gpus=8)
         _, secret = issue_token(user=user, name="bench")
         client = APIClient()
@@ -148,7 +151,7 @@ def main() -> None:
             while Application.objects.count() < n:
                 k = Application.objects.count()
                 application_create(
-                    actor=user, team=team, cluster=cluster, name=f"q{k}", spec={**spec, "route_prefix": f"/q{k}"}
+                    actor=user, team=team, cluster=cluster, name=f"q{k}", spec={**spec, "route_prefix": f"/bench/q{k}"}
                 )
             with CaptureQueriesContext(connection) as ctx:
                 t0 = time.perf_counter()

@@ -127,7 +127,7 @@ def main() -> None:
             team=teams[i % len(teams)],
             cluster=cluster,
             name=f"app{i}",
-            spec={**spec, "route_prefix": f"/a{i}"},
+            spec={**spec, "route_prefix": f"/{teams[i % len(teams)].slug}/a{i}"},
         )
     create_s = time.perf_counter() - started
     connection.queries_log.clear()  # the log keeps 9,000 queries; the creates above filled it
@@ -152,7 +152,7 @@ def main() -> None:
     client.credentials(HTTP_AUTHORIZATION=f"Token {secret}")
     with start_worker(celery_app, pool="threads", concurrency=2, perform_ping_check=False):
         # Bring the recorder up to date first, so the next push carries exactly one new app.
-        from apps.deploys.sync import push_cluster
+        from apps.deploys.push import push_cluster
 
         push_cluster(cluster.pk)
         samples = []
@@ -161,7 +161,7 @@ def main() -> None:
             t0 = time.perf_counter()
             resp = client.post(
                 "/api/v1/applications/",
-                {"team": "t000", "cluster": cluster.pk, "name": f"e2e{k}", **spec, "route_prefix": f"/e2e{k}"},
+                {"team": "t000", "cluster": cluster.pk, "name": f"e2e{k}", **spec, "route_prefix": f"/t000/e2e{k}"},
                 format="json",
             )
             assert resp.status_code == 201, resp.content
@@ -201,7 +201,7 @@ def main() -> None:
                     "cluster": cluster.pk,
                     "name": f"burst{i}",
                     **spec,
-                    "route_prefix": f"/burst{i}",
+                    "route_prefix": f"/t{i % 50:03d}/burst{i}",
                 },
                 format="json",
             )
@@ -222,8 +222,8 @@ def main() -> None:
         deadline = time.perf_counter() + 120
         final = None
         while time.perf_counter() < deadline:
-            c = Cluster.objects.get(pk=cluster.pk)
-            if c.pushed_generation == c.desired_generation and recorder.puts:
+            c = Cluster.objects.select_related("push_state").get(pk=cluster.pk)
+            if c.push_state.pushed_generation == c.desired_generation and recorder.puts:
                 final = {a["name"] for a in recorder.puts[-1][1]["applications"]}
                 if set(names) <= final:
                     break
@@ -254,7 +254,12 @@ def main() -> None:
     Membership.objects.bulk_create([Membership(team=t, user=user, role="member") for t in all_teams[:5]])
     have = Application.objects.count()
     apps = [
-        Application(team=all_teams[i % len(all_teams)], cluster=cluster, name=f"bulk{i}", route_prefix=f"/bulk{i}")
+        Application(
+            team=all_teams[i % len(all_teams)],
+            cluster=cluster,
+            name=f"bulk{i}",
+            route_prefix=f"/{all_teams[i % len(all_teams)].slug}/bulk{i}",
+        )
         for i in range(args.api_apps - have)
     ]
     Application.objects.bulk_create(apps, batch_size=1000)

@@ -50,7 +50,8 @@ def main() -> None:
         "pools=[{'name': 'a100', 'resource': 'GPU', 'capacity': 1000}]); "
         "ts = [team_create(actor=u, slug=f't{i}', name='T') for i in range(100)]; "
         "[quota_set(actor=u, team=t, cluster=c, pool_name='a100', gpus=100) for t in ts]; "
-        "[application_create(actor=u, team=ts[i % 100], cluster=c, name=f'a{i}', spec={'route_prefix': f'/a{i}', "
+        "[application_create(actor=u, team=ts[i % 100], cluster=c, name=f'a{i}', "
+        "spec={'route_prefix': f'/t{i % 100}/a{i}', "
         "'import_path': 'examples.hello:app', 'deployments': [{'name': 'Hello'}]}) for i in range(1000)]; "
         "print(issue_token(user=u, name='b')[1])"
     )

@@ -155,8 +155,9 @@ def _browser_login(url: str, open_browser: bool) -> tuple[str, str]:
     if resp.status_code != 201:
         fail(resp)
     started = resp.json()
-    click.echo(f"Open this link, signed in to the dashboard, and allow code {started['user_code']}:")
+    click.echo("Open this link, signed in to the dashboard, and type this code there to allow the sign-in:")
     click.echo(f"  {started['verify_url']}")
+    click.echo(f"  code: {started['user_code']}")
     if open_browser:
         import webbrowser
 

@@ -99,6 +99,7 @@ INSTALLED_APPS = [
     "apps.deploys",
     "apps.sso",
     "apps.dashboard",
+    "apps.localdev",
 ]
 
 MIDDLEWARE = [
@@ -107,6 +108,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "apps.core.middleware.RequestIdMiddleware",
     "apps.core.middleware.RejectNulBytesMiddleware",
+    "apps.core.middleware.BodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -130,6 +132,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "apps.sso.context_processors.sign_in_options",
+                "apps.teams.context_processors.principal",
             ],
         },
     },
@@ -205,6 +208,9 @@ STORAGES = {
 # 1 MiB is ample for any application spec; larger bodies are refused before parsing.
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024)
 
+# Who is asking, with what authority: one object per request (apps/teams/principal.py).
+PRINCIPAL_FACTORY = "apps.teams.principal.principal_of"
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "apps.teams.authentication.TokenAuthentication",
@@ -252,6 +258,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_TIME_LIMIT = envint("CELERY_TASK_TIME_LIMIT", 300)
 CELERY_TASK_SOFT_TIME_LIMIT = envint("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Webhook and mail deliveries wait on other people's servers: they run on their own queue, consumed by their own
+# worker (make run, compose and Kubernetes start one), so a slow receiver never delays a push.
+CELERY_TASK_ROUTES = {"workers.tasks.alerts.deliver": {"queue": "webhooks"}}
 CELERY_TASK_ACKS_LATE = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -289,7 +298,8 @@ PROMETHEUS_MIN_RANGE_S = envint("PROMETHEUS_MIN_RANGE_S", 60)
 # How often beat applies each cluster's compaction policy (seconds).
 COMPACTION_INTERVAL_S = envint("COMPACTION_INTERVAL_S", 300)
 # HTTP timeout for calls to a Ray dashboard (seconds).
-RAY_HTTP_TIMEOUT_S = envint("RAY_HTTP_TIMEOUT_S", 10)
+RAY_HTTP_TIMEOUT_S = envint("RAY_HTTP_TIMEOUT_S", 10)  # a total deadline per call, not per read
+RAY_MAX_ANSWER_BYTES = envint("RAY_MAX_ANSWER_BYTES", 64 * 1024 * 1024)  # more is refused, never read
 # How long a per-cluster push lock is held at most before another worker may take it (seconds).
 CLUSTER_LOCK_TTL_S = envint("CLUSTER_LOCK_TTL_S", 120)
 
@@ -312,7 +322,8 @@ METRICS_COLLECTORS = ["apps.deploys.metrics.ClusterCollector"]
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "serve-control-plane@localhost")
 # The address people open the dashboard at: links in notifications point there.
-PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:8000")
+# Links in mails and webhooks lead here: the dashboard (make run serves it on 8088; Serve's own port answers 404).
+PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:8088")
 
 # Alerts: how often beat evaluates every rule (and re-enqueues deliveries due for a retry), and webhook delivery.
 ALERT_INTERVAL_S = envint("ALERT_INTERVAL_S", 30)
@@ -343,5 +354,9 @@ LOGGING = {
         },
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # The embedded broker's URL names a file, not a host: kombu's "No hostname was supplied" is noise there.
+        **({"kombu.connection": {"level": "ERROR"}} if CELERY_BROKER_URL.startswith("sqlite://") else {}),
+    },
 }

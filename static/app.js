@@ -10,6 +10,13 @@
     return span > 2 * 86400000 ? d.toISOString().slice(5, 10) + " " + hm : hm;
   }
 
+  // A tick every round interval of the clock (10 min on an hour, 1 h on six, ...), never at the window's odd edges.
+  var STEPS = [60e3, 5 * 60e3, 10 * 60e3, 30 * 60e3, 3600e3, 2 * 3600e3, 4 * 3600e3, 6 * 3600e3, 12 * 3600e3, 86400e3];
+  function tickStep(span) {
+    for (var i = 0; i < STEPS.length; i++) { if (span / STEPS[i] <= 8) return STEPS[i]; }
+    return Math.ceil(span / 8 / 86400e3) * 86400e3;
+  }
+
   function draw(canvas) {
     if (canvas.dataset.drawn || typeof Chart === "undefined") return;
     var source = document.getElementById(canvas.dataset.chart);
@@ -31,8 +38,8 @@
         animation: false, parsing: false, normalized: true,
         interaction: { mode: "nearest", intersect: false },
         scales: {
-          x: { type: "linear", min: spec.min, max: spec.max, ticks: { maxTicksLimit: 8, callback: function (v) { return fmtTime(v, span); } } },
-          y: { beginAtZero: true, title: { display: true, text: spec.unit } },
+          x: { type: "linear", min: spec.min, max: spec.max, ticks: { stepSize: tickStep(span), includeBounds: false, maxTicksLimit: 9, callback: function (v) { return fmtTime(v, span); } } },
+          y: { beginAtZero: true, max: spec.ymax, title: { display: true, text: spec.unit } },
         },
         plugins: {
           legend: { display: datasets.length > 1, position: "bottom" },

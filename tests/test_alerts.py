@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import socket
+import time
 from datetime import timedelta
 
 import pytest
@@ -19,7 +20,7 @@ from apps.alerts.models import AlertRule, Delivery, Incident, WebhookEndpoint
 from apps.alerts.thrash import suggest_slots
 from apps.applications.models import Application
 from apps.applications.services import application_create
-from apps.deploys.sync import _replica_starts
+from apps.deploys.observe import _replica_starts
 from apps.quotas.models import AdmissionRefusal
 from tests.conftest import app_body
 from tests.support.lru import lru_hit_rate
@@ -209,6 +210,10 @@ def test_backoff_has_jitter_and_grows(settings):
         "http://169.254.169.254/latest/meta-data",
         "http://[::1]/h",
         "http://[::ffff:127.0.0.1]/h",
+        "http://[2002:7f00:1::1]/h",  # 6to4 of 127.0.0.1
+        "http://[2002:a9fe:a9fe::1]/h",  # 6to4 of 169.254.169.254 (cloud metadata)
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/h",  # Teredo, client 127.0.0.1
+        "http://[64:ff9b::7f00:1]/h",  # NAT64 of 127.0.0.1
         "http://0.0.0.0/h",
         "ftp://example.com/h",
         "http://user:pw@example.com/h",
@@ -225,6 +230,89 @@ def test_webhooks_to_internal_addresses_are_refused_by_default(url, settings, te
 def test_webhook_refused_at_send_time_too(settings):
     attempt = webhooks.send("http://127.0.0.1:1/x", SECRET, {"a": 1}, allow_private=False)
     assert not attempt.ok and attempt.answer.startswith("refused")
+
+
+def test_a_name_that_rebinds_after_the_check_is_called_at_the_checked_address(monkeypatch):
+    """DNS rebinding: the check and the call must not resolve separately. The name resolves to a public address
+    when checked and to the receiver on loopback afterwards; the call goes to the checked address (where nothing
+    answers here), never to loopback."""
+    real = socket.getaddrinfo
+    lookups = []
+
+    def rebinding(host, port, *args, **kwargs):
+        if host != "rebind.example":
+            return real(host, port, *args, **kwargs)
+        lookups.append(host)
+        address = "1.2.3.4" if len(lookups) == 1 else "127.0.0.1"  # public (and silent here) when checked
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    with Receiver(SECRET) as receiver:
+        port = receiver.server.server_address[1]
+        attempt = webhooks.send(f"http://rebind.example:{port}/hook", SECRET, {"a": 1}, allow_private=False, timeout=1)
+    assert not attempt.ok and receiver.received == [], "the call went to the address found by a second lookup"
+    assert lookups == ["rebind.example"], "one lookup: the call connects to the checked address"
+
+
+class _Slow:
+    """A receiver that answers one byte a second (or a huge body), as a hostile endpoint would."""
+
+    def __init__(self, mode: str) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                if mode == "drip":
+                    self.send_header("Content-Length", "100")
+                    self.end_headers()
+                    for _ in range(100):
+                        try:
+                            self.wfile.write(b"x")
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                        time.sleep(1)
+                else:
+                    self.end_headers()
+                    chunk = b"y" * 65536
+                    try:
+                        for _ in range(150 * 16):  # 150 MiB
+                            self.wfile.write(chunk)
+                    except OSError:
+                        return
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_webhook_call_has_a_total_deadline_and_reads_a_bounded_answer():
+    import resource
+
+    drip = _Slow("drip")
+    started = time.monotonic()
+    attempt = webhooks.send(drip.url, SECRET, {"a": 1}, allow_private=True, timeout=2)
+    took = time.monotonic() - started
+    drip.close()
+    assert not attempt.ok and "within 2 s" in attempt.answer
+    assert took < 3.5, f"a receiver sending a byte a second held a 2 s call for {took:.1f} s"
+    huge = _Slow("huge")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    attempt = webhooks.send(huge.url, SECRET, {"a": 1}, allow_private=True, timeout=10)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    huge.close()
+    assert attempt.ok and len(attempt.answer) <= 300
+    assert grown_mib < 20, f"a 150 MiB answer grew the process by {grown_mib:.0f} MiB"
 
 
 def test_signature_verifies_and_tampering_fails():
@@ -271,7 +359,9 @@ def test_rules_api_validates_and_scopes(alice, team_a, bob, team_b, api, staff):
         "/api/v1/alert-rules/", {"kind": "idle_gpu", "team": "team-a", "params": {"window_s": 600}}, format="json"
     )
     assert resp.status_code == 201 and resp.json()["effective_params"]["window_s"] == 600
-    assert client.post("/api/v1/alert-rules/", {"kind": "idle_gpu", "team": "team-b"}, format="json").status_code == 403
+    # another team is no team of yours: the answer neither confirms it exists nor names it
+    other = client.post("/api/v1/alert-rules/", {"kind": "idle_gpu", "team": "team-b"}, format="json")
+    assert other.status_code == 400 and other.json() == {"team": ["No such team among yours."]}
     assert client.post("/api/v1/alert-rules/", {"kind": "drift", "team": "team-a"}, format="json").status_code == 403
     assert client.post("/api/v1/alert-rules/", {"kind": "idle_gpu"}, format="json").status_code == 403
     default = AlertRule.objects.get(kind="idle_gpu", team=None)
@@ -376,3 +466,27 @@ def test_receiver_port_is_closed_after_use():
         port = rx.server.server_address[1]
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_failed_app_stays_failed_while_ray_retries_it_and_resolves_when_it_recovers(alice, team_a, cluster, grant):
+    """Another team's push makes Ray deploy every failed app again: the same revision DEPLOYING is not a recovery."""
+    grant(team_a, cluster, "4")
+    app = make_app(alice, team_a, cluster)
+    Application.objects.filter(pk=app.pk).update(deployed_revision=app.current_revision)
+    set_state(app, "deploy_failed", message="ModuleNotFoundError: No module named 'x'")
+    services.evaluate()
+    incident = Incident.objects.get(kind="app_failed", application=app)
+    assert incident.state == "open" and incident.evidence["revision"] == app.current_revision_id
+    Application.objects.filter(pk=app.pk).update(state="deploying")  # Ray retries the same revision
+    services.evaluate()
+    incident.refresh_from_db()
+    assert incident.state == "open", "retrying the same revision is not a recovery"
+    assert "deploying the same revision again" in incident.summary
+    set_state(app, "deploy_failed", message="ModuleNotFoundError: No module named 'x'")
+    services.evaluate()
+    incident.refresh_from_db()
+    assert incident.state == "open" and not incident.reopened
+    set_state(app, "running")
+    services.evaluate()
+    incident.refresh_from_db()
+    assert incident.state == "resolved", "it resolves when its own app runs"

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from apps.applications.models import Application
+from apps.quotas.models import StarterGrant
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,7 +23,7 @@ SERVECTL = shutil.which("servectl", path=str(Path(sys.executable).parent)) or "s
 FILE = """
 applications:
   - name: fruit_app
-    route_prefix: /fruit
+    route_prefix: /team-a/fruit
     import_path: fruit.deployment_graph
     deployments:
       - name: MangoStand
@@ -103,10 +104,8 @@ def test_the_getting_started_page_commands_run_as_shown(run, live_server, make_u
 
     from django.test import Client
 
-    from apps.clusters.models import Cluster
-
     cluster = make_cluster(name="sandbox")
-    Cluster.objects.filter(pk=cluster.pk).update(starter_pool="a100", starter_gpus="0.5", starter_days=7)
+    StarterGrant.objects.filter(pk=cluster.pk).update(starter_pool="a100", starter_gpus="0.5", starter_days=7)
     newcomer = make_user("newcomer")
     from apps.teams.services import team_create
 

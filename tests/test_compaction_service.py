@@ -11,9 +11,10 @@ from django.test import Client
 from apps.applications.models import Application
 from apps.applications.services import application_create
 from apps.clusters.models import Cluster
-from apps.compaction import services
-from apps.compaction.models import CompactionPlan
+from apps.compaction import execution, inputs, policy, services
+from apps.compaction.models import CompactionPlan, CompactionSettings
 from apps.compaction.planner import plan as run_planner
+from apps.deploys.models import PushState
 from tests.fake_serve import FakeServe
 
 pytestmark = pytest.mark.django_db
@@ -23,7 +24,7 @@ def observed(cluster, alice, team_a, monkeypatch, **kwargs):
     """Three workers, one replica of 1 GPU on each (app team-a--a, managed): two nodes can be freed. What Ray
     reports comes from a FakeServe behind the dashboard client; nothing is stored before the plan observes."""
     spec = {
-        "route_prefix": "/a",
+        "route_prefix": "/team-a/a",
         "import_path": "examples.hello:app",
         "deployments": [{"name": "Hello", "num_replicas": 3, "ray_actor_options": {"num_gpus": 1}}],
     }
@@ -39,14 +40,14 @@ def serve(monkeypatch, fake: FakeServe) -> None:
 
     monkeypatch.setattr(RayDashboardClient, "get_serve_applications", lambda self: fake.get_serve_applications())
     monkeypatch.setattr(RayDashboardClient, "list_nodes", lambda self: fake.list_nodes())
-    monkeypatch.setattr(services, "client_for", lambda cluster, timeout=None: fake)
+    monkeypatch.setattr(execution, "client_for", lambda cluster, timeout=None: fake)
 
     def via_job(client, *, node_ids, reason_message):
         fake.drain(node_ids)
         return "serve-control-plane-drain-test"
 
-    monkeypatch.setattr(services, "drain_nodes_via_job", via_job)
-    monkeypatch.setattr(services.time, "sleep", lambda s: None)
+    monkeypatch.setattr(execution, "drain_nodes_via_job", via_job)
+    monkeypatch.setattr(execution.time, "sleep", lambda s: None)
 
 
 def test_plan_is_made_from_an_observation_taken_for_it(cluster, alice, team_a, grant, staff, monkeypatch):
@@ -73,7 +74,7 @@ def test_replicas_of_apps_the_control_plane_does_not_manage_count(cluster, alice
     assert {r["app"] for r in plan.input["replicas"]} == {"team-a--a", "someone-elses"}
     assert plan.nodes_to_drain == []
     cluster.refresh_from_db()
-    managed_only = services.planner_input(cluster)  # what the stored statuses of managed apps alone would say
+    managed_only = inputs.planner_input(cluster)  # what the stored statuses of managed apps alone would say
     assert len(run_planner(managed_only)["nodes_to_drain"]) == 2
 
 
@@ -101,7 +102,7 @@ def test_drained_nodes_are_not_targets(cluster, alice, team_a, grant, staff, mon
     plan = services.plan_create(actor=staff, cluster=cluster)
     plan.steps.filter(node_id=plan.nodes_to_drain[0]).update(state="succeeded")
     cluster.refresh_from_db()
-    state = services.planner_input(cluster)
+    state = inputs.planner_input(cluster)
     assert plan.nodes_to_drain[0] not in {n["id"] for n in state["nodes"]}
     again = services.plan_create(actor=staff, cluster=cluster)
     assert plan.nodes_to_drain[0] not in {n["id"] for n in again.input["nodes"]}
@@ -134,7 +135,7 @@ def test_execution_needs_only_the_dashboard(cluster, make_cluster):
 
 def execute(plan, **kwargs):
     CompactionPlan.objects.filter(pk=plan.pk).update(state="executing")
-    return services.run_plan(plan.pk, **kwargs)
+    return execution.run_plan(plan.pk, **kwargs)
 
 
 def test_execution_drains_all_nodes_together_and_verifies_every_move(cluster, alice, team_a, grant, staff, monkeypatch):
@@ -159,7 +160,7 @@ def test_drains_that_land_one_after_another_show_as_second_moves(cluster, alice,
     """What node-by-node draining did: a replacement lands on a node drained next, and moves again."""
     grant(team_a, cluster, "8")
     spec = {
-        "route_prefix": "/a",
+        "route_prefix": "/team-a/a",
         "import_path": "examples.hello:app",
         "deployments": [{"name": "Hello", "num_replicas": 3, "ray_actor_options": {"num_gpus": 1}}],
     }
@@ -202,7 +203,7 @@ def test_execution_waits_while_serve_migrates_on_its_own(cluster, alice, team_a,
 
     fake.drain = drain
     clock = iter(range(0, 10_000))
-    monkeypatch.setattr(services.time, "monotonic", lambda: next(clock) * 0.5)
+    monkeypatch.setattr(execution.time, "monotonic", lambda: next(clock) * 0.5)
     calls = {"n": 0}
     real_tick = fake.tick
 
@@ -230,7 +231,7 @@ def test_verify_moves_counts_each_replica():
     moves = [{"replica": "a", "from": "n1", "to": "n3"}]
     final = {"b": {"key": "x/D", "node": "n2"}, "c": {"key": "x/D", "node": "n3"}, "a2": {"key": "x/D", "node": "n2"}}
     seen = {**final, "a": {"key": "x/D", "node": "n1"}}
-    out = services.verify_moves(moves, baseline, ["n1"], seen, final)
+    out = execution.verify_moves(moves, baseline, ["n1"], seen, final)
     assert out["moves_made"] == 1 and out["as_planned"] == 0 and out["moved_twice"] == 0 and not out["problems"]
     assert out["replicas"][0] == {
         "replica": "a",
@@ -245,7 +246,7 @@ def test_verify_moves_counts_each_replica():
     # A replacement that was itself replaced, and a kept node's replica that moved: both are reported.
     seen2 = {**seen, "a1": {"key": "x/D", "node": "n1"}}
     final2 = {"c": final["c"], "a2": final["a2"], "b2": {"key": "x/D", "node": "n3"}}
-    out = services.verify_moves(moves, baseline, ["n1"], seen2, final2)
+    out = execution.verify_moves(moves, baseline, ["n1"], seen2, final2)
     assert out["moved_twice"] == 1
     assert any("a second move" in p for p in out["problems"]) and any("kept node" in p for p in out["problems"])
 
@@ -255,34 +256,34 @@ def test_policy(cluster, alice, team_a, grant, staff, monkeypatch, django_captur
     app, fake = observed(cluster, alice, team_a, monkeypatch)
     Application.objects.filter(pk=app.pk).update(state="running", deployed_revision=app.current_revision)
     cluster.refresh_from_db()
-    cluster.compaction_policy = "off"
-    cluster.save()
-    assert services.policy_tick(cluster.pk) == "off"
-    cluster.compaction_policy = "suggest"
-    cluster.save()
-    assert services.policy_tick(cluster.pk) == "deploy in progress"  # the app's push has not happened
-    cluster.pushed_generation = cluster.desired_generation
-    cluster.save()
+    settings_row = CompactionSettings.objects.get(pk=cluster.pk)
+    settings_row.compaction_policy = "off"
+    settings_row.save()
+    assert policy.policy_tick(cluster.pk) == "off"
+    settings_row.compaction_policy = "suggest"
+    settings_row.save()
+    assert policy.policy_tick(cluster.pk) == "deploy in progress"  # the app's push has not happened
+    PushState.objects.filter(pk=cluster.pk).update(pushed_generation=cluster.desired_generation)
     fake.replicas[0].state = "PENDING_MIGRATION"
-    assert services.policy_tick(cluster.pk) == "Serve is moving replicas"
+    assert policy.policy_tick(cluster.pk) == "Serve is moving replicas"
     fake.replicas[0].state = "RUNNING"
-    assert services.policy_tick(cluster.pk) == "suggested"
-    assert services.policy_tick(cluster.pk) == "suggested already"
+    assert policy.policy_tick(cluster.pk) == "suggested"
+    assert policy.policy_tick(cluster.pk) == "suggested already"
     assert CompactionPlan.objects.filter(trigger="suggest").count() == 1
-    cluster.compaction_policy, cluster.compaction_window = "automatic", "02:00-03:00"
-    cluster.save()
-    monkeypatch.setattr(services.timezone, "now", lambda: datetime(2026, 1, 1, 12, 0, tzinfo=UTC))
-    assert services.policy_tick(cluster.pk) == "outside window"
+    settings_row.compaction_policy, settings_row.compaction_window = "automatic", "02:00-03:00"
+    settings_row.save()
+    monkeypatch.setattr(execution.timezone, "now", lambda: datetime(2026, 1, 1, 12, 0, tzinfo=UTC))
+    assert policy.policy_tick(cluster.pk) == "outside window"
     launched = []
     from apps.core.jobs import task
 
     monkeypatch.setattr(task("workers.tasks.compaction.execute_plan"), "delay", lambda pk: launched.append(pk))
-    cluster.compaction_window = ""
-    cluster.save()
+    settings_row.compaction_window = ""
+    settings_row.save()
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.policy_tick(cluster.pk) == "executing"
+        assert policy.policy_tick(cluster.pk) == "executing"
     assert launched == [CompactionPlan.objects.get(trigger="automatic").pk], "the policy started that plan's execution"
-    assert services.policy_tick(cluster.pk) == "compaction running"
+    assert policy.policy_tick(cluster.pk) == "compaction running"
 
 
 @pytest.mark.parametrize(
@@ -298,7 +299,7 @@ def test_policy(cluster, alice, team_a, grant, staff, monkeypatch, django_captur
     ],
 )
 def test_window(window, hour, inside):
-    assert services.in_window(window, datetime(2026, 1, 1, hour, 30, tzinfo=UTC)) is inside
+    assert policy.in_window(window, datetime(2026, 1, 1, hour, 30, tzinfo=UTC)) is inside
 
 
 def test_plan_page_shows_before_after_readiness_and_actual(cluster, alice, team_a, grant, staff, monkeypatch):
@@ -313,7 +314,13 @@ def test_plan_page_shows_before_after_readiness_and_actual(cluster, alice, team_
     assert page.count("← moved") == 2 and "Execute: drain 2 nodes" in page
     assert "taken for this plan at" in page and "s before the plan was made" in page
     assert "a short Ray job on the head node" in page and "Execution will not work yet" not in page
+    # The maps colour GPU fill by team as the cluster page does, with its legend; node ids as long as elsewhere.
+    cluster_page = c.get(f"/clusters/{cluster.pk}/").content.decode()
+    legend = '<span class="badge" style="background: #0d6efd">team-a</span>'
+    assert legend in cluster_page and legend in page
+    assert page.count('style="width: 25.0%; background: #0d6efd" title="team-a: 1 GPU"') >= 2, page
     plan = CompactionPlan.objects.get()
+    assert all(f'<code title="{n["id"]}">{n["id"][:12]}</code>' in page for n in plan.input["nodes"])
     execute(plan)
     page = c.get(resp["Location"]).content.decode()
     assert "After (actual, as Ray reported it)" in page and page.count('data-as-planned="yes"') == 2
@@ -337,7 +344,7 @@ def test_plan_page_says_what_is_missing(cluster, alice, team_a, grant, staff, mo
 def test_replica_moves_without_a_config_change_are_shown(cluster, alice, team_a, grant, staff, monkeypatch):
     from django.utils import timezone
 
-    from apps.deploys.sync import _record_replica_moves, _replica_moves, observe
+    from apps.deploys.observe import _record_replica_moves, _replica_moves, observe
 
     grant(team_a, cluster, "8")
     app, fake = observed(cluster, alice, team_a, monkeypatch)

@@ -28,7 +28,7 @@ def test_compose_file_follows_the_compose_specification():
     schema = json.loads((ROOT / "tests/schemas/compose-spec.json").read_text())
     jsonschema.Draft7Validator(schema).validate(COMPOSE)
     services = COMPOSE["services"]
-    assert {"web", "worker", "beat", "postgres", "redis", "ray-head", "ray-worker"} <= set(services)
+    assert {"web", "worker", "webhooks", "beat", "postgres", "redis", "ray-head", "ray-worker"} <= set(services)
     for name in ("web", "worker", "postgres", "redis", "ray-head"):
         assert "healthcheck" in services[name], name
     assert set(COMPOSE["volumes"]) >= {"postgres-data", "redis-data"}
@@ -51,8 +51,23 @@ def test_dockerfile_and_kubernetes_use_the_compose_entrypoints():
         if d["kind"] in ("Deployment", "Job")
         for c in d["spec"]["template"]["spec"]["containers"]
     }
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "worker", "webhooks", "beat"):
         assert containers[name]["command"] == COMPOSE["services"][name]["command"], name
+
+
+def test_deliveries_run_on_their_own_queue_and_worker():
+    """A slow webhook receiver cannot delay pushes: deliveries are routed to the webhooks queue, which only the
+    webhooks worker consumes (compose, Kubernetes and make run start one)."""
+    from controlplane.celery import app
+
+    router = app.amqp.router
+    assert router.route({}, "workers.tasks.alerts.deliver")["queue"].name == "webhooks"
+    assert router.route({}, "workers.tasks.sync.sync_cluster")["queue"].name == "celery"
+    worker, webhooks = COMPOSE["services"]["worker"]["command"], COMPOSE["services"]["webhooks"]["command"]
+    assert "-Q" not in worker  # the default queue only
+    assert webhooks[webhooks.index("-Q") + 1] == "webhooks"
+    run_local = (ROOT / "apps/localdev/management/commands/run_local.py").read_text()
+    assert '"webhooks": [' in run_local and '"-Q",\n                "webhooks",' in run_local
 
 
 def test_kubernetes_manifests_deserialise_into_the_api_models():
@@ -206,7 +221,7 @@ def test_every_app_service_starts_from_its_compose_command(prod_env, tmp_path):
             "t = team_create(actor=u, slug='t', name='T'); "
             "quota_set(actor=u, team=t, cluster=c, pool_name='a100', gpus=1); "
             "application_create(actor=u, team=t, cluster=c, name='web', "
-            "spec={'route_prefix': '/web', 'import_path': 'examples.hello:app'})"
+            "spec={'route_prefix': '/t/web', 'import_path': 'examples.hello:app'})"
         )
         made = subprocess.run(
             [sys.executable, "manage.py", "shell", "-c", shell],

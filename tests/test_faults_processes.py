@@ -228,7 +228,7 @@ def test_worker_killed_mid_push_the_lock_expires_and_the_work_is_done_once(tmp_p
         "'drift_policy': 'flag'}, "
         "pools=[{'name': 'a100', 'resource': 'GPU', 'capacity': 8}]); t = team_create(actor=u, slug='t', name='T'); "
         "quota_set(actor=u, team=t, cluster=c, pool_name='a100', gpus=1); "
-        "application_create(actor=u, team=t, cluster=c, name='web', spec={'route_prefix': '/w', "
+        "application_create(actor=u, team=t, cluster=c, name='web', spec={'route_prefix': '/t/w', "
         "'import_path': 'examples.hello:app', 'deployments': [{'name': 'Hello'}]})"
     )
     done = subprocess.run(
@@ -273,7 +273,7 @@ def test_worker_killed_mid_push_the_lock_expires_and_the_work_is_done_once(tmp_p
         dashboard.delay = 0
         state = query(
             "from apps.clusters.models import Cluster, SyncRun; c = Cluster.objects.get(); "
-            "print(bool(c.lock_owner), c.pushed_generation < c.desired_generation, "
+            "print(bool(c.push_state.lock_owner), c.push_state.pushed_generation < c.desired_generation, "
             "list(SyncRun.objects.values_list('state', flat=True)))"
         )
         assert state == "True True ['running']", state
@@ -289,7 +289,7 @@ def test_worker_killed_mid_push_the_lock_expires_and_the_work_is_done_once(tmp_p
         while time.monotonic() < deadline:
             final = query(
                 "from apps.clusters.models import Cluster, SyncRun; c = Cluster.objects.get(); "
-                "print(c.pushed_generation == c.desired_generation, "
+                "print(c.push_state.pushed_generation == c.desired_generation, "
                 "sorted(SyncRun.objects.values_list('state', flat=True)))"
             )
             if final.startswith("True") and "'running'" not in final:  # the redelivered task may still be skipping
@@ -390,7 +390,7 @@ def test_redis_stopped_while_writes_arrive_then_the_reconcile_pushes(tmp_path):
         "from django.contrib.auth.models import User; from apps.clusters.models import Cluster; "
         "from apps.teams.models import Team; from apps.applications.services import application_create; "
         "u = User.objects.get(); application_create(actor=u, team=Team.objects.get(), cluster=Cluster.objects.get(), "
-        "name='{name}', spec={{'route_prefix': '/{name}', 'import_path': 'examples.hello:app', "
+        "name='{name}', spec={{'route_prefix': '/t/{name}', 'import_path': 'examples.hello:app', "
         "'deployments': [{{'name': 'Hello'}}]}}); print('saved')"
     )
     try:
@@ -434,7 +434,7 @@ def test_redis_stopped_while_writes_arrive_then_the_reconcile_pushes(tmp_path):
         while time.monotonic() < deadline:
             state = shell(
                 "from apps.clusters.models import Cluster; c = Cluster.objects.get(); "
-                "print(c.pushed_generation == c.desired_generation)"
+                "print(c.push_state.pushed_generation == c.desired_generation)"
             )
             if state == "True":
                 break

@@ -15,9 +15,12 @@ from django.utils import timezone
 from apps.applications.models import Application
 from apps.audit.models import AuditEvent
 from apps.clusters.models import Cluster, SyncRun
-from apps.deploys.sync import observe_cluster, push_cluster, reconcile_cluster
+from apps.deploys.models import PushState
+from apps.deploys.observe import observe_cluster
+from apps.deploys.push import push_cluster
+from apps.deploys.reconcile import reconcile_cluster
 from apps.metrics import services as metrics
-from apps.metrics.models import Point, Series
+from apps.metrics.models import MetricsConfig, Point, Series
 from tests.conftest import app_body
 from tests.fake_ray import FakeRay
 from workers.clients import prometheus
@@ -107,12 +110,12 @@ def test_one_status_poller_per_cluster_however_many_pushes(on_fake, no_tasks):
     assert tasks.follow_status(on_fake.pk) is False  # a second push: the running poller follows it
     assert tasks.follow_status(on_fake.pk) is False
     assert len(no_tasks) == 1
-    assert Cluster.objects.get(pk=on_fake.pk).poll_requests == 3
+    assert PushState.objects.get(pk=on_fake.pk).poll_requests == 3
 
 
 def test_the_poller_stops_when_settled_and_follows_a_push_that_arrives_meanwhile(on_fake, no_tasks, monkeypatch):
     settled = {"value": False}
-    monkeypatch.setattr("apps.deploys.sync.observe_cluster", lambda cid: settled["value"])
+    monkeypatch.setattr("apps.deploys.observe.observe_cluster", lambda cid: settled["value"])
     tasks.follow_status(on_fake.pk)
     (cid, token, n, seen), _ = no_tasks.pop()
     assert tasks.poll_status(cid, token, n, seen) == "polling"
@@ -127,7 +130,7 @@ def test_the_poller_stops_when_settled_and_follows_a_push_that_arrives_meanwhile
 
 
 def test_a_cluster_that_never_settles_is_polled_with_backoff_then_left_to_the_reconcile(on_fake, no_tasks, monkeypatch):
-    monkeypatch.setattr("apps.deploys.sync.observe_cluster", lambda cid: False)
+    monkeypatch.setattr("apps.deploys.observe.observe_cluster", lambda cid: False)
     tasks.follow_status(on_fake.pk)
     polls, waited = 0, 0.0
     while no_tasks:
@@ -247,7 +250,7 @@ def test_a_scrape_that_outlived_its_lease_stores_nothing(cluster, pages, monkeyp
     real = metrics._team_allocation
 
     def steal(c):
-        Cluster.objects.filter(pk=c.pk).update(scrape_owner="someone-else")
+        MetricsConfig.objects.filter(pk=c.pk).update(scrape_owner="someone-else")
         return real(c)
 
     monkeypatch.setattr(metrics, "_team_allocation", steal)

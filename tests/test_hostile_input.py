@@ -48,7 +48,7 @@ NAMES = [
 ]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "a--b"])  # "--" is fine in an app name, not a slug
 def test_hostile_application_names(setup, api, alice, name):
     body = app_body("team-a", setup.pk, "ok")
     body["name"] = name
@@ -182,9 +182,10 @@ def test_wrong_content_types_and_methods(setup, api, alice):
     assert client.generic("TRACE", "/api/v1/teams/").status_code == 405
 
 
-@pytest.mark.parametrize("name", ["fruit_app", "MyApp", "app1", "text-ml", "my.app", "default"])
+@pytest.mark.parametrize("name", ["fruit_app", "MyApp", "app1", "text-ml", "my.app", "default", "amazon--LightGPT"])
 def test_application_names_that_real_serve_configs_use_are_accepted(setup, api, alice, name):
-    """Names from Ray's and KubeRay's published configs (fruit_app, MyApp, app1, ...) must deploy as they are."""
+    """Names from Ray's and KubeRay's published configs (fruit_app, MyApp, app1, ray-llm's amazon--LightGPT, ...)
+    must deploy as they are."""
     body = app_body("team-a", setup.pk, name)
     resp = api(alice).post("/api/v1/applications/", body, format="json")
     assert resp.status_code == 201, resp.content

@@ -101,7 +101,7 @@ def test_a_member_asks_to_join_and_an_admin_approves_with_a_role(api, alice, tea
     page.force_login(alice)
     assert "I run the search models" in page.get("/teams/team-a/members/").content.decode()
     req = JoinRequest.objects.get()
-    resp = page.post("/teams/team-a/members/", {"op": "approve", "join_request": req.pk, "role": "viewer"})
+    resp = page.post(f"/teams/team-a/join-requests/{req.pk}/approve/", {"role": "viewer"})
     assert resp.status_code == 302
     assert Membership.objects.get(team=team_a, user=carol).role == "viewer"
     mine = api(carol).get("/api/v1/join-requests/").json()

@@ -17,7 +17,8 @@ from apps.deploys.kuberay import (
     serve_status_from_rayservice,
     validate_manifest,
 )
-from apps.deploys.sync import observe_cluster, push_cluster
+from apps.deploys.observe import observe_cluster
+from apps.deploys.push import push_cluster
 from tests.fake_k8s import FakeKube
 
 pytestmark = pytest.mark.django_db
@@ -172,7 +173,7 @@ def test_unreachable_api_server_is_a_transient_sync_failure(make_cluster, alice,
         team=team_a,
         cluster=dead,
         name="web",
-        spec={"route_prefix": "/w", "import_path": "examples.hello:app", "deployments": [{"name": "Hello"}]},
+        spec={"route_prefix": "/team-a/w", "import_path": "examples.hello:app", "deployments": [{"name": "Hello"}]},
     )
     with pytest.raises(RayUnavailable):
         push_cluster(dead.pk)
@@ -204,7 +205,7 @@ def test_an_api_server_that_never_answers_fails_the_push_within_the_timeout(
             team=team_a,
             cluster=hung,
             name="web",
-            spec={"route_prefix": "/w", "import_path": "examples.hello:app"},
+            spec={"route_prefix": "/team-a/w", "import_path": "examples.hello:app"},
         )
         started = time.monotonic()
         with pytest.raises(RayUnavailable):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -9,8 +10,9 @@ from django.utils import timezone
 
 from apps.deploys.config import build_serve_config
 from apps.metrics import services
-from apps.metrics.models import Point, ScrapeRun, Series
-from apps.metrics.selectors import _quantile, query
+from apps.metrics.models import MetricsConfig, Point, ScrapeRun, Series
+from apps.metrics.selectors import _quantile
+from apps.metrics.sources import query
 from workers.clients import prometheus
 
 pytestmark = pytest.mark.django_db
@@ -146,7 +148,7 @@ def test_rollups_make_long_ranges_cheap(cluster, fake):
     assert month and len(month[0]["points"]) <= 720
 
 
-def test_metrics_api(cluster, fake, api, alice, team_a, grant):
+def test_metrics_api(cluster, fake, api, alice, team_a, grant, monkeypatch):
     from apps.applications.services import application_create
 
     grant(team_a, cluster, "4")
@@ -155,7 +157,11 @@ def test_metrics_api(cluster, fake, api, alice, team_a, grant):
         team=team_a,
         cluster=cluster,
         name="mux",
-        spec={"route_prefix": "/mux", "import_path": "examples.multiplexed:app", "deployments": [{"name": "Mux"}]},
+        spec={
+            "route_prefix": "/team-a/mux",
+            "import_path": "examples.multiplexed:app",
+            "deployments": [{"name": "Mux"}],
+        },
     )
     t0 = timezone.now() - timedelta(minutes=5)
     fake["a"] = exposition(0, 0).replace("t--mux", app.serve_name)
@@ -168,6 +174,19 @@ def test_metrics_api(cluster, fake, api, alice, team_a, grant):
     )
     assert resp.status_code == 200, resp.content
     assert resp.json()["series"][0]["points"][0][1] == pytest.approx(0.6)
+    # the page's chart reads the same ratio as a percentage, on a 0-100 axis (the API keeps the ratio)
+    from django.test import Client
+
+    from apps.dashboard.pages import charts
+
+    ratio = [{"labels": {"application": app.serve_name}, "points": [(timezone.now().timestamp(), 0.6)]}]
+    monkeypatch.setattr(charts, "query", lambda *a, **k: ratio)
+    page = Client()
+    page.force_login(alice)
+    chart = page.get(f"/charts/?series=cache_hit_rate&application={app.pk}&range=1h").content.decode()
+    spec = json.loads(chart[chart.index('type="application/json">') + 24 : chart.index("</script>")])
+    assert spec["unit"] == "%" and spec["ymax"] == 100
+    assert [p["y"] for p in spec["datasets"][0]["data"] if p["y"] is not None] == [pytest.approx(60)]
     assert client.get("/api/v1/metrics/?series=nope&cluster=1").status_code == 400
     assert client.get(f"/api/v1/metrics/?series=gpu_allocated&cluster={cluster.pk}&step=0").status_code == 400
     assert client.get(f"/api/v1/metrics/?series=cache_hit_rate&application={app.pk}&start=yesterday").status_code == 400
@@ -183,7 +202,7 @@ def test_catalog_reaches_user_config_and_checks_input(cluster, api, alice, bob, 
         cluster=cluster,
         name="mux",
         spec={
-            "route_prefix": "/mux",
+            "route_prefix": "/team-a/mux",
             "import_path": "examples.multiplexed:app",
             "deployments": [{"name": "Mux", "user_config": {"greeting": "x"}}],
         },
@@ -218,7 +237,11 @@ def test_team_allocation_and_gpu_hours_showback(cluster, fake, alice, team_a, gr
         team=team_a,
         cluster=cluster,
         name="web",
-        spec={"route_prefix": "/web", "import_path": "examples.hello:app", "deployments": [{"name": "Hello"}]},
+        spec={
+            "route_prefix": "/team-a/web",
+            "import_path": "examples.hello:app",
+            "deployments": [{"name": "Hello"}],
+        },
     )
     app.status = {
         "deployments": {
@@ -273,7 +296,6 @@ def test_team_allocation_and_gpu_hours_showback(cluster, fake, alice, team_a, gr
 
 def test_a_configured_target_list_replaces_discovery(cluster, fake):
     fake["10.0.0.9:8080"] = exposition(1, 1)
-    cluster.metrics_targets = ["10.0.0.9:8080"]
-    cluster.save()
+    MetricsConfig.objects.filter(pk=cluster.pk).update(metrics_targets=["10.0.0.9:8080"])
     run = services.scrape_cluster(cluster.pk)
     assert run.targets == 1 and run.targets_failed == 0 and not run.errors

@@ -39,7 +39,8 @@ def test_other_teams_pages_are_404(alice, bob, team_a, team_b):
     c = logged_in(bob)
     for url in ("/teams/team-a/", "/teams/team-a/members/", "/teams/team-a/quota/", "/teams/team-a/tokens/"):
         assert c.get(url).status_code == 404, url
-        assert c.post(url, {"op": "add", "username": "bob", "role": "owner"}).status_code == 404, url
+    added = c.post("/teams/team-a/members/add/", {"username": "bob", "role": "owner"})
+    assert added.status_code == 404
     assert not Membership.objects.filter(team=team_a, user=bob).exists()
 
 
@@ -50,7 +51,7 @@ def test_viewer_and_member_cannot_manage_members_or_tokens(alice, bob, charlie, 
         c = logged_in(user)
         page = c.get("/teams/team-a/members/").content.decode()
         assert "Invite a member" not in page
-        assert c.post("/teams/team-a/members/", {"op": "add", "username": "x", "role": "owner"}).status_code == 404
+        assert c.post("/teams/team-a/members/add/", {"username": "x", "role": "owner"}).status_code == 404
         assert c.get("/teams/team-a/tokens/").status_code == 404
     assert logged_in(bob).get("/quota-requests/").status_code == 404
 
@@ -71,19 +72,20 @@ def test_token_page_shows_the_secret_once(alice, team_a):
 
 def test_member_management_in_the_ui(alice, bob, team_a):
     c = logged_in(alice)
-    assert (
-        c.post("/teams/team-a/members/", {"op": "add", "username": "bob@example.com", "role": "viewer"}).status_code
-        == 302
-    )
+    added = c.post("/teams/team-a/members/add/", {"username": "bob@example.com", "role": "viewer"})
+    assert added.status_code == 302 and added["Location"] == "/teams/team-a/members/"
     m = Membership.objects.get(team=team_a, user=bob)
     assert m.role == "viewer"
-    c.post("/teams/team-a/members/", {"op": "role", "membership": m.pk, "role": "admin"})
+    c.post(f"/teams/team-a/members/{m.pk}/role/", {"role": "admin"})
     assert Membership.objects.get(pk=m.pk).role == "admin"
     own = Membership.objects.get(team=team_a, user=alice)
-    resp = c.post("/teams/team-a/members/", {"op": "remove", "membership": own.pk})
+    resp = c.post(f"/teams/team-a/members/{own.pk}/remove/")
     assert resp.status_code == 400 and "at least one owner" in resp.content.decode()
-    missing = c.post("/teams/team-a/members/", {"op": "add", "username": "nobody", "role": "viewer"})
+    missing = c.post("/teams/team-a/members/add/", {"username": "nobody", "role": "viewer"})
     assert missing.status_code == 400 and "No user" in missing.content.decode()
+    assert c.get(f"/teams/team-a/members/{m.pk}/remove/").status_code == 405  # a change is a POST
+    c.post(f"/teams/team-a/members/{m.pk}/remove/")
+    assert not Membership.objects.filter(pk=m.pk).exists()
 
 
 def test_empty_states_explain_the_next_step(charlie, team_a):
@@ -113,7 +115,13 @@ def test_app_form_errors_are_next_to_the_fields(alice, team_a, cluster, grant):
     )
     assert resp.status_code == 400
     page = resp.content.decode()
-    assert "team team-a needs 1.5 GPU in a100 on prod-1, quota 1, in use 0" in page
+    # what the person asked, what is left, the field marked, and where to ask for more
+    assert (
+        "This application asks for 1.5 GPU in a100; the team&#x27;s quota there is 1, its other applications use 0, "
+        "so 1 is left." in page
+    )
+    assert 'href="/teams/team-a/quota/" id="request-quota"' in page
+    assert 'class="form-control is-invalid" id="dep-0-num_gpus"' in page and "Over the team's quota: see above." in page
     resp = c.post(
         "/apps/new/",
         {
@@ -168,7 +176,11 @@ def test_models_page_adds_and_removes_catalog_entries(alice, bob, team_a, cluste
         team=team_a,
         cluster=cluster,
         name="mux",
-        spec={"route_prefix": "/mux", "import_path": "examples.multiplexed:app", "deployments": [{"name": "Mux"}]},
+        spec={
+            "route_prefix": "/team-a/mux",
+            "import_path": "examples.multiplexed:app",
+            "deployments": [{"name": "Mux"}],
+        },
     )
     c = logged_in(alice)
     assert "No models yet" in c.get("/models/").content.decode()
@@ -181,8 +193,10 @@ def test_models_page_adds_and_removes_catalog_entries(alice, bob, team_a, cluste
     assert 'data-model="m1"' in page and "not loaded" in page
     bad = c.post("/models/", {"application": app.pk, "deployment": "Mux", "model_id": "m2", "uri": "ftp://x/y"})
     assert bad.status_code == 400 and "not allowed" in bad.content.decode()
-    assert logged_in(bob).post("/models/", {"op": "delete", "entry": ModelEntry.objects.get().pk}).status_code == 404
-    c.post("/models/", {"op": "delete", "entry": ModelEntry.objects.get().pk})
+    entry = ModelEntry.objects.get()
+    assert logged_in(bob).post(f"/models/{entry.pk}/delete/").status_code == 404
+    assert ModelEntry.objects.exists()
+    assert c.post(f"/models/{entry.pk}/delete/").status_code == 302
     assert not ModelEntry.objects.exists()
 
 
@@ -210,7 +224,7 @@ def test_password_reset_by_email(alice, settings):
 FILE_TEXT = """
 applications:
   - name: fruit_app
-    route_prefix: /fruit
+    route_prefix: /team-a/fruit
     import_path: fruit.deployment_graph
     deployments:
       - name: MangoStand
@@ -292,9 +306,9 @@ def test_forms_refuse_what_they_cannot_parse_and_say_why(alice, team_a, cluster,
     resp = c.post("/teams/team-a/tokens/", {"name": "ci", "role": "member", "expires": "31/01/2027"})
     assert resp.status_code == 400 and "Use a date like 2027-01-31." in resp.content.decode()
     assert not ApiToken.objects.filter(name="ci").exists()
-    assert c.post("/teams/team-a/tokens/", {"op": "revoke", "token": "abc"}).status_code == 404
-    assert c.post("/teams/team-a/members/", {"op": "promote", "username": "bob"}).status_code == 404
-    assert c.post("/teams/team-a/members/", {"op": "role", "membership": "x", "role": "admin"}).status_code == 404
+    assert c.post("/teams/team-a/tokens/999999/revoke/").status_code == 404
+    assert c.post("/teams/team-a/members/promote/", {"username": "bob"}).status_code == 404
+    assert c.post("/teams/team-a/members/x/role/", {"role": "admin"}).status_code == 404
     resp = c.post("/teams/team-a/quota/", {"cluster": "first", "pool": "a100", "gpus": "1", "reason": "r"})
     assert resp.status_code == 400 and "Choose a cluster." in resp.content.decode()
     from apps.applications.services import application_create

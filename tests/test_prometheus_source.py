@@ -17,6 +17,7 @@ from django.test import Client
 from apps.audit.models import AuditEvent
 from apps.clusters.models import Cluster
 from apps.metrics import prom
+from apps.metrics.models import MetricsConfig
 from workers.clients.promql import PromQLClient, PromQLError, selector
 
 pytestmark = pytest.mark.django_db  # the cache, cleared around each test, may be the database's
@@ -120,11 +121,11 @@ def test_cluster_api_sets_the_source_and_keeps_the_credential_write_only(staff, 
     assert body["metrics_source"] == "prometheus" and body["prometheus_matchers"] == {"ray_cluster": "prod-a"}
     assert body["has_prometheus_credential"] is True and CREDENTIAL not in ok.content.decode()
     stored = Cluster.objects.get()
-    assert stored.prometheus_credential == CREDENTIAL
+    assert stored.metrics_config.prometheus_credential == CREDENTIAL
     from django.db import connection
 
     with connection.cursor() as cur:
-        cur.execute("SELECT prometheus_credential FROM clusters_cluster WHERE id = %s", [stored.pk])
+        cur.execute("SELECT prometheus_credential FROM metrics_metricsconfig WHERE cluster_id = %s", [stored.pk])
         assert CREDENTIAL not in cur.fetchone()[0]
     back = client.patch(
         f"/api/v1/clusters/{stored.pk}/",
@@ -145,7 +146,7 @@ def test_an_unreachable_endpoint_gives_an_empty_chart_with_the_reason_and_the_pa
     slow = Endpoint(delay=3)
     try:
         cluster = make_cluster(name="slow")
-        Cluster.objects.filter(pk=cluster.pk).update(metrics_source="prometheus", prometheus_url=slow.url)
+        MetricsConfig.objects.filter(pk=cluster.pk).update(metrics_source="prometheus", prometheus_url=slow.url)
         client = Client()
         client.force_login(staff)
         started = time.monotonic()
@@ -162,8 +163,8 @@ def test_an_unreachable_endpoint_gives_an_empty_chart_with_the_reason_and_the_pa
         assert page.status_code == 200 and "Prometheus at" in page.content.decode()
         status = client.get(f"/clusters/{cluster.pk}/metrics-source/").content.decode()
         assert "Not answering" in status and "did not answer within 1 s" in status
-        cluster.refresh_from_db()
-        assert "did not answer" in cluster.metrics_error and cluster.metrics_answered_at is None
+        source = MetricsConfig.objects.get(pk=cluster.pk)
+        assert "did not answer" in source.metrics_error and source.metrics_answered_at is None
         api = client.get(f"/api/v1/metrics/?series=requests&cluster={cluster.pk}")
         assert api.status_code == 503 and "did not answer" in api.json()["detail"]
         # The control plane's own series stay in its database and still answer.
@@ -188,7 +189,7 @@ def test_queries_carry_the_matchers_and_answers_are_cached(staff, make_cluster):
     )
     try:
         cluster = make_cluster(name="m")
-        Cluster.objects.filter(pk=cluster.pk).update(
+        MetricsConfig.objects.filter(pk=cluster.pk).update(
             metrics_source="prometheus", prometheus_url=ep.url, prometheus_matchers={"ray_cluster": "prod-a"}
         )
         client = Client()
@@ -204,8 +205,8 @@ def test_queries_carry_the_matchers_and_answers_are_cached(staff, make_cluster):
         assert 'ray_cluster="prod-a"' in asked["query"][0] and "ray_serve_num_http_requests_total" in asked["query"][0]
         client.get(f"/api/v1/metrics/?series=requests&cluster={cluster.pk}&start=1700000000&end=1700000600")
         assert len(ep.requests) == 1  # the second came from the cache
-        cluster.refresh_from_db()
-        assert cluster.metrics_answered_at is not None and cluster.metrics_error == ""
+        source = MetricsConfig.objects.get(pk=cluster.pk)
+        assert source.metrics_answered_at is not None and source.metrics_error == ""
     finally:
         ep.close()
 
@@ -215,10 +216,10 @@ def test_a_prometheus_cluster_scrape_samples_only_the_control_planes_own_series(
     from apps.metrics.services import scrape_cluster
 
     cluster = make_cluster(name="own")
-    Cluster.objects.filter(pk=cluster.pk).update(
+    Cluster.objects.filter(pk=cluster.pk).update(nodes=[{"node_id": "a" * 56, "state": "ALIVE"}])
+    MetricsConfig.objects.filter(pk=cluster.pk).update(
         metrics_source="prometheus",
         prometheus_url="http://127.0.0.1:9",
-        nodes=[{"node_id": "a" * 56, "state": "ALIVE"}],
         metrics_targets=["127.0.0.1:9"],  # would fail if it were scraped
     )
     run = scrape_cluster(cluster.pk)
@@ -235,7 +236,8 @@ def test_window_sums_read_vectors():
         }
     )
     try:
-        c = Cluster(pk=999, name="v", metrics_source="prometheus", prometheus_url=ep.url)
+        c = Cluster(pk=999, name="v")
+        c.metrics_config = MetricsConfig(metrics_source="prometheus", prometheus_url=ep.url)
         from django.utils import timezone
 
         assert prom.window_sums(c, prom.HTTP_REQUESTS, 300, timezone.now(), ("application",)) == {("a",): 12.0}
@@ -283,7 +285,7 @@ def test_idle_gpu_alerts_read_a_prometheus_cluster_and_draw_no_verdict_when_it_i
     ep = Answers(requests_seen=0, covered_since=time.time() - 3600)
     ep.app = app.serve_name
     try:
-        Cluster.objects.filter(pk=cluster.pk).update(metrics_source="prometheus", prometheus_url=ep.url)
+        MetricsConfig.objects.filter(pk=cluster.pk).update(metrics_source="prometheus", prometheus_url=ep.url)
         alerts.evaluate()
         incident = Incident.objects.get(application=app, kind="idle_gpu", state="open")
         assert incident.evidence["requests"] == 0 and incident.evidence["gpus"] == 0.5

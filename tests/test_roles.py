@@ -29,7 +29,7 @@ def world(make_user, make_team, make_cluster, grant, staff):
     cluster = make_cluster()
     grant(team, cluster, "8")
     spec = {
-        "route_prefix": "/x/app",
+        "route_prefix": "/team-x/app",
         "import_path": "examples.hello:app",
         "deployments": [{"name": "Hello", "num_replicas": 1}],
     }

@@ -63,6 +63,8 @@ def test_admin_save_records_one_event_with_secrets_redacted(staff):
             "metrics_targets": "[]",
             "metrics_source": "embedded",
             "starter_gpus": "0",
+            "team_max_apps": 50,
+            "team_max_replicas": 200,
             "prometheus_matchers": "{}",
             "runtime_env_policy": "{}",
             "ray_cluster_template": "{}",
@@ -115,7 +117,7 @@ def test_pages_never_show_secrets(staff, make_cluster):
 
 def test_task_errors_and_logs_never_carry_the_kubeconfig(make_cluster, caplog):
     from apps.clusters.models import SyncRun
-    from apps.deploys.sync import push_cluster
+    from apps.deploys.push import push_cluster
     from workers.clients.ray_dashboard import RayUnavailable
 
     kube = FakeKube().start()

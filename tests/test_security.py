@@ -61,7 +61,7 @@ def test_every_form_refuses_a_post_without_csrf_token(alice, team_a, cluster, st
         team=team_a,
         cluster=cluster,
         name="x",
-        spec={"route_prefix": "/x", "import_path": "examples.hello:app", "deployments": [{"name": "Hello"}]},
+        spec={"route_prefix": "/team-a/x", "import_path": "examples.hello:app", "deployments": [{"name": "Hello"}]},
     )
     client = Client(enforce_csrf_checks=True)
     client.force_login(staff)
@@ -164,7 +164,7 @@ def test_tokens_from_the_login_endpoint_expire_are_audited_and_listed(alice, set
     page.force_login(alice)
     listing = page.get("/account/tokens/").content.decode()
     assert token.prefix in listing and token.name in listing
-    page.post("/account/tokens/", {"op": "revoke", "token": token.pk})
+    page.post(f"/account/tokens/{token.pk}/revoke/")
     assert ApiToken.objects.get(pk=token.pk).revoked_at is not None
     secret = body.json()["token"]
     assert api.get("/api/v1/teams/", HTTP_AUTHORIZATION=f"Token {secret}").status_code == 401

@@ -1,9 +1,11 @@
 from decimal import Decimal
 
 import pytest
-from rest_framework.exceptions import ValidationError
+from django.core.exceptions import ValidationError
 
-from apps.servespec.spec import demand, normalize_spec, validate_deploy_config
+from apps.core.errors import error_detail
+from apps.servespec.demand import demand
+from apps.servespec.spec import normalize_spec, validate_deploy_config
 
 BASE = {"route_prefix": "/a/b", "import_path": "examples.hello:app"}
 
@@ -11,7 +13,7 @@ BASE = {"route_prefix": "/a/b", "import_path": "examples.hello:app"}
 def errors_of(spec: dict) -> dict:
     with pytest.raises(ValidationError) as exc:
         normalize_spec(spec)
-    return exc.value.detail
+    return error_detail(exc.value)
 
 
 def test_typo_in_deployment_key_is_refused_not_dropped():
@@ -235,7 +237,7 @@ def test_deployment_runtime_envs_obey_the_cluster_policy():
     )
     with pytest.raises(ValidationError) as exc:
         check_runtime_env_policy({"allow_pip": False}, "prod", spec)
-    assert "deployments[0].ray_actor_options.runtime_env.pip" in exc.value.detail
+    assert "deployments[0].ray_actor_options.runtime_env.pip" in error_detail(exc.value)
 
 
 # ---- meaning, not text -----------------------------------------------------------------------------------------

@@ -13,10 +13,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core.fields import StrictBooleanField, StrictCharField, StrictIntegerField, parse, says
 from apps.core.roles import Role
-from apps.teams.selectors import can, teams_for
+from apps.teams.permissions import PrincipalMixin
+from apps.teams.principal import principal_of
 
-from . import services
+from . import services, shared
 from .filters import AlertRuleFilter, IncidentFilter
 from .kinds import KINDS, effective_params
 from .models import AlertRule, DeliveryAttempt, Incident, WebhookEndpoint
@@ -29,7 +31,11 @@ class IncidentSerializer(serializers.ModelSerializer):
     rule = serializers.CharField(source="kind", read_only=True)
     application_name = serializers.CharField(source="application.name", read_only=True, default=None)
     cluster_name = serializers.CharField(source="cluster.name", read_only=True, default=None)
-    acknowledged_by = serializers.CharField(source="acknowledged_by.username", read_only=True, default=None)
+    summary = serializers.CharField(read_only=True, help_text="As your team sees it (a shared incident: your part)")
+    evidence = serializers.JSONField(read_only=True, help_text="Your team's part of a shared incident's evidence")
+    acknowledged = serializers.BooleanField(read_only=True, help_text="By staff, or (shared) by one of your teams")
+    acknowledged_by = serializers.CharField(read_only=True, allow_null=True)
+    acknowledged_at = serializers.DateTimeField(read_only=True, allow_null=True)
     url = serializers.SerializerMethodField()
 
     class Meta:
@@ -51,18 +57,20 @@ class IncidentSerializer(serializers.ModelSerializer):
             "updated_at",
             "resolved_at",
             "reopened",
+            "acknowledged",
             "acknowledged_by",
             "acknowledged_at",
             "url",
         ]
         read_only_fields = fields
 
-    def get_url(self, obj: Incident) -> str:
-        return services.incident_url(obj)
+    def get_url(self, obj: Any) -> str:
+        return services.incident_url(obj.incident)
 
 
-class IncidentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Incidents opened by alert rules: the readers of their team (or of the cluster's teams) see them."""
+class IncidentViewSet(PrincipalMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Incidents opened by alert rules: the readers of their team see them; a cluster's incident is shared by the
+    teams with apps there, each reading its own part (apps.alerts.shared)."""
 
     serializer_class = IncidentSerializer
     filterset_class = IncidentFilter
@@ -70,20 +78,25 @@ class IncidentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Incident.objects.none()
-        return visible_incidents(self.request.user).order_by("-opened_at", "-id")
+        return visible_incidents(self.principal).order_by("-opened_at", "-id")
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(IncidentSerializer(shared.views(self.principal, page), many=True).data)
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return Response(IncidentSerializer(shared.view(self.principal, self.get_object())).data)
 
     @extend_schema(request=None, responses=IncidentSerializer)
     @action(detail=True, methods=["post"])
     def acknowledge(self, request: Request, pk: Any = None) -> Response:
-        incident = self.get_object()
-        teams = [incident.team] if incident.team_id else list(teams_for(request.user))
-        if not request.user.is_staff and not any(can(request.user, t, Role.MEMBER) for t in teams):
-            raise PermissionDenied("You need the member role in the incident's team to acknowledge it.")
-        return Response(IncidentSerializer(services.acknowledge(actor=request.user, incident=incident)).data)
+        """A team's incident: acknowledged for all. A shared one: for your own teams only (staff: for all)."""
+        incident = services.acknowledge(actor=self.principal, incident=self.get_object())
+        return Response(IncidentSerializer(shared.view(self.principal, incident)).data)
 
 
 class AlertRuleSerializer(serializers.ModelSerializer):
-    team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    team = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
     scope = serializers.CharField(source="scope_label", read_only=True)
     effective_params = serializers.SerializerMethodField()
     label = serializers.SerializerMethodField()
@@ -114,7 +127,59 @@ class AlertRuleSerializer(serializers.ModelSerializer):
         return KINDS[obj.kind].label
 
 
-class AlertRuleViewSet(viewsets.ModelViewSet):
+class TeamRefField(serializers.Field):
+    """A team by its slug (a string) or its id (an integer)."""
+
+    default_error_messages = {"invalid": "No such team among yours."}
+
+    def to_internal_value(self, data: Any) -> str | int:
+        if isinstance(data, bool) or not isinstance(data, str | int):
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class AlertRuleInputSerializer(serializers.Serializer):
+    """The parser of a rule's POST and PATCH, and of the rules page's form: JSON types here, told in the sentences
+    people read; what the values mean (the scope, each parameter's bounds) is the service's. Not in the schema,
+    which documents the rule as it is read."""
+
+    kind = StrictCharField(required=False, allow_blank=True)
+    team = TeamRefField(required=False, allow_null=True)
+    application = StrictIntegerField(
+        required=False, allow_null=True, error_messages=says("No such application among your teams'.")
+    )
+    cluster = StrictIntegerField(required=False, allow_null=True, error_messages=says("No such cluster."))
+    enabled = StrictBooleanField(required=False)
+    email = StrictBooleanField(required=False)
+    quiet_period_s = StrictIntegerField(
+        required=False, error_messages=says("Must be a whole number of seconds between 0 and 604800.")
+    )
+    params = serializers.JSONField(required=False, allow_null=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "params" in attrs and attrs["params"] in (None, ""):
+            attrs["params"] = {}  # no parameters: the kind's defaults
+        return attrs
+
+
+def rule_scope_unchanged(rule: AlertRule, body: dict[str, Any]) -> None:
+    """A rule's kind and scope are what it is: changing them is another rule (400 naming each)."""
+    errors = {
+        key: ["Cannot be changed; make a new rule for another scope."]
+        for key in ("kind", "team", "application", "cluster")
+        if key in body and body[key] != (rule.kind if key == "kind" else getattr(rule, f"{key}_id"))
+    }
+    if errors:
+        raise serializers.ValidationError(errors)
+
+
+SETTINGS = ("enabled", "params", "quiet_period_s", "email")
+
+
+class AlertRuleViewSet(PrincipalMixin, viewsets.ModelViewSet):
     """Rules: defaults (no scope) every team gets; overrides per team, application (team admins) or cluster
     (staff). POST {"kind", "team"|"application"|"cluster", "params", "enabled", "quiet_period_s", "email"}."""
 
@@ -125,28 +190,33 @@ class AlertRuleViewSet(viewsets.ModelViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return AlertRule.objects.none()
-        return visible_rules(self.request.user)
-
-    def _can_admin(self, team: Any) -> bool:
-        return can(self.request.user, team, Role.ADMIN)
+        return visible_rules(self.principal)
 
     def _may_change(self, rule: AlertRule) -> None:
         if rule.team_id is None:
-            if not self.request.user.is_staff:
+            if not self.principal.is_staff:
                 raise PermissionDenied("Only staff change default and cluster-wide rules.")
-        elif not self._can_admin(rule.team):
+        elif not self.principal.can(rule.team, Role.ADMIN):
             raise PermissionDenied(f"You need the admin role in team {rule.team.slug} to change its rules.")
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        data = request.data if isinstance(request.data, dict) else {}
-        rule = services.rule_save(actor=request.user, data=data, can_admin_team=self._can_admin)
+        body = parse(AlertRuleInputSerializer, request.data)
+        rule = services.rule_create(
+            actor=self.principal,
+            kind=body.get("kind", ""),
+            team=body.get("team"),
+            application=body.get("application"),
+            cluster=body.get("cluster"),
+            **{k: body[k] for k in SETTINGS if k in body},
+        )
         return Response(AlertRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
 
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         rule = self.get_object()
         self._may_change(rule)
-        data = request.data if isinstance(request.data, dict) else {}
-        rule = services.rule_save(actor=request.user, data=data, rule=rule, can_admin_team=self._can_admin)
+        body = parse(AlertRuleInputSerializer, request.data)
+        rule_scope_unchanged(rule, body)
+        rule = services.rule_update(actor=self.principal, rule=rule, **{k: body[k] for k in SETTINGS if k in body})
         return Response(AlertRuleSerializer(rule).data)
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -183,11 +253,35 @@ class WebhookSerializer(serializers.ModelSerializer):
         ]
 
 
+class WebhookInputSerializer(serializers.Serializer):
+    """The parser of a new endpoint: JSON strings here; the service judges the URL (public, http(s)), the secret's
+    length and the format, and names what is wrong."""
+
+    url = StrictCharField(
+        allow_blank=True,
+        error_messages={
+            "required": "Required: the http(s) URL that receives the signed requests.",
+            "invalid": "Required: the http(s) URL that receives the signed requests.",
+            "null": "Required: the http(s) URL that receives the signed requests.",
+        },
+    )
+    secret = StrictCharField(
+        allow_blank=True,
+        error_messages={
+            "required": "Required: at least 16 characters, shared with the receiver to verify signatures.",
+            "invalid": "Required: at least 16 characters, shared with the receiver to verify signatures.",
+            "null": "Required: at least 16 characters, shared with the receiver to verify signatures.",
+        },
+    )
+    format = StrictCharField(required=False)
+
+
 def _team_admin(request: Request, slug: str) -> Any:
-    team = teams_for(request.user).filter(slug=slug).first()
+    principal = principal_of(request)
+    team = principal.teams().filter(slug=slug).first()
     if team is None:
         raise NotFound("No such team.")
-    if not can(request.user, team, Role.ADMIN):
+    if not principal.can(team, Role.ADMIN):
         raise PermissionDenied(f"You need the admin role in team {team.slug} to manage its webhooks.")
     return team
 
@@ -203,8 +297,8 @@ class WebhookListView(APIView):
     @extend_schema(request=WebhookSerializer, responses={201: WebhookSerializer})
     def post(self, request: Request, slug: str) -> Response:
         team = _team_admin(request, slug)
-        data = request.data if isinstance(request.data, dict) else {}
-        endpoint = services.webhook_create(actor=request.user, team=team, data=data)
+        data = parse(WebhookInputSerializer, request.data)
+        endpoint = services.webhook_create(actor=request.user, team=team, **data)
         return Response(WebhookSerializer(endpoint).data, status=status.HTTP_201_CREATED)
 
 
@@ -238,7 +332,7 @@ class WasteReportView(APIView):
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, slug: str) -> Response:
-        team = teams_for(request.user).filter(slug=slug).first()
+        team = principal_of(request).teams().filter(slug=slug).first()
         if team is None:
             raise NotFound("No such team.")
         now = timezone.now()

@@ -105,6 +105,18 @@ class Incident(models.Model):
         return f"incident #{self.pk} {self.kind} ({self.state})"
 
 
+class IncidentAck(models.Model):
+    """A team acknowledged a shared (cluster) incident for itself: the others are still alerted."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="team_acks")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="incident_acks")
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["incident", "team"], name="incident_ack_once_per_team")]
+
+
 class WebhookEndpoint(models.Model):
     class Format(models.TextChoices):
         JSON = "json", "JSON"
@@ -140,6 +152,15 @@ class Delivery(models.Model):
     channel = models.CharField(max_length=10)  # webhook | email
     endpoint = models.ForeignKey(
         WebhookEndpoint, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    team = models.ForeignKey(
+        Team,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="deliveries",
+        help_text="The team told (its webhook, its admins' mail): it gets its own view of a shared incident. "
+        "None: staff.",
     )
     recipients = models.JSONField(default=list, blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)

@@ -16,8 +16,7 @@ from django.utils import timezone
 
 from apps.applications.models import Application
 from apps.core.links import public_url
-from apps.metrics.prom import SourceUnavailable
-from apps.metrics.selectors import query
+from apps.metrics.sources import SourceUnavailable, query
 from apps.teams.models import Team
 from apps.teams.selectors import admin_emails
 
@@ -32,15 +31,18 @@ def week_ending(now: datetime) -> datetime:
     return day - timedelta(days=day.weekday())
 
 
-def compute(team: Team, start: datetime, end: datetime) -> dict[str, Any]:
+def compute(team: Team, start: datetime, end: datetime, *, now: datetime | None = None) -> dict[str, Any]:
+    """The report for [start, end). ``now`` is the moment the window was taken at: a window of the last seven days
+    read at a later ``now`` would look older than a week and be read from hourly rollups, which miss the hour in
+    progress (the page said 0 GPU-hours while the showback, read from minutes, said 0.18)."""
     apps = list(Application.objects.filter(team=team, deleted_at__isnull=True).select_related("cluster", "team"))
     by_serve = {a.serve_name: a for a in apps}
     clusters = list({a.cluster_id: a.cluster for a in apps}.values())
     allocated: dict[str, float] = {}
     active_hours: dict[str, set[int]] = {}
     unavailable: list[str] = []  # clusters whose Prometheus did not answer: their "used" hours are unknown
+    now = now or timezone.now()
     if clusters:
-        now = timezone.now()
         for s in query("gpu_hours", cluster=clusters, start=start, end=end, step=3600, now=now, team=team.slug):
             allocated[s["labels"]["application"]] = sum(v for _, v in s["points"])
         # Hours in which the app served requests, and GPUs held in each hour.

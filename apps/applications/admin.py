@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Application, Revision
+from .models import Application, Revision, RouteGrant
 
 
 class RevisionInline(admin.TabularInline):
@@ -39,3 +39,9 @@ class ApplicationAdmin(admin.ModelAdmin):
 
         for app in queryset.filter(deleted_at__isnull=True):
             application_delete(actor=request.user, application=app, source="admin")
+
+
+@admin.register(RouteGrant)
+class RouteGrantAdmin(admin.ModelAdmin):
+    list_display = ["prefix", "team", "granted_by", "created_at"]
+    search_fields = ["prefix", "team__slug"]

@@ -5,7 +5,7 @@ from typing import Any
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers, status, viewsets
+from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -15,16 +15,17 @@ from rest_framework.views import APIView
 
 from apps.clusters.models import Cluster
 from apps.clusters.selectors import cluster_by_id
-from apps.core.fields import StrictCharField, StrictIntegerField, flat_errors
-from apps.core.ids import json_object, parse_id
+from apps.core.errors import flat_errors
+from apps.core.fields import StrictCharField, StrictIntegerField, parse
+from apps.core.ids import parse_id
 from apps.servespec.spec import SPEC_KEYS
 from apps.teams.models import Role, Team
-from apps.teams.selectors import can, teams_for
+from apps.teams.permissions import PrincipalMixin, TeamScopedViewSet
+from apps.teams.principal import principal_of
 
 from . import serve_files, services
 from .filters import ApplicationFilter
 from .models import Application, Revision
-from .selectors import visible_applications
 
 DRY_RUN = OpenApiParameter("dry_run", OpenApiTypes.BOOL, description="Validate and check quota; save nothing.")
 
@@ -86,7 +87,7 @@ class ApplicationWriteSerializer(serializers.Serializer):
         if app is not None:
             self._unchanged("team", slug, app.team.slug)
             return app.team
-        team = teams_for(self.context["request"].user).filter(slug=slug).first()
+        team = principal_of(self.context["request"]).teams().filter(slug=slug).first()
         if team is None:
             raise serializers.ValidationError("Required: the slug of a team you belong to.")
         return team
@@ -211,18 +212,30 @@ def _expected_version(request: Request) -> int | None:
         raise ValidationError({"version": ["Must be the integer version you read (If-Match or body field)."]}) from exc
 
 
-def _body(request: Request) -> dict:
-    return json_object(request)
+class RollbackInputSerializer(serializers.Serializer):
+    revision = StrictIntegerField(
+        error_messages={
+            "required": "Required: the number of an earlier revision.",
+            "invalid": "Required: the number of an earlier revision.",
+            "null": "Required: the number of an earlier revision.",
+        }
+    )
 
 
-class ApplicationViewSet(viewsets.ModelViewSet):
+class ApplicationViewSet(
+    mixins.CreateModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    mixins.ListModelMixin,
+    TeamScopedViewSet,
+):
     filterset_class = ApplicationFilter
     serializer_class = ApplicationSerializer
+    model = Application
 
-    def get_queryset(self) -> QuerySet[Application]:
-        if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
-            return Application.objects.none()
-        qs = visible_applications(self.request.user).select_related("team", "current_revision", "deployed_revision")
+    def base_queryset(self) -> QuerySet[Application]:
+        qs = Application.objects.select_related("team", "current_revision", "deployed_revision")
         return qs.order_by("team__slug", "name", "id")
 
     def _respond(self, app: Application, code: int = status.HTTP_200_OK, warnings: list[str] | None = None) -> Response:
@@ -237,16 +250,14 @@ class ApplicationViewSet(viewsets.ModelViewSet):
         return Response(ApplicationSerializer(app).data, headers={"ETag": f'"{app.version}"'})
 
     def _writable(self, app: Application) -> None:
-        if not can(self.request.user, app.team, Role.MEMBER):
-            raise PermissionDenied(f"You need the member role in team {app.team.slug} to change its applications.")
+        self.require_role(app.team, Role.MEMBER, "change its applications")
 
     @extend_schema(request=ApplicationWriteSerializer, parameters=[DRY_RUN], responses=ApplicationSerializer)
     def create(self, request, *args, **kwargs):
-        body = ApplicationWriteSerializer(data=_body(request), context={"request": request})
+        body = ApplicationWriteSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)
         team, cluster = body.validated_data["team"], body.validated_data["cluster"]
-        if not can(request.user, team, Role.MEMBER):
-            raise PermissionDenied(f"You need the member role in team {team.slug} to deploy applications.")
+        self.require_role(team, Role.MEMBER, "deploy applications")
         spec = body.spec()
         warnings: list[str] = []
         try:
@@ -267,7 +278,7 @@ class ApplicationViewSet(viewsets.ModelViewSet):
         app = self.get_object()
         self._writable(app)
         body = ApplicationWriteSerializer(
-            data=_body(request), partial=True, context={"request": request, "application": app}
+            data=request.data, partial=True, context={"request": request, "application": app}
         )
         body.is_valid(raise_exception=True)
         spec = dict(app.current_revision.spec) if partial and app.current_revision else {}
@@ -317,12 +328,12 @@ class ApplicationViewSet(viewsets.ModelViewSet):
     def rollback(self, request, pk=None):
         app = self.get_object()
         self._writable(app)
-        body = _body(request)
+        revision = parse(RollbackInputSerializer, request.data)["revision"]
         try:
             app = services.application_rollback(
                 actor=request.user,
                 application=app,
-                revision_number=body.get("revision"),
+                revision_number=revision,
                 expected_version=_expected_version(request),
                 dry_run=_dry_run(request),
             )
@@ -348,13 +359,13 @@ class YAMLRenderer(BaseRenderer):
         return serve_files.dump_yaml(data).encode() if data is not None else b""
 
 
-class ServeConfigFileView(APIView):
+class ServeConfigFileView(PrincipalMixin, APIView):
     """A team's apps on one cluster as a standard Serve config file: POST applies one, GET exports one."""
 
     renderer_classes = [JSONRenderer, YAMLRenderer]
 
     def _team_and_cluster(self, request: Request, slug: str) -> tuple[Team, Cluster]:
-        team = teams_for(request.user).filter(slug=slug).first()
+        team = self.principal.teams().filter(slug=slug).first()
         if team is None:
             raise NotFound("No such team.")
         cluster_id = parse_id(request.query_params.get("cluster"))
@@ -376,8 +387,7 @@ class ServeConfigFileView(APIView):
     )
     def post(self, request: Request, slug: str) -> Response:
         team, cluster = self._team_and_cluster(request, slug)
-        if not can(request.user, team, Role.MEMBER):
-            raise PermissionDenied(f"You need the member role in team {team.slug} to deploy applications.")
+        self.require_role(team, Role.MEMBER, "deploy applications")
         document = serve_files.parse_document(request.body, request.content_type or "")
         flag = lambda name: request.query_params.get(name, "").lower() in ("1", "true", "yes")  # noqa: E731
         result = serve_files.apply_file(
@@ -389,3 +399,56 @@ class ServeConfigFileView(APIView):
             prune=flag("prune"),
         )
         return Response(result)
+
+
+class RouteGrantSerializer(serializers.ModelSerializer):
+    team = serializers.CharField(source="team.slug", read_only=True)
+    granted_by = serializers.CharField(source="granted_by.username", default=None, read_only=True)
+
+    class Meta:
+        from .models import RouteGrant
+
+        model = RouteGrant
+        fields = ["id", "team", "prefix", "granted_by", "created_at"]
+        read_only_fields = ["id", "team", "granted_by", "created_at"]
+
+
+class RouteGrantInputSerializer(serializers.Serializer):
+    prefix = StrictCharField(max_length=100, help_text="A route prefix, e.g. /shared/search")
+
+
+class RouteGrantsView(PrincipalMixin, APIView):
+    """Where a team's routes may live besides ``/<team-slug>``: its members read, staff grant (POST {"prefix"})."""
+
+    def _team(self, slug: str) -> Team:
+        team = self.principal.teams().filter(slug=slug).first()
+        if team is None:
+            raise NotFound("No such team.")
+        return team
+
+    @extend_schema(responses=RouteGrantSerializer(many=True), operation_id="team_route_grants_list")
+    def get(self, request: Request, slug: str) -> Response:
+        team = self._team(slug)
+        return Response(RouteGrantSerializer(team.route_grants.select_related("team", "granted_by"), many=True).data)
+
+    @extend_schema(request=RouteGrantSerializer, responses={201: RouteGrantSerializer}, operation_id="team_route_grant")
+    def post(self, request: Request, slug: str) -> Response:
+        team = self._team(slug)
+        if not self.principal.is_staff:
+            raise PermissionDenied("Only platform staff grant route prefixes.")
+        prefix = parse(RouteGrantInputSerializer, request.data)["prefix"]
+        grant = services.route_grant_create(actor=request.user, team=team, prefix=prefix)
+        return Response(RouteGrantSerializer(grant).data, status=status.HTTP_201_CREATED)
+
+
+class RouteGrantView(PrincipalMixin, APIView):
+    @extend_schema(responses={204: None}, operation_id="team_route_grant_revoke")
+    def delete(self, request: Request, slug: str, pk: int) -> Response:
+        team = self.principal.teams().filter(slug=slug).first()
+        grant = team.route_grants.filter(pk=pk).first() if team else None
+        if grant is None:
+            raise NotFound("No such route grant.")
+        if not self.principal.is_staff:
+            raise PermissionDenied("Only platform staff revoke route prefixes.")
+        services.route_grant_delete(actor=request.user, grant=grant)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -10,7 +10,8 @@ from apps.teams.models import Team
 
 
 def serve_app_name(team_slug: str, name: str) -> str:
-    """The app's name on the cluster. Slugs never contain "--", so no two teams can produce the same name."""
+    """The app's name on the cluster. Slugs never contain "--", so the team is what precedes the first "--" and no
+    two (team, name) pairs produce the same name, whatever the names hold ("amazon--LightGPT" included)."""
     return f"{team_slug}--{name}"
 
 
@@ -52,6 +53,26 @@ class Application(models.Model):
         default=list,
         blank=True,
         help_text="Replicas Ray started without a config change (restarts), newest last: {t, deployment, replica_id}.",
+    )
+    fault_revision = models.ForeignKey(
+        "Revision",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="A revision left out of the merged push: Ray refused it, or it ran more than it was admitted for.",
+    )
+    fault = models.TextField(blank=True, help_text="Why fault_revision is left out (Ray's reason, or the excess).")
+    good_revision = models.ForeignKey(
+        "Revision",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The last revision seen running within what was admitted: what runs while a newer one is at fault.",
+    )
+    observed_demand = models.JSONField(
+        default=dict, blank=True, help_text="What Ray reports it reserves for the app, per resource (its own figure)."
     )
     deleted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -111,3 +132,20 @@ class Revision(models.Model):
         if self.pk is not None:
             raise ValueError("Revisions are immutable; make a new one")
         super().save(*args, **kwargs)
+
+
+class RouteGrant(models.Model):
+    """A route prefix a team may use besides its own namespace (``/<team-slug>``), granted by staff: ``/`` for
+    the team that serves the cluster's front page, ``/api`` for a platform team."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="route_grants")
+    prefix = models.CharField(max_length=100)
+    granted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["prefix"]
+        constraints = [models.UniqueConstraint(fields=["prefix"], name="route_grant_one_team_per_prefix")]
+
+    def __str__(self) -> str:
+        return f"{self.prefix} for {self.team_id}"

@@ -8,22 +8,22 @@ from typing import Any
 from django.db.models import QuerySet
 
 from apps.core.ids import parse_id
-from apps.teams.selectors import teams_for
+from apps.teams.principal import Principal
 
 from .models import Application
 
 
-def visible_applications(user: Any) -> QuerySet[Application]:
-    """Applications of the teams the user may read (deleted ones included until they are gone)."""
-    return Application.objects.filter(team__in=teams_for(user))
+def visible_applications(principal: Principal) -> QuerySet[Application]:
+    """Applications of the teams the principal may read (deleted ones included until they are gone)."""
+    return principal.restrict(Application.objects.all())
 
 
-def visible_application(user: Any, value: Any, *, live: bool = False) -> Application | None:
-    """The application a user-given id names, if the user may see it (``live``: not being deleted); else None."""
+def visible_application(principal: Principal, value: Any, *, live: bool = False) -> Application | None:
+    """The application a user-given id names, if the principal may see it (``live``: not being deleted)."""
     pk = parse_id(value)
     if not pk:
         return None
-    qs = visible_applications(user).select_related("team", "cluster", "current_revision", "deployed_revision")
+    qs = visible_applications(principal).select_related("team", "cluster", "current_revision", "deployed_revision")
     if live:
         qs = qs.filter(deleted_at__isnull=True)
     return qs.filter(pk=pk).first()
@@ -60,4 +60,15 @@ def placed_replicas(cluster: Any) -> list[PlacedReplica]:
         for dep_name, dep in (app.status.get("deployments") or {}).items():
             resources = dep.get("required_resources") or {}
             out.extend(PlacedReplica(app, dep_name, rep, resources) for rep in dep.get("replicas") or [])
+    return out
+
+
+def own_serve_names(principal: Principal, cluster_ids: list[int] | None = None) -> dict[int, set[str]]:
+    """Per cluster (``None``: every cluster), the Serve names of the principal's teams' applications there (deleted
+    ones too, until gone): what a team may read of the cluster's shared state (drift, push errors, incidents)."""
+    out: dict[int, set[str]] = {c: set() for c in cluster_ids or []}
+    apps = Application.objects.all() if cluster_ids is None else Application.objects.filter(cluster_id__in=cluster_ids)
+    rows = principal.restrict(apps).select_related("team")
+    for app in rows.only("id", "name", "cluster_id", "adopted_serve_name", "team__slug"):
+        out.setdefault(app.cluster_id, set()).add(app.serve_name)
     return out

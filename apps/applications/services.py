@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.http import Http404
 from django.utils import timezone
-from rest_framework.exceptions import NotFound, ValidationError
 
 from apps.audit.services import audit_record
 from apps.clusters.models import Cluster
 from apps.clusters.services import request_sync
-from apps.core.exceptions import Conflict, PreconditionFailed
+from apps.core.errors import Conflict, PreconditionFailed
 from apps.quotas.services import check_admission, refusals_recorded
 from apps.servespec.ray_schema import same_app
-from apps.servespec.spec import NAME_RE, check_runtime_env_policy, effective_route, normalize_spec, spec_hash
+from apps.servespec.spec import (
+    NAME_RE,
+    ROUTE_RE,
+    check_runtime_env_policy,
+    effective_route,
+    normalize_spec,
+    spec_hash,
+)
 from apps.teams.models import Team
 
-from .models import Application, Revision, serve_app_name
+from .models import Application, Revision, RouteGrant, serve_app_name
 
 
 class DryRun(Exception):
@@ -36,12 +45,15 @@ def _lock_cluster(cluster: Cluster) -> Cluster:
 
 
 def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name) or "--" in name:
+    # "--" is allowed inside a name (ray-llm's template names an app amazon--LightGPT): the cluster-side name is
+    # "<team>--<name>" and team slugs never contain "--", so the team is everything before the first "--" and no
+    # two (team, name) pairs give one cluster-side name.
+    if not isinstance(name, str) or not NAME_RE.match(name):
         raise ValidationError(
             {
                 "name": [
-                    "Required: letters, digits, '_', '.' and single '-', starting with a letter, digit or '_'; "
-                    "at most 60 ('--' separates the team in the app's name on the cluster)."
+                    "Required: letters, digits, '_', '.' and '-', starting and ending with a letter, digit or '_'; "
+                    "at most 60."
                 ]
             }
         )
@@ -87,6 +99,77 @@ def _check_unique(
         raise ValidationError(errors)
 
 
+def _under(route: str, prefix: str) -> bool:
+    """Whether ``route`` is ``prefix`` or below it (Serve matches the longest prefix: "/" holds every route)."""
+    return prefix == "/" or route == prefix or route.startswith(prefix.rstrip("/") + "/")
+
+
+def team_route_prefixes(team: Team) -> list[str]:
+    """Where a team's routes may live: its own namespace, and the prefixes staff granted it."""
+    return [f"/{team.slug}", *team.route_grants.values_list("prefix", flat=True)]
+
+
+def check_external_scaler(cluster: Cluster, spec: dict) -> None:
+    """``external_scaler_enabled`` only where the control plane mediates Ray's scale endpoint: on a cluster whose
+    dashboard takes a token (Ray's ``RAY_AUTH_MODE=token``, the token held by the control plane), a team reaches
+    the endpoint only through ``/ray/<team>/<cluster>/``, which admits each target against the quota first. On an
+    open dashboard anyone who reaches it could set any replica count, around the quota."""
+    if spec.get("external_scaler_enabled") is True and not cluster.auth_token:
+        raise ValidationError(
+            {
+                "external_scaler_enabled": [
+                    f"Not on {cluster.name}: its Ray dashboard takes no token, so Ray's scale endpoint would set any "
+                    "replica count around the quota. On a cluster with Ray's token authentication the control plane "
+                    "admits each target (POST /ray/<team>/<cluster>/api/v1/applications/<app>/deployments/<dep>/scale)."
+                ]
+            }
+        )
+
+
+def in_team_namespace(team: Team, route: str) -> bool:
+    """Whether the route lies under one of the team's prefixes (its own ``/<slug>`` or a granted one)."""
+    return any(_under(route, prefix) for prefix in team_route_prefixes(team))
+
+
+def check_route_owner(*, cluster: Cluster, team: Team, route: str | None, exclude_id: int | None) -> None:
+    """Routes belong to teams. A team's routes live under ``/<team-slug>`` (or a prefix staff granted it), and no
+    route may sit under another team's route or hold one below it: Serve sends a request to the longest matching
+    prefix, so ``/`` would catch every other team's unmatched paths and ``/vision/app/v2`` would take a sub-path
+    of ``/vision/app``."""
+    if not route:
+        return
+    allowed = team_route_prefixes(team)
+    if not any(_under(route, prefix) for prefix in allowed):
+        raise ValidationError(
+            {
+                "route_prefix": [
+                    f"Team {team.slug}'s routes live under /{team.slug} (e.g. /{team.slug}/my-app)"
+                    + (f" or {', '.join(allowed[1:])}" if len(allowed) > 1 else "")
+                    + "; a platform admin can grant another prefix."
+                ]
+            }
+        )
+    others = (
+        Application.objects.filter(cluster=cluster, deleted_at__isnull=True)
+        .exclude(pk=exclude_id)
+        .exclude(team=team)
+        .exclude(route_prefix="")
+        .values_list("route_prefix", flat=True)
+    )
+    carried = [p.get("route_prefix") for p in (cluster.preexisting_apps or {}).values() if isinstance(p, dict)]
+    for other in [*others, *[c for c in carried if isinstance(c, str) and c]]:
+        if _under(route, other) or _under(other, route):
+            raise ValidationError(
+                {
+                    "route_prefix": [
+                        f"{route!r} would {'sit under' if _under(route, other) else 'hold below it'} the route of "
+                        f"another team's application on {cluster.name}: Serve would send one of them the other's "
+                        "requests. Choose a route that neither contains nor is contained by another team's."
+                    ]
+                }
+            )
+
+
 def _check_version(application: Application, expected_version: int | None) -> None:
     if expected_version is not None and expected_version != application.version:
         raise PreconditionFailed(
@@ -123,7 +206,7 @@ def application_create(
     actor: Any,
     team: Team,
     cluster: Cluster,
-    name: Any,
+    name: str,
     spec: dict,
     dry_run: bool = False,
     source: str = "api",
@@ -139,7 +222,9 @@ def application_create(
         with refusals_recorded(team=team, cluster=cluster, actor=actor, dry_run=dry_run), transaction.atomic():
             cluster = _lock_cluster(cluster)
             check_runtime_env_policy(cluster.runtime_env_policy, cluster.name, clean)
+            check_external_scaler(cluster, clean)
             _check_unique(cluster=cluster, team=team, name=name, route_prefix=route, exclude_id=None)
+            check_route_owner(cluster=cluster, team=team, route=route, exclude_id=None)
             usage = check_admission(team=team, cluster=cluster, spec=clean)
             if dry_run:
                 raise DryRun(
@@ -185,6 +270,7 @@ def application_update(
             raise Conflict({"detail": "This application is being deleted."})
         _check_version(app, expected_version)
         check_runtime_env_policy(cluster.runtime_env_policy, cluster.name, clean)
+        check_external_scaler(cluster, clean)
         _check_unique(
             cluster=cluster,
             team=app.team,
@@ -193,6 +279,8 @@ def application_update(
             exclude_id=app.pk,
             serve_name=app.serve_name,
         )
+        if route != (app.route_prefix or None):  # an app keeps the route it has (adopted ones included)
+            check_route_owner(cluster=cluster, team=app.team, route=route, exclude_id=app.pk)
         usage = check_admission(team=app.team, cluster=cluster, spec=clean, exclude_app_id=app.pk)
         if dry_run:
             raise DryRun(
@@ -223,11 +311,48 @@ def application_update(
     return app
 
 
+def application_scale(
+    *, actor: Any, application: Application, deployment: str, target: int, source: str = "api"
+) -> Application:
+    """An external scaler's replica target, made desired state: a revision with the deployment's ``num_replicas``
+    set to ``target``, admitted against the team's quota and caps like any change (a refusal changes nothing), and
+    audited. The app must have ``external_scaler_enabled``; the deployment must be one its config lists or Ray
+    reports. Raises ValidationError, or Http404 for a deployment the app does not have."""
+    spec = copy.deepcopy(application.current_revision.spec if application.current_revision else {})
+    if spec.get("external_scaler_enabled") is not True:
+        raise ValidationError(
+            {
+                "external_scaler_enabled": [
+                    f"Cannot update replicas for deployment '{deployment}' in application '{application.name}': the "
+                    "external scaling API can only be used when 'external_scaler_enabled' is set to true in the "
+                    "application's config."
+                ]
+            }
+        )
+    if isinstance(target, bool) or not isinstance(target, int) or target < 0:
+        raise ValidationError({"target_num_replicas": ["Must be a whole number, 0 or more."]})
+    deployments = spec.setdefault("deployments", [])
+    entry = next((d for d in deployments if isinstance(d, dict) and d.get("name") == deployment), None)
+    if entry is None:
+        if deployment not in ((application.status or {}).get("deployments") or {}):
+            raise Http404("Application or Deployment not found")
+        entry = {"name": deployment}
+        deployments.append(entry)
+    entry["num_replicas"] = target
+    return application_update(
+        actor=actor,
+        application=application,
+        spec=spec,
+        message=f"{deployment} scaled to {target} replicas by the external scaler",
+        source=source,
+    )
+
+
 def application_rollback(
     *,
     actor: Any,
     application: Application,
-    revision_number: Any,
+    revision_number: int,
     expected_version: int | None = None,
     dry_run: bool = False,
     source: str = "api",
@@ -282,7 +407,7 @@ def application_adopt(
     cluster: Cluster,
     serve_name: str,
     team: Team,
-    name: Any = None,
+    name: str | None = None,
     source: str = "api",
     warnings: list[str] | None = None,
 ) -> Application:
@@ -299,7 +424,7 @@ def application_adopt(
         cluster = _lock_cluster(cluster)
         entry = unmanaged_app(cluster, serve_name)
         if entry is None:
-            raise NotFound(f"No app named {serve_name!r} runs on {cluster.name} outside the control plane.")
+            raise Http404(f"No app named {serve_name!r} runs on {cluster.name} outside the control plane.")
         if not entry.get("config"):
             raise Conflict(
                 {"detail": f"{serve_name!r} was deployed with serve.run: Ray keeps no config for it to adopt."}
@@ -352,3 +477,32 @@ def default_app_name(serve_name: str) -> str:
         return serve_name
     cleaned = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9_.\-]", "-", serve_name)).strip("-.")[:60].strip("-.")
     return cleaned or "adopted"
+
+
+def route_grant_create(*, actor: Any, team: Team, prefix: str, source: str = "api") -> RouteGrant:
+    """Staff let a team use a route prefix outside its namespace (one team per prefix)."""
+
+    route = prefix if isinstance(prefix, str) else ""
+    errors: dict[str, list[str]] = {}
+    if not ROUTE_RE.match(route) or len(route) > 100 or (route != "/" and route.endswith("/")):
+        errors["prefix"] = ["A route prefix: '/', or '/' and letters, digits, . _ ~ - / (not ending in '/')."]
+    elif RouteGrant.objects.filter(prefix=route).exclude(team=team).exists():
+        errors["prefix"] = [f"{route!r} is granted to another team; revoke that grant first."]
+    if errors:
+        raise ValidationError(errors)
+    grant, _ = RouteGrant.objects.get_or_create(team=team, prefix=route, defaults={"granted_by": actor})
+    audit_record(actor=actor, team=team, action="route_grant.create", obj=grant, after={"prefix": route}, source=source)
+    return grant
+
+
+def route_grant_delete(*, actor: Any, grant: RouteGrant, source: str = "api") -> None:
+    """Revoke a grant: apps already on such routes keep them (a route is checked when it changes)."""
+    audit_record(
+        actor=actor,
+        team=grant.team,
+        action="route_grant.delete",
+        obj=grant,
+        before={"prefix": grant.prefix},
+        source=source,
+    )
+    grant.delete()

@@ -3,6 +3,8 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, viewsets
 
+from apps.core.principals import principal_of
+
 from .models import AuditEvent
 from .selectors import audit_events_for, filter_events
 
@@ -38,7 +40,9 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
             return AuditEvent.objects.none()
-        return filter_events(audit_events_for(self.request.user), self.request.query_params).order_by("-at", "-id")
+        return filter_events(audit_events_for(principal_of(self.request)), self.request.query_params).order_by(
+            "-at", "-id"
+        )
 
     @extend_schema(
         parameters=[OpenApiParameter(n, str) for n in ("team", "action", "actor", "object_type", "q", "since", "until")]

@@ -5,25 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.utils.dateparse import parse_datetime
-from rest_framework.exceptions import ValidationError
 
 from apps.core.roles import Role
 
 from .models import AuditEvent
 
 
-def audit_events_for(user: Any) -> QuerySet[AuditEvent]:
-    """Staff see everything; team admins and owners see their teams' events; others see nothing."""
-    if user.is_staff and getattr(user, "_token_team_id", None) is None:
+def audit_events_for(principal: Any) -> QuerySet[AuditEvent]:
+    """Staff see everything; a team's admins and owners see its events; others see nothing. ``principal`` is the
+    request principal (apps.teams.principal): a viewer-scoped token of an admin sees nothing."""
+    if principal.is_staff:
         return AuditEvent.objects.all()
-    admin_teams = user.memberships.filter(role__in=[Role.ADMIN, Role.OWNER]).values("team_id")
-    token_team = getattr(user, "_token_team_id", None)
-    qs = AuditEvent.objects.filter(team_id__in=admin_teams)
-    if token_team is not None:
-        qs = qs.filter(team_id=token_team)
-    return qs
+    return AuditEvent.objects.filter(team_id__in=principal.team_ids(Role.ADMIN))
 
 
 def filter_events(qs: QuerySet[AuditEvent], params: Any) -> QuerySet[AuditEvent]:

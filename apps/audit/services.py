@@ -22,6 +22,7 @@ def audit_record(
     object_type: str | None = None,
     object_repr: str | None = None,
 ) -> AuditEvent:
+    actor = getattr(actor, "user", actor)  # a request principal is recorded as its user
     user = actor if getattr(actor, "is_authenticated", False) else None
     return AuditEvent.objects.create(
         actor=user,

@@ -1,15 +1,16 @@
 from __future__ import annotations
 
-from rest_framework import serializers, status, viewsets
+from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from apps.applications.models import Application
 from apps.applications.selectors import visible_application
-from apps.metrics.selectors import residency
+from apps.core.fields import StrictCharField, StrictIntegerField, parse, says
+from apps.metrics.sources import residency
 from apps.teams.models import Role
-from apps.teams.selectors import can, teams_for
+from apps.teams.permissions import TeamScopedViewSet
 
 from . import services
 from .filters import ModelEntryFilter
@@ -35,38 +36,57 @@ class ModelEntrySerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "team", "created_at"]
 
 
-class ModelEntryViewSet(viewsets.ModelViewSet):
+APPLICATION_REQUIRED = says("Required: the id of one of your teams' applications.")
+
+
+class ModelEntryInputSerializer(serializers.Serializer):
+    """The parser of a model's POST and PUT/PATCH: JSON types here; what the values mean (a deployment of the app,
+    an allowed URI, a free model id) is judged by the service, which names what is wrong."""
+
+    application = StrictIntegerField(error_messages=APPLICATION_REQUIRED)
+    deployment = StrictCharField()
+    model_id = StrictCharField()
+    uri = StrictCharField()
+    size_bytes = StrictIntegerField(required=False, allow_null=True, min_value=0)
+    description = StrictCharField(required=False, allow_blank=True, max_length=500)
+
+
+class ModelEntryViewSet(
+    mixins.CreateModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    mixins.ListModelMixin,
+    TeamScopedViewSet,
+):
     """The multiplexed-model catalog. Writes reach the app's user_config on the next push."""
 
     filterset_class = ModelEntryFilter
 
     serializer_class = ModelEntrySerializer
+    model = ModelEntry
+    team_field = "application__team"
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return ModelEntry.objects.none()
-        qs = ModelEntry.objects.filter(application__team__in=teams_for(self.request.user)).select_related(
-            "application__team"
+    def base_queryset(self):
+        return ModelEntry.objects.select_related("application__team").order_by(
+            "application_id", "deployment", "model_id"
         )
-        return qs.order_by("application_id", "deployment", "model_id")
 
     def _writable(self, app: Application) -> None:
-        if not can(self.request.user, app.team, Role.MEMBER):
-            raise PermissionDenied(f"You need the member role in team {app.team.slug} to change its models.")
+        self.require_role(app.team, Role.MEMBER, "change its models")
 
     def create(self, request, *args, **kwargs):
-        data = request.data if isinstance(request.data, dict) else {}
-        app_id = data.get("application")
-        app = visible_application(request.user, app_id, live=True) if isinstance(app_id, int) else None
+        data = parse(ModelEntryInputSerializer, request.data)
+        app = visible_application(self.principal, data["application"], live=True)
         if app is None:
             raise ValidationError({"application": ["Required: the id of one of your teams' applications."]})
         self._writable(app)
         entry = services.model_create(
             actor=request.user,
             application=app,
-            deployment=data.get("deployment"),
-            model_id=data.get("model_id"),
-            uri=data.get("uri"),
+            deployment=data["deployment"],
+            model_id=data["model_id"],
+            uri=data["uri"],
             size_bytes=data.get("size_bytes"),
             description=data.get("description", ""),
         )
@@ -75,11 +95,17 @@ class ModelEntryViewSet(viewsets.ModelViewSet):
     def update(self, request, *args, **kwargs):
         entry = self.get_object()
         self._writable(entry.application)
-        data = request.data if isinstance(request.data, dict) else {}
+        data = parse(ModelEntryInputSerializer, request.data, partial=True)
         for key in ("application", "deployment", "model_id"):
             if key in data and data[key] != getattr(entry, key if key != "application" else "application_id"):
                 raise ValidationError({key: ["Cannot be changed; delete the entry and add a new one."]})
-        entry = services.model_update(actor=request.user, entry=entry, data=data)
+        entry = services.model_update(
+            actor=request.user,
+            entry=entry,
+            uri=data.get("uri", entry.uri),
+            size_bytes=data.get("size_bytes", entry.size_bytes),
+            description=data.get("description", entry.description),
+        )
         return Response(ModelEntrySerializer(entry).data)
 
     def destroy(self, request, *args, **kwargs):
@@ -92,7 +118,7 @@ class ModelEntryViewSet(viewsets.ModelViewSet):
     def residency(self, request):
         """Which replicas hold which models now (from ray_serve_registered_multiplexed_model_id)."""
         app_id = request.query_params.get("application", "")
-        app = visible_application(request.user, app_id)
+        app = visible_application(self.principal, app_id)
         if app is None:
             raise ValidationError({"application": ["Required: the id of one of your teams' applications."]})
         return Response({"application": app.pk, "resident": residency(app.cluster, app.serve_name)})

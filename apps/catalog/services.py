@@ -4,8 +4,8 @@ import re
 from typing import Any
 from urllib.parse import urlparse
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from rest_framework.exceptions import ValidationError
 
 from apps.applications.models import Application
 from apps.audit.services import audit_record
@@ -49,11 +49,11 @@ def model_create(
     *,
     actor: Any,
     application: Application,
-    deployment: Any,
-    model_id: Any,
-    uri: Any,
-    size_bytes: Any = None,
-    description: Any = "",
+    deployment: str,
+    model_id: str,
+    uri: str,
+    size_bytes: int | None = None,
+    description: str = "",
     source: str = "api",
 ) -> ModelEntry:
     errors = _check(application, deployment, model_id, uri, size_bytes)
@@ -85,16 +85,17 @@ def model_create(
     return entry
 
 
-def model_update(*, actor: Any, entry: ModelEntry, data: dict, source: str = "api") -> ModelEntry:
-    uri = data.get("uri", entry.uri)
-    size = data.get("size_bytes", entry.size_bytes)
+def model_update(
+    *, actor: Any, entry: ModelEntry, uri: str, size_bytes: int | None, description: str, source: str = "api"
+) -> ModelEntry:
+    size = size_bytes
     errors = _check(entry.application, entry.deployment, entry.model_id, uri, size)
     if errors:
         raise ValidationError(errors)
     before = {"uri": entry.uri, "size_bytes": entry.size_bytes, "description": entry.description}
     with transaction.atomic():
         entry.uri, entry.size_bytes = uri, size
-        entry.description = str(data.get("description", entry.description) or "")[:500]
+        entry.description = (description or "")[:500]
         entry.save()
         audit_record(
             actor=actor,

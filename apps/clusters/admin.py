@@ -3,6 +3,7 @@ from django.contrib import admin
 
 from apps.audit.admin_mixin import AuditedAdminMixin
 
+from . import parts
 from .models import Cluster, GpuPool, SyncRun
 
 
@@ -11,28 +12,26 @@ class PoolInline(admin.TabularInline):
     extra = 0
 
 
-WRITE_ONLY = ("auth_token", "kubeconfig", "prometheus_credential")
+WRITE_ONLY = ("auth_token", "kubeconfig")
 
 
-class ClusterAdminForm(forms.ModelForm):
+class WriteOnlySecretsForm(forms.ModelForm):
     """Secrets are write-only here as in the API: never shown, kept when left empty, cleared with "-"."""
 
-    class Meta:
-        model = Cluster
-        fields = "__all__"  # noqa: DJ007 - the admin picks the fields; this form only makes secrets write-only
-        widgets = {name: forms.PasswordInput(render_value=False) for name in WRITE_ONLY}
+    write_only: tuple[str, ...] = ()
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        for name in WRITE_ONLY:
+        for name in self.write_only:
             if name in self.fields:
+                self.fields[name].widget = forms.PasswordInput(render_value=False)
                 self.fields[name].required = False
                 is_set = bool(self.instance and getattr(self.instance, name, ""))
                 self.fields[name].help_text += ' Set: leave empty to keep, "-" to clear.' if is_set else ""
 
     def clean(self) -> dict:
         data = super().clean()
-        for name in WRITE_ONLY:
+        for name in self.write_only:
             if name not in data:
                 continue
             if data[name] == "-":
@@ -42,21 +41,44 @@ class ClusterAdminForm(forms.ModelForm):
         return data
 
 
+class ClusterAdminForm(WriteOnlySecretsForm):
+    write_only = WRITE_ONLY
+
+    class Meta:
+        model = Cluster
+        fields = "__all__"  # noqa: DJ007 - the admin picks the fields; this form only makes secrets write-only
+
+
+def part_inline(part: parts.Part) -> type[admin.StackedInline]:
+    """Another app's part of the cluster, edited on the cluster's page: its policy writable, its state read-only."""
+    form = type(
+        f"{part.model.__name__}Form",
+        (WriteOnlySecretsForm,),
+        {
+            "write_only": part.write_only,
+            "Meta": type("Meta", (), {"model": part.model, "fields": list(part.writable)}),
+        },
+    )
+    return type(
+        f"{part.model.__name__}Inline",
+        (admin.StackedInline,),
+        {
+            "model": part.model,
+            "form": form,
+            "fields": list(part.fields),
+            "readonly_fields": [f for f in part.fields if f not in part.writable],
+            "can_delete": False,
+            "min_num": 1,
+            "max_num": 1,
+        },
+    )
+
+
 @admin.register(Cluster)
 class ClusterAdmin(AuditedAdminMixin, admin.ModelAdmin):
     form = ClusterAdminForm
-    list_display = [
-        "name",
-        "kind",
-        "dashboard_url",
-        "health",
-        "last_seen_at",
-        "desired_generation",
-        "pushed_generation",
-    ]
+    list_display = ["name", "kind", "dashboard_url", "health", "last_seen_at", "desired_generation"]
     readonly_fields = [
-        "metrics_answered_at",
-        "metrics_error",
         "health",
         "health_message",
         "last_seen_at",
@@ -64,25 +86,15 @@ class ClusterAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "unmanaged_apps",
         "nodes",
         "desired_generation",
-        "pushed_generation",
-        "last_pushed_hash",
-        "last_failed_hash",
-        "lock_owner",
-        "lock_expires_at",
         "inventory_taken_at",
         "preexisting_apps",
-        "poll_token",
-        "poll_lease_until",
-        "poll_requests",
-        "scrape_owner",
-        "scrape_lease_until",
-        "scrape_targets_ok",
-        "drift_repair_hash",
-        "drift_repairs",
         "replica_moves",
         "created_at",
     ]
-    inlines = [PoolInline]
+
+    def get_inlines(self, request, obj):
+        # A new cluster gets each part with its owner's defaults; they are edited once it exists.
+        return [PoolInline, *(part_inline(p) for p in parts.parts())] if obj else [PoolInline]
 
     def save_model(self, request, obj, form, change):
         from . import services

@@ -1,21 +1,22 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
-from django.db.models import Q
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import URLValidator
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
+from rest_framework.utils import model_meta
 
-from apps.core.ids import StaffWritesOnly
-from apps.teams.selectors import teams_for
+from apps.teams.permissions import IsStaff, PrincipalMixin, StaffWritesOnly
 
-from . import services
-from .filters import SyncRunFilter
-from .models import Cluster, GpuPool, SyncRun, validate_matchers
+from . import parts, services
+from .models import Cluster, GpuPool, SyncRun
 from .selectors import last_sync_runs, unmanaged_apps
+from .visibility import push_error_for_team
 
 
 class PoolSerializer(serializers.ModelSerializer):
@@ -28,18 +29,29 @@ class PoolSerializer(serializers.ModelSerializer):
 
 class ClusterSerializer(serializers.ModelSerializer):
     pools = PoolSerializer(many=True, required=False)
+    # a string, not a "uri": non-staff read it empty (Ray's endpoints are staff's); validate_dashboard_url checks it
+    dashboard_url = serializers.CharField(max_length=200, help_text="Ray dashboard, e.g. http://127.0.0.1:8265")
     auth_token = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=500)
     has_auth_token = serializers.SerializerMethodField()
     has_kubeconfig = serializers.SerializerMethodField()
     runtime_env_policy = serializers.DictField(required=False)
     metrics_targets = serializers.ListField(
-        child=serializers.CharField(max_length=300), required=False, max_length=1000
+        child=serializers.CharField(max_length=300),
+        required=False,
+        max_length=1000,
+        source="metrics_config.metrics_targets",
     )
     ray_cluster_template = serializers.DictField(required=False)
     kubeconfig = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=100_000)
-    prometheus_matchers = serializers.JSONField(required=False, validators=[validate_matchers])
+    # checked by the metrics source's own row when it is written
+    prometheus_matchers = serializers.JSONField(required=False, source="metrics_config.prometheus_matchers")
     prometheus_credential = serializers.CharField(
-        write_only=True, required=False, allow_blank=True, max_length=10_000, trim_whitespace=True
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        max_length=10_000,
+        trim_whitespace=True,
+        source="metrics_config.prometheus_credential",
     )
     has_prometheus_credential = serializers.SerializerMethodField()
     last_sync = serializers.SerializerMethodField()
@@ -69,6 +81,8 @@ class ClusterSerializer(serializers.ModelSerializer):
             "starter_pool",
             "starter_gpus",
             "starter_days",
+            "team_max_apps",
+            "team_max_replicas",
             "gcs_address",
             "compaction_policy",
             "compaction_threshold",
@@ -101,21 +115,33 @@ class ClusterSerializer(serializers.ModelSerializer):
             "created_at",
         ]
 
-    def get_has_prometheus_credential(self, cluster: Cluster) -> bool:
-        return bool(cluster.prometheus_credential)
+    def validate_runtime_env_policy(self, value: dict) -> dict:
+        from apps.servespec.runtime_env import check_policy_document
 
-    def validate_prometheus_credential(self, value: str) -> str:
-        if any(c in value for c in "\r\n"):  # it goes into an HTTP header; never echoed back
-            raise serializers.ValidationError("Must be one line: a bearer token, or user:password for basic auth.")
+        errors = check_policy_document(value)
+        if errors:
+            raise serializers.ValidationError([f"{k}: {' '.join(v)}" for k, v in errors.items()])
         return value
 
-    def validate(self, attrs: dict) -> dict:
-        def value(field: str) -> object:
-            return attrs[field] if field in attrs else getattr(self.instance, field, "")
+    def validate_dashboard_url(self, value: str) -> str:
+        try:
+            URLValidator(schemes=["http", "https"])(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError("Must be an http:// or https:// URL.") from exc
+        return value
 
-        if value("metrics_source") == Cluster.MetricsSource.PROMETHEUS and not value("prometheus_url"):
-            raise serializers.ValidationError({"prometheus_url": ["Required when metrics_source is prometheus."]})
-        return attrs
+    def get_has_prometheus_credential(self, cluster: Cluster) -> bool:
+        return bool(cluster.metrics_config.prometheus_credential)
+
+    def build_field(self, field_name: str, info: Any, model_class: Any, nested_depth: int) -> tuple:
+        """A field of another app's part of the cluster is built from that part's model, read through it."""
+        part = parts.owner_of(field_name)
+        if part is None:
+            return super().build_field(field_name, info, model_class, nested_depth)
+        field_class, kwargs = super().build_field(
+            field_name, model_meta.get_field_info(part.model), part.model, nested_depth
+        )
+        return field_class, {**kwargs, "source": f"{part.accessor}.{field_name}"}
 
     def get_has_auth_token(self, cluster: Cluster) -> bool:
         return bool(cluster.auth_token)
@@ -130,7 +156,7 @@ class ClusterSerializer(serializers.ModelSerializer):
         if runs is None:
             runs = last_sync_runs([cluster])
         run = runs.get(cluster.pk)
-        return SyncRunSerializer(run).data if run else None
+        return SyncRunSerializer(run, context=self.context).data if run else None
 
     def validate_kubeconfig(self, value: str) -> str:
         """A kubeconfig is YAML with clusters and users; the refusal never repeats what was sent (a secret)."""
@@ -144,6 +170,13 @@ class ClusterSerializer(serializers.ModelSerializer):
             doc = None
         if not isinstance(doc, dict) or not doc.get("clusters") or not doc.get("users"):
             raise serializers.ValidationError("Not a kubeconfig: YAML with 'clusters', 'users' and 'contexts' lists.")
+        from workers.clients.kuberay import kubeconfig_runs_code
+
+        if kubeconfig_runs_code(doc):
+            raise serializers.ValidationError(
+                "A user of this kubeconfig runs a command ('exec' or 'auth-provider'): the worker would run it. "
+                "Give a token or a client certificate."
+            )
         return value
 
     def validate_pools(self, pools: list[dict]) -> list[dict]:
@@ -153,16 +186,26 @@ class ClusterSerializer(serializers.ModelSerializer):
         return pools
 
     def create(self, validated: dict) -> Cluster:
+        validated = parts.flatten(validated)
         pools = validated.pop("pools", [])
         return services.cluster_create(actor=self.context["request"].user, data=validated, pools=pools)
 
     def update(self, cluster: Cluster, validated: dict) -> Cluster:
+        validated = parts.flatten(validated)
         pools = validated.pop("pools", None)
         return services.cluster_update(actor=self.context["request"].user, cluster=cluster, data=validated, pools=pools)
 
 
 class SyncRunSerializer(serializers.ModelSerializer):
+    """A push. Its error is read through the context's ``run_error`` (the principal's view: staff get Ray's text,
+    a team its own apps' faults); without one, no app's part is shown."""
+
     duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
+    error = serializers.SerializerMethodField()
+
+    def get_error(self, run: SyncRun) -> str:
+        view = self.context.get("run_error")
+        return view(run) if view else push_error_for_team(run.error, run.error_kind, run.faults, ())
 
     class Meta:
         model = SyncRun
@@ -176,6 +219,7 @@ class SyncRunSerializer(serializers.ModelSerializer):
             "config_hash",
             "app_count",
             "error",
+            "error_kind",
             "created_at",
             "started_at",
             "finished_at",
@@ -185,7 +229,7 @@ class SyncRunSerializer(serializers.ModelSerializer):
 
 class SyncRunDetailSerializer(SyncRunSerializer):
     class Meta(SyncRunSerializer.Meta):
-        fields = [*SyncRunSerializer.Meta.fields, "config_snapshot"]
+        fields = [*SyncRunSerializer.Meta.fields, "faults", "config_snapshot"]
 
 
 class UnmanagedAppSerializer(serializers.Serializer):
@@ -200,7 +244,7 @@ class UnmanagedAppSerializer(serializers.Serializer):
     can_remove = serializers.BooleanField()
 
 
-class ClusterViewSet(viewsets.ModelViewSet):
+class ClusterViewSet(PrincipalMixin, viewsets.ModelViewSet):
     serializer_class = ClusterSerializer
     permission_classes = [StaffWritesOnly]
     http_method_names = ["get", "post", "patch", "put", "delete", "head", "options"]
@@ -214,7 +258,7 @@ class ClusterViewSet(viewsets.ModelViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
             return Cluster.objects.none()
-        return Cluster.objects.prefetch_related("pools").order_by("name")
+        return Cluster.objects.select_related(*parts.related()).prefetch_related("pools").order_by("name")
 
     def paginate_queryset(self, queryset):
         page = super().paginate_queryset(queryset)
@@ -225,7 +269,7 @@ class ClusterViewSet(viewsets.ModelViewSet):
         return {**super().get_serializer_context(), "last_sync_runs": getattr(self, "_last_runs", None)}
 
     @extend_schema(responses=UnmanagedAppSerializer(many=True))
-    @action(detail=True, methods=["get"], url_path="unmanaged-apps", permission_classes=[IsAdminUser])
+    @action(detail=True, methods=["get"], url_path="unmanaged-apps", permission_classes=[IsStaff])
     def unmanaged_apps(self, request, pk=None):
         """Apps on the cluster that the control plane did not create: pre-existing, unexpected, imperative."""
         return Response(UnmanagedAppSerializer(unmanaged_apps(self.get_object()), many=True).data)
@@ -235,28 +279,9 @@ class ClusterViewSet(viewsets.ModelViewSet):
         detail=True,
         methods=["delete"],
         url_path=r"unmanaged-apps/(?P<app_name>[^/]+)",
-        permission_classes=[IsAdminUser],
+        permission_classes=[IsStaff],
     )
     def remove_unmanaged(self, request, pk=None, app_name=None):
         """Remove an app the control plane did not create (the next push deletes it from the cluster)."""
         services.unmanaged_remove(actor=request.user, cluster=self.get_object(), name=app_name)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class SyncRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    filterset_class = SyncRunFilter
-
-    def get_serializer_class(self):
-        return (
-            SyncRunDetailSerializer if self.action == "retrieve" and self.request.user.is_staff else SyncRunSerializer
-        )
-
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
-            return SyncRun.objects.none()
-        qs = SyncRun.objects.all()
-        user = self.request.user
-        if not user.is_staff:
-            teams = teams_for(user)
-            qs = qs.filter(Q(cluster__applications__team__in=teams) | Q(cluster__quotas__team__in=teams)).distinct()
-        return qs.order_by("-created_at", "-id")

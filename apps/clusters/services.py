@@ -6,12 +6,13 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import F
-from rest_framework.exceptions import NotFound, ValidationError
+from django.http import Http404
 
 from apps.audit.services import audit_record
-from apps.core.exceptions import Conflict
+from apps.core.errors import Conflict
 from apps.core.jobs import enqueue
 
+from . import parts
 from .models import Cluster, GpuPool
 from .selectors import unmanaged_app
 
@@ -31,14 +32,17 @@ def request_sync(*, cluster_id: int, trigger: str = "write", force: bool = False
 
 @transaction.atomic
 def cluster_create(*, actor: Any, data: dict, pools: list[dict]) -> Cluster:
-    cluster = Cluster(**data)
+    """Register a cluster. ``data`` holds the API's flat fields; those of other apps' parts go to their rows."""
+    own, theirs = parts.split(data)
+    cluster = Cluster(**own)
     cluster.full_clean()
-    cluster.save()
+    cluster.save()  # every part's row is made with its owner's defaults
     for pool in pools:
         p = GpuPool(cluster=cluster, **pool)
         p.full_clean()
         p.save()
-    _check_starter_pool(cluster)
+    parts.write(cluster, theirs)
+    parts.check(cluster)
     audit_record(
         actor=actor, action="cluster.create", obj=cluster, after={"name": cluster.name, "pools": pools_summary(cluster)}
     )
@@ -50,11 +54,10 @@ def cluster_create(*, actor: Any, data: dict, pools: list[dict]) -> Cluster:
 
 @transaction.atomic
 def cluster_update(*, actor: Any, cluster: Cluster, data: dict, pools: list[dict] | None = None) -> Cluster:
-    before = {k: getattr(cluster, k) for k in data if k != "auth_token"}
-    for key, value in data.items():
+    before = {k: parts.value(cluster, k) for k in data if k != "auth_token"}
+    own, theirs = parts.split(data)
+    for key, value in own.items():
         setattr(cluster, key, value)
-    if {"metrics_source", "prometheus_url", "prometheus_matchers", "prometheus_credential"} & set(data):
-        cluster.metrics_answered_at, cluster.metrics_error = None, ""  # a new endpoint has not answered yet
     cluster.full_clean()
     cluster.save()
     if pools is not None:
@@ -65,19 +68,12 @@ def cluster_update(*, actor: Any, cluster: Cluster, data: dict, pools: list[dict
             )
             keep.append(obj.pk)
         cluster.pools.exclude(pk__in=keep).delete()
-    _check_starter_pool(cluster)
-    after = {k: getattr(cluster, k) for k in data if k != "auth_token"}
+    parts.write(cluster, theirs)
+    parts.check(cluster)
+    after = {k: parts.value(cluster, k) for k in data if k != "auth_token"}
     audit_record(actor=actor, action="cluster.update", obj=cluster, before=before, after=after)
     request_sync(cluster_id=cluster.pk, trigger="manual")
     return cluster
-
-
-def _check_starter_pool(cluster: Cluster) -> None:
-    if cluster.starter_pool and not cluster.pools.filter(name=cluster.starter_pool).exists():
-        names = ", ".join(cluster.pools.values_list("name", flat=True)) or "none"
-        raise ValidationError(
-            {"starter_pool": [f"No pool {cluster.starter_pool!r} on {cluster.name} (pools: {names})."]}
-        )
 
 
 def pools_summary(cluster: Cluster) -> list[dict]:
@@ -94,7 +90,7 @@ def unmanaged_remove(*, actor: Any, cluster: Cluster, name: str, source: str = "
         cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
         entry = unmanaged_app(cluster, name)
         if entry is None:
-            raise NotFound(f"No app named {name!r} runs on {cluster.name} outside the control plane.")
+            raise Http404(f"No app named {name!r} runs on {cluster.name} outside the control plane.")
         if not entry["can_remove"]:
             raise Conflict(
                 {

@@ -1,17 +1,28 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 
 from apps.clusters.selectors import cluster_by_id
+from apps.core.fields import StrictIntegerField, parse
+from apps.teams.permissions import IsStaff
 
 from . import services
 from .filters import CompactionPlanFilter
 from .models import CompactionPlan, CompactionStep
+
+
+class PlanRequestSerializer(serializers.Serializer):
+    cluster = StrictIntegerField(
+        error_messages={
+            "required": "Required: the id of a registered cluster.",
+            "invalid": "Required: the id of a registered cluster.",
+            "null": "Required: the id of a registered cluster.",
+        }
+    )
 
 
 class StepSerializer(serializers.ModelSerializer):
@@ -54,17 +65,14 @@ class CompactionPlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vi
     filterset_class = CompactionPlanFilter
 
     serializer_class = PlanSerializer
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsStaff]
 
     def get_queryset(self):
         return CompactionPlan.objects.prefetch_related("steps").order_by("-created_at", "-id")
 
-    @extend_schema(
-        request=inline_serializer("PlanRequest", {"cluster": serializers.IntegerField()}), responses=PlanSerializer
-    )
+    @extend_schema(request=PlanRequestSerializer, responses=PlanSerializer)
     def create(self, request, *args, **kwargs):
-        cluster_id = request.data.get("cluster") if isinstance(request.data, dict) else None
-        cluster = cluster_by_id(cluster_id) if isinstance(cluster_id, int) else None
+        cluster = cluster_by_id(parse(PlanRequestSerializer, request.data)["cluster"])
         if cluster is None:
             raise ValidationError({"cluster": ["Required: the id of a registered cluster."]})
         plan = services.plan_create(actor=request.user, cluster=cluster)

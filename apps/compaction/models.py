@@ -9,6 +9,37 @@ from django.utils import timezone
 from apps.clusters.models import Cluster
 
 
+class CompactionSettings(models.Model):
+    """One per cluster (``cluster.compaction_settings``): whether and when plans run, and the GCS address used to
+    drain nodes. A cluster part: the API shows these among the cluster's fields."""
+
+    class Policy(models.TextChoices):
+        OFF = "off", "Off"
+        SUGGEST = "suggest", "Suggest plans"
+        AUTOMATIC = "automatic", "Automatic"
+
+    cluster = models.OneToOneField(
+        Cluster, on_delete=models.CASCADE, primary_key=True, related_name="compaction_settings"
+    )
+    gcs_address = models.CharField(
+        max_length=200, blank=True, help_text="Ray GCS address (host:port) for draining nodes during compaction."
+    )
+    compaction_policy = models.CharField(max_length=10, choices=Policy.choices, default=Policy.SUGGEST)
+    compaction_threshold = models.PositiveIntegerField(
+        default=1, help_text="Automatic compaction runs when at least this many nodes could be freed."
+    )
+    compaction_window = models.CharField(
+        max_length=11, blank=True, help_text='UTC hours when automatic compaction may run, e.g. "01:00-05:00".'
+    )
+
+    class Meta:
+        verbose_name = "compaction settings"
+        verbose_name_plural = "compaction settings"
+
+    def __str__(self) -> str:
+        return f"compaction settings of cluster {self.cluster_id}"
+
+
 class CompactionPlan(models.Model):
     class State(models.TextChoices):
         PLANNED = "planned", "Planned"

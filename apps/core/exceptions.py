@@ -1,10 +1,13 @@
-"""API error handling: DRF-style bodies for everything, never a 500 page for bad input."""
+"""The one handler that maps every error to an HTTP answer with a DRF-style body, never a 500 page for bad input:
+what services raise (Django's ValidationError and PermissionDenied, Http404, and the control plane's own in
+``apps.core.errors``), what DRF's parsers and serializers raise, and what the database does."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from rest_framework import status
@@ -12,22 +15,22 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-
-class Conflict(Exception):
-    """A write based on a stale version, or one that collides with current state (HTTP 409)."""
-
-    def __init__(self, detail: dict[str, Any]) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-class PreconditionFailed(Conflict):
-    """If-Match named a version that is not the current one (HTTP 412)."""
+from .errors import Conflict, PayloadTooLarge, PreconditionFailed, error_detail
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, RequestDataTooBig):  # a body without a Content-Length that turned out too large
+        from django.conf import settings
+
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response(
+            {"detail": f"The body is larger than {limit // 1024} KiB, the most this API accepts."},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, DjangoValidationError):
-        exc = ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages})
+        exc = ValidationError(error_detail(exc))
+    if isinstance(exc, PayloadTooLarge):
+        return Response({"detail": exc.detail}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, PreconditionFailed):
         return Response(exc.detail, status=status.HTTP_412_PRECONDITION_FAILED)
     if isinstance(exc, Conflict):

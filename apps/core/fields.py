@@ -1,6 +1,6 @@
 """Serializer fields that take JSON as it is: a string must be a string, a number a number (no coercion), so the
-OpenAPI schema says exactly what the server accepts. And one helper that turns DRF's nested errors into the flat
-``field[0].subfield`` keys every error of this API uses."""
+OpenAPI schema says exactly what the server accepts. (The flat ``field[0].subfield`` error keys every error of this
+API uses are made by ``apps.core.errors.flat_errors``.)"""
 
 from __future__ import annotations
 
@@ -31,39 +31,29 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
-def flat_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
-    """{"deployments": [{"name": ["..."]}]} -> {"deployments[0].name": ["..."]}."""
-    out: dict[str, list[str]] = {}
-    if isinstance(detail, dict):
-        for key, value in detail.items():
-            if isinstance(key, int):  # a list's errors by index
-                name = f"{prefix}[{key}]"
-            else:
-                name = key if not prefix else (f"{prefix}.{key}" if key != "non_field_errors" else prefix)
-            for k, v in flat_errors(value, name).items():
-                out.setdefault(k, []).extend(v)
-    elif isinstance(detail, list) and any(isinstance(x, (dict, list)) for x in detail):
-        for i, value in enumerate(detail):
-            if value:
-                for k, v in flat_errors(value, f"{prefix}[{i}]").items():
-                    out.setdefault(k, []).extend(v)
-    else:
-        items = detail if isinstance(detail, list) else [detail]
-        out[prefix or "non_field_errors"] = [str(x) for x in items]
-    return out
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON true or false (not "yes", 1 or "true")."""
+
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
 
 
-def error_fields(exc: Exception) -> dict[str, list[str]]:
-    """A validation error (DRF's or Django's) as {field: [messages]} for a form on a page; internal keys dropped."""
-    detail = getattr(exc, "detail", None)
-    if detail is None:
-        detail = getattr(exc, "message_dict", None) or {"non_field_errors": getattr(exc, "messages", [str(exc)])}
-    if not isinstance(detail, dict):
-        detail = {"non_field_errors": detail}
-    return {k: v for k, v in flat_errors(detail).items() if k != "quota_detail" and not k.startswith("quota_detail")}
+def parse(serializer_class: type[serializers.Serializer], data: Any, **kwargs: Any) -> dict[str, Any]:
+    """A write's body through its input serializer, the one parser of a body: a body that is not a JSON object, or
+    a value of the wrong JSON type or out of its bounds, is a 400 naming the field (flat ``a[0].b`` keys) and
+    changes nothing; what it returns is typed, for the service's keyword arguments."""
+    from .errors import flat_errors
+
+    serializer = serializer_class(data=data, **kwargs)
+    if not serializer.is_valid():
+        raise serializers.ValidationError(flat_errors(serializer.errors))
+    return dict(serializer.validated_data)
 
 
-def error_text(exc: Exception) -> str:
-    """The same as one line for a message: "field: message; ..." (general messages without a field name)."""
-    general = ("detail", "non_field_errors", "quota")
-    return "; ".join(m if k in general else f"{k}: {m}" for k, messages in error_fields(exc).items() for m in messages)
+def says(message: str) -> dict[str, str]:
+    """``error_messages`` for a field whose absence or wrong JSON type is best told with one sentence."""
+    return {"required": message, "invalid": message, "null": message, "blank": message}

@@ -15,22 +15,3 @@ def parse_id(value: Any) -> int | None:
         number = int(value)
         return number if 0 < number <= MAX_ID else None
     return None
-
-
-def json_object(request: Any) -> dict:
-    """The request body as a JSON object; anything else (a list, a string, null) is a 400 that says so."""
-    from rest_framework.exceptions import ValidationError
-
-    if not isinstance(request.data, dict):
-        raise ValidationError({"non_field_errors": ["The body must be a JSON object."]})
-    return request.data
-
-
-class StaffWritesOnly:
-    """Any authenticated user reads; only staff (platform admins) write."""
-
-    def has_permission(self, request: Any, view: Any) -> bool:
-        return request.method in ("GET", "HEAD", "OPTIONS") or bool(request.user and request.user.is_staff)
-
-    def has_object_permission(self, request: Any, view: Any, obj: Any) -> bool:
-        return self.has_permission(request, view)

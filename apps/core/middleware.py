@@ -115,6 +115,30 @@ class RejectNulBytesMiddleware:
         return self.get_response(request)
 
 
+class BodyLimitMiddleware:
+    """An API body over the upload limit is a JSON 413 that names the limit, before anything reads it (Django's
+    own refusal is an HTML 400 page, raised wherever the body happens to be read)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        from django.conf import settings
+
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        if request.path.startswith("/api/") and limit and length.isdigit() and int(length) > limit:
+            return too_large(limit)
+        return self.get_response(request)
+
+
+def too_large(limit: int) -> HttpResponse:
+    import json
+
+    body = {"detail": f"The body is larger than {limit // 1024} KiB, the most this API accepts."}
+    return HttpResponse(json.dumps(body), status=413, content_type="application/json")
+
+
 class DatabaseUnavailableMiddleware:
     """A database that is down or restarting answers 503 with Retry-After, never a 500 page with a traceback."""
 

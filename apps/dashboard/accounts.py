@@ -6,14 +6,20 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth import get_user_model, login
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.views import LoginView
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
 from apps.audit.services import audit_record
+from apps.core.errors import error_fields
+from apps.teams.services import email_is_verified, email_verification_send, email_verify
 
 LOGIN_FAILURES_ALLOWED = 10
 LOGIN_WINDOW_S = 300
@@ -37,11 +43,34 @@ class SignUpForm(UserCreationForm):
         return email
 
 
-def create_account(form: SignUpForm) -> Any:
-    """The account a valid sign-up form describes (the sign-up page, an invitation link), audited."""
+def create_account(form: SignUpForm, *, verify: bool = True) -> Any:
+    """The account a valid sign-up form describes (the sign-up page, an invitation link), audited. Its address is
+    only a claim until the link mailed to it is opened (``verify``; an invitation's link proves it instead)."""
     user = form.save()
     audit_record(actor=user, action="user.signup", obj=user, after={"username": user.username}, source="ui")
+    if verify:
+        email_verification_send(user=user)
     return user
+
+
+def verify_email(request: HttpRequest, token: str) -> HttpResponse:
+    """The link mailed at sign-up: the address is proven to be the account's."""
+    try:
+        user = email_verify(token)
+    except ValidationError as exc:
+        return render(request, "registration/verify_email.html", {"error": error_fields(exc)["link"][0]}, status=400)
+    return render(request, "registration/verify_email.html", {"verified": user.email})
+
+
+@login_required
+@require_POST
+def verify_email_resend(request: HttpRequest) -> HttpResponse:
+    if email_is_verified(request.user):
+        messages.info(request, f"{request.user.email} is already verified.")
+    else:
+        email_verification_send(user=request.user)
+        messages.success(request, f"A link was mailed to {request.user.email}; open it to verify the address.")
+    return redirect("dashboard:my_tokens")
 
 
 def signup(request: HttpRequest) -> HttpResponse:

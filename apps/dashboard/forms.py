@@ -260,16 +260,13 @@ class TeamForm(forms.Form):
     name = forms.CharField(required=False)
 
 
-class MemberForm(forms.Form):
-    """Add a member (``username`` and ``role``), change a member's ``role``, or remove a ``membership``."""
+class PeopleForm(forms.Form):
+    """What the members page's actions send: a username to add, an address to invite, a role (each action reads
+    the fields it needs; the services judge the values and name what is wrong)."""
 
-    op = forms.ChoiceField(choices=[(o, o) for o in ("add", "role", "remove", "invite", "revoke", "approve", "reject")])
     username = forms.CharField(required=False)
-    email = forms.CharField(required=False)  # judged by the service
-    role = forms.CharField(required=False)  # the service names the roles it accepts
-    membership = forms.IntegerField(required=False, min_value=1)
-    invitation = forms.IntegerField(required=False, min_value=1)
-    join_request = forms.IntegerField(required=False, min_value=1)
+    email = forms.CharField(required=False)
+    role = forms.CharField(required=False)
 
 
 class JoinRequestForm(forms.Form):

@@ -9,11 +9,11 @@ from django.utils import timezone
 
 from apps.applications.models import Application
 from apps.clusters.models import Cluster
-from apps.metrics.selectors import query
+from apps.metrics.sources import query
 from apps.quotas.models import Quota
 from apps.quotas.selectors import usage_for
 from apps.quotas.services import fmt
-from apps.servespec.spec import demand
+from apps.servespec.demand import demand
 from apps.teams.models import Team
 
 

@@ -5,21 +5,26 @@ They extend the clusters API's viewset, so the paths stay under ``/api/v1/cluste
 
 from __future__ import annotations
 
+from django.db.models import Q
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 
 from apps.applications.api import ApplicationSerializer
 from apps.applications.services import application_adopt
+from apps.clusters.api import ClusterSerializer, SyncRunDetailSerializer, SyncRunSerializer
 from apps.clusters.api import ClusterViewSet as BaseClusterViewSet
+from apps.clusters.filters import SyncRunFilter
+from apps.clusters.models import SyncRun
 from apps.core.jobs import enqueue
 from apps.teams.models import Team
+from apps.teams.permissions import IsStaff, PrincipalMixin
 
 from .config import build_serve_config
 from .selectors import cluster_state
+from .visibility import ClusterLens
 
 
 class AdoptSerializer(serializers.Serializer):
@@ -27,8 +32,39 @@ class AdoptSerializer(serializers.Serializer):
     name = serializers.CharField(required=False, help_text="Its name in the team (default: its Serve name)")
 
 
+@extend_schema_serializer(component_name="Cluster")
+class VisibleClusterSerializer(ClusterSerializer):
+    """A cluster as the request's principal may read it (apps.deploys.visibility)."""
+
+    def to_representation(self, cluster):
+        lens = self.context.get("lens") or ClusterLens(self.context["principal"], [cluster.pk])
+        return lens.cluster_fields(cluster, super().to_representation(cluster))
+
+
 class ClusterViewSet(BaseClusterViewSet):
-    @action(detail=True, methods=["get"], url_path="serve-config", permission_classes=[IsAdminUser])
+    serializer_class = VisibleClusterSerializer
+
+    def get_serializer_context(self) -> dict:
+        context = {**super().get_serializer_context(), "principal": self.principal}
+        clusters = getattr(self, "_page", None)
+        if clusters is not None:
+            context["lens"] = ClusterLens(self.principal, [c.pk for c in clusters])
+        lens = context.get("lens")
+        if lens is not None:
+            context["run_error"] = lens.run_error
+        return context
+
+    def paginate_queryset(self, queryset):
+        page = super().paginate_queryset(queryset)
+        self._page = list(page if page is not None else queryset)
+        return page
+
+    def get_object(self):
+        cluster = super().get_object()
+        self._page = [cluster]
+        return cluster
+
+    @action(detail=True, methods=["get"], url_path="serve-config", permission_classes=[IsStaff])
     def serve_config(self, request, pk=None):
         """The exact merged config the next push sends."""
         merged = build_serve_config(self.get_object())
@@ -36,15 +72,17 @@ class ClusterViewSet(BaseClusterViewSet):
 
     @action(detail=True, methods=["get"])
     def state(self, request, pk=None):
-        """Nodes with capacity and use, and the replicas on each, as last observed."""
-        return Response(cluster_state(self.get_object()))
+        """Nodes with capacity and use, and the replicas on each, as last observed (other teams' replicas: what
+        they use only)."""
+        cluster = self.get_object()
+        return Response(ClusterLens(self.principal, [cluster.pk]).state(cluster_state(cluster)))
 
     @extend_schema(request=AdoptSerializer, responses={201: OpenApiTypes.OBJECT})
     @action(
         detail=True,
         methods=["post"],
         url_path=r"unmanaged-apps/(?P<app_name>[^/]+)/adopt",
-        permission_classes=[IsAdminUser],
+        permission_classes=[IsStaff],
     )
     def adopt(self, request, pk=None, app_name=None):
         """Adopt an app into a team: its first revision is what Ray runs; admitted against the team's quota."""
@@ -68,7 +106,7 @@ class ClusterViewSet(BaseClusterViewSet):
             data["warnings"] = warnings
         return Response(data, status=status.HTTP_201_CREATED)
 
-    @action(detail=True, methods=["post"], permission_classes=[IsAdminUser])
+    @action(detail=True, methods=["post"], permission_classes=[IsStaff])
     def sync(self, request, pk=None):
         """Ask for a push now, even if nothing changed (repairs a cluster that lost its apps)."""
         cluster = self.get_object()
@@ -78,3 +116,30 @@ class ClusterViewSet(BaseClusterViewSet):
                 status=status.HTTP_503_SERVICE_UNAVAILABLE,
             )
         return Response({"detail": "push queued"}, status=status.HTTP_202_ACCEPTED)
+
+
+class SyncRunViewSet(PrincipalMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Pushes. Staff: all, with Ray's text and the config sent. Teams: the runs of clusters they run apps on or
+    hold quota in, with their own apps' part of any error."""
+
+    filterset_class = SyncRunFilter
+
+    def get_serializer_class(self):
+        return SyncRunDetailSerializer if self.action == "retrieve" and self.principal.is_staff else SyncRunSerializer
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
+            return SyncRun.objects.none()
+        qs = SyncRun.objects.all()
+        if not self.principal.is_staff:
+            teams = self.principal.team_ids()
+            qs = qs.filter(
+                Q(cluster__applications__team_id__in=teams) | Q(cluster__quotas__team_id__in=teams)
+            ).distinct()
+        return qs.order_by("-created_at", "-id")
+
+    def get_serializer_context(self) -> dict:
+        context = super().get_serializer_context()
+        if not getattr(self, "swagger_fake_view", False):
+            context["run_error"] = ClusterLens(self.principal).run_error
+        return context

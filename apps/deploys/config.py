@@ -20,24 +20,77 @@ class MergedConfig:
     app_configs: dict[str, dict] = field(default_factory=dict)
     # Apps that ran before the cluster was registered, carried unchanged until adopted or removed.
     carried: list[str] = field(default_factory=list)
+    # Apps whose current revision is held back (at fault): Serve name -> why; their good revision runs, or nothing.
+    held_back: dict[str, str] = field(default_factory=dict)
+    # Apps this config changes since what Ray last accepted: Serve name -> that config (None: new here).
+    accepted: dict[str, dict | None] = field(default_factory=dict)
+
+    def without(self, held: set[str]) -> dict:
+        """This config with ``held`` apps at what Ray last accepted of them (or absent): a trial that isolates a
+        refused app."""
+        apps = []
+        for name, cfg in self.app_configs.items():
+            if name in held and name in self.accepted:
+                cfg = self.accepted[name]
+                if cfg is None:
+                    continue
+            apps.append(cfg)
+        return {**self.config, "applications": apps}
 
 
 def build_serve_config(cluster: Cluster) -> MergedConfig:
     """The whole-cluster config from every team's current revision, in one query whatever the app count."""
     apps = (
         Application.objects.filter(cluster=cluster, deleted_at__isnull=True, current_revision__isnull=False)
-        .select_related("team", "current_revision")
-        .only("id", "name", "adopted_serve_name", "team__slug", "current_revision__id", "current_revision__spec")
+        .select_related("team", "current_revision", "good_revision", "deployed_revision")
+        .only(
+            "id",
+            "name",
+            "adopted_serve_name",
+            "team__slug",
+            "fault",
+            "fault_revision_id",
+            "current_revision__id",
+            "current_revision__spec",
+            "good_revision__id",
+            "good_revision__spec",
+            "deployed_revision__id",
+            "deployed_revision__spec",
+        )
         .order_by("team__slug", "name")
     )
     app_configs: dict[str, dict] = {}
     revisions: dict[int, int] = {}
+    held_back: dict[str, str] = {}
+    accepted: dict[str, dict | None] = {}
     apps = list(apps)
     catalog = _catalog(app.pk for app in apps)
     for app in apps:
-        cfg = serve_app_config(app.serve_name, _with_catalog(app.current_revision.spec, catalog.get(app.pk, {})))
+        revision = app.current_revision
+        if app.fault_revision_id is not None and app.fault_revision_id == app.current_revision_id:
+            # One team's mistake stays that team's: its last good revision runs (or nothing), the others deploy.
+            held_back[app.serve_name] = app.fault
+            # what was seen running within its admission, else what Ray last accepted of it, if not the fault
+            good = next(
+                (
+                    r
+                    for r in (app.good_revision, app.deployed_revision)
+                    if r is not None and r.pk != app.fault_revision_id
+                ),
+                None,
+            )
+            if good is None:
+                continue
+            revision = good
+        models = catalog.get(app.pk, {})
+        cfg = serve_app_config(app.serve_name, _with_catalog(revision.spec, models))
         app_configs[app.serve_name] = cfg
-        revisions[app.pk] = app.current_revision.pk
+        revisions[app.pk] = revision.pk
+        if app.deployed_revision_id != revision.pk:
+            last = app.deployed_revision
+            accepted[app.serve_name] = (
+                serve_app_config(app.serve_name, _with_catalog(last.spec, models)) if last else None
+            )
     carried = []
     for name, pre in sorted((cluster.preexisting_apps or {}).items()):
         if isinstance(pre, dict) and isinstance(pre.get("config"), dict) and name not in app_configs:
@@ -48,7 +101,13 @@ def build_serve_config(cluster: Cluster) -> MergedConfig:
         "applications": list(app_configs.values()),
     }
     return MergedConfig(
-        config=config, hash=spec_hash(config), revisions=revisions, app_configs=app_configs, carried=carried
+        config=config,
+        hash=spec_hash(config),
+        revisions=revisions,
+        app_configs=app_configs,
+        carried=carried,
+        held_back=held_back,
+        accepted=accepted,
     )
 
 

@@ -29,8 +29,11 @@ class ClusterCollector:
         healthy = GaugeMetricFamily(
             "controlplane_cluster_healthy", "1 when the last observation reached Ray", labels=["cluster"]
         )
-        for c in Cluster.objects.only("name", "desired_generation", "pushed_generation", "health"):
-            lag.add_metric([c.name], c.desired_generation - c.pushed_generation)
+        clusters = Cluster.objects.select_related("push_state").only(
+            "name", "desired_generation", "health", "push_state__pushed_generation"
+        )
+        for c in clusters:
+            lag.add_metric([c.name], c.desired_generation - c.push_state.pushed_generation)
             healthy.add_metric([c.name], 1 if c.health == Cluster.Health.HEALTHY else 0)
         yield lag
         yield healthy

@@ -25,6 +25,10 @@ class Transport(Protocol):
     def nodes(self) -> list[dict] | None:
         """Ray's nodes, or None where this transport cannot list them."""
 
+    def scale(self, app_name: str, deployment: str, target: int) -> None:
+        """Set a deployment's replica target now (apps with ``external_scaler_enabled``), where the cluster has a
+        way to; the pushed config carries the same target either way."""
+
 
 class RayDashboardTransport:
     def __init__(self, cluster: Cluster) -> None:
@@ -38,6 +42,9 @@ class RayDashboardTransport:
 
     def nodes(self) -> list[dict] | None:
         return self.client.list_nodes()
+
+    def scale(self, app_name: str, deployment: str, target: int) -> None:
+        self.client.scale_deployment(app_name, deployment, target)
 
 
 class KubeRayTransport:
@@ -69,6 +76,10 @@ class KubeRayTransport:
         if not self.cluster.dashboard_url:
             return None
         return client_for(self.cluster).list_nodes()
+
+    def scale(self, app_name: str, deployment: str, target: int) -> None:
+        """Nothing now: KubeRay owns the dashboard, and the RayService's serveConfigV2 (pushed with the new
+        revision) carries the target."""
 
 
 def transport_for(cluster: Cluster) -> Transport:

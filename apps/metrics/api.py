@@ -11,10 +11,11 @@ from rest_framework.views import APIView
 
 from apps.applications.selectors import visible_application
 from apps.clusters.selectors import cluster_by_id
-from apps.teams.selectors import teams_for
+from apps.teams.principal import principal_of
 
-from . import prom
-from .selectors import SERIES, query
+from . import prom, visibility
+from .selectors import SERIES
+from .sources import query
 
 MAX_POINTS = 2000
 
@@ -61,17 +62,18 @@ class MetricsView(APIView):
             raise ValidationError({"step": ["Must be a whole number of seconds."]}) from exc
         if step < 1 or (end - start).total_seconds() / step > MAX_POINTS:
             raise ValidationError({"step": [f"Too small for this range: at most {MAX_POINTS} points per series."]})
-        application = None
+        principal = principal_of(request)
+        application = app = None
         cluster = None
         if p.get("application"):
-            app = visible_application(request.user, p["application"])
+            app = visible_application(principal, p["application"])
             if app is None:
                 raise ValidationError({"application": ["No such application among your teams'."]})
             application, cluster = app.serve_name, app.cluster
         team = p.get("team")
-        if team and not teams_for(request.user).filter(slug=team).exists():
+        if team and not principal.teams().filter(slug=team).exists():
             raise ValidationError({"team": ["No such team among yours."]})
-        if name == "team_gpus_allocated" and not team and not request.user.is_staff:
+        if name == "team_gpus_allocated" and not team and not principal.is_staff:
             raise ValidationError({"team": ["Required for team_gpus_allocated."]})
         if cluster is None:
             cluster_id = p.get("cluster", "")
@@ -84,4 +86,9 @@ class MetricsView(APIView):
             )
         except prom.SourceUnavailable as exc:
             return Response({"detail": f"The cluster's metrics source did not answer: {exc}", "series": []}, status=503)
+        data = (
+            visibility.since(data, app.created_at, step)
+            if app
+            else visibility.for_principal(principal, cluster, data, step)
+        )
         return Response({"series": data, "start": int(start.timestamp()), "end": int(end.timestamp()), "step": step})

@@ -1,11 +1,84 @@
-"""Time series scraped from Ray, stored as deltas (counters) or values (gauges), with rollups and retention."""
+"""Time series scraped from Ray, stored as deltas (counters) or values (gauges), with rollups and retention; and
+each cluster's metrics source (where Ray's series are read from) with its scrape lease."""
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
 from apps.clusters.models import Cluster
+from apps.core.secrets import EncryptedTextField
+from apps.core.validators import validate_matchers, validate_service_url
+
+
+def validate_credential(value: str) -> None:
+    if any(c in value for c in "\r\n"):  # it goes into an HTTP header; never echoed back
+        raise ValidationError("Must be one line: a bearer token, or user:password for basic auth.")
+
+
+class MetricsConfig(models.Model):
+    """One per cluster (``cluster.metrics_config``): where its Ray series come from, and the scrape's lease and
+    state. A cluster part: the API shows the source's fields among the cluster's."""
+
+    class MetricsSource(models.TextChoices):
+        EMBEDDED = "embedded", "Embedded store (the control plane scrapes Ray)"
+        PROMETHEUS = "prometheus", "Prometheus-compatible query API (Prometheus, Thanos, Mimir, VictoriaMetrics)"
+
+    cluster = models.OneToOneField(Cluster, on_delete=models.CASCADE, primary_key=True, related_name="metrics_config")
+    metrics_targets = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="host:port of each metrics endpoint; empty: discovered from the dashboard (/api/prometheus/sd).",
+    )
+    metrics_source = models.CharField(
+        max_length=10,
+        choices=MetricsSource.choices,
+        default=MetricsSource.EMBEDDED,
+        help_text="Where Ray's series are read from. The control plane's own (allocation, showback) stay here.",
+    )
+    prometheus_url = models.CharField(
+        max_length=300,
+        blank=True,
+        validators=[validate_service_url],
+        help_text="Prometheus query API base, e.g. http://prometheus:9090 (metrics_source prometheus).",
+    )
+    prometheus_matchers = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_matchers],
+        help_text='Label matchers that select this cluster\'s series, e.g. {"ray_cluster": "prod-a"}.',
+    )
+    prometheus_credential = EncryptedTextField(
+        blank=True,
+        validators=[validate_credential],
+        help_text="A bearer token, or user:password for basic auth (write-only, encrypted at rest).",
+    )
+    metrics_answered_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the Prometheus query endpoint last answered a query."
+    )
+    metrics_error = models.TextField(blank=True, help_text="Why the last Prometheus query failed (empty: it answered).")
+
+    # One scrape per cluster at a time.
+    scrape_owner = models.CharField(max_length=32, blank=True)
+    scrape_lease_until = models.DateTimeField(null=True, blank=True)
+    scrape_targets_ok = models.JSONField(
+        default=dict, blank=True, help_text="target -> when it was last scraped whole (new counters count from zero)."
+    )
+
+    class Meta:
+        verbose_name = "metrics source"
+
+    def __str__(self) -> str:
+        return f"metrics source of cluster {self.cluster_id}"
+
+    def clean(self) -> None:
+        if self.metrics_source == self.MetricsSource.PROMETHEUS and not self.prometheus_url:
+            raise ValidationError({"prometheus_url": "Required when metrics_source is prometheus."})
+
+    @property
+    def is_remote(self) -> bool:
+        return self.metrics_source == self.MetricsSource.PROMETHEUS
 
 
 class Series(models.Model):

@@ -23,6 +23,8 @@ from django.utils import timezone
 from apps.clusters.models import Cluster
 from workers.clients.promql import PromQLClient, PromQLError, Result, selector
 
+from .models import MetricsConfig
+
 
 class SourceUnavailable(Exception):
     """The cluster's query endpoint did not answer; the message says why (never a credential)."""
@@ -50,17 +52,22 @@ class Window:
 
 def _client(cluster: Cluster) -> PromQLClient:
     return PromQLClient(
-        cluster.prometheus_url, credential=cluster.prometheus_credential, timeout=settings.PROMETHEUS_TIMEOUT_S
+        cluster.metrics_config.prometheus_url,
+        credential=cluster.metrics_config.prometheus_credential,
+        timeout=settings.PROMETHEUS_TIMEOUT_S,
     )
 
 
 def _down_key(cluster: Cluster) -> str:
-    return f"prom-down:{cluster.pk}:{hashlib.sha1(cluster.prometheus_url.encode()).hexdigest()[:12]}"
+    return f"prom-down:{cluster.pk}:{hashlib.sha1(cluster.metrics_config.prometheus_url.encode()).hexdigest()[:12]}"
 
 
 def _ask(cluster: Cluster, kind: str, expr: str, *args: float) -> list[Result]:
     """Run one query through the cache; record on the cluster when the endpoint last answered or why it did not."""
-    key = "prom:" + hashlib.sha1(repr((cluster.pk, cluster.prometheus_url, kind, expr, args)).encode()).hexdigest()
+    key = (
+        "prom:"
+        + hashlib.sha1(repr((cluster.pk, cluster.metrics_config.prometheus_url, kind, expr, args)).encode()).hexdigest()
+    )
     hit = cache.get(key)
     if hit is not None:
         return hit
@@ -84,7 +91,7 @@ def _ask(cluster: Cluster, kind: str, expr: str, *args: float) -> list[Result]:
 def _record(cluster: Cluster, error: str) -> None:
     """At most one write a minute while all is well; at once when the state changes."""
     now = timezone.now()
-    qs = Cluster.objects.filter(pk=cluster.pk)
+    qs = MetricsConfig.objects.filter(pk=cluster.pk)
     if error:
         qs.exclude(metrics_error=error).update(metrics_error=error[:500])
         return
@@ -99,7 +106,7 @@ def check(cluster: Cluster) -> dict[str, Any]:
     """Ask the endpoint something every Prometheus answers, and how many of this cluster's targets are up."""
     started = timezone.now()
     try:
-        up = _client(cluster).query(f"count(up{selector(cluster.prometheus_matchers)})")
+        up = _client(cluster).query(f"count(up{selector(cluster.metrics_config.prometheus_matchers)})")
     except PromQLError as exc:
         _record(cluster, str(exc))
         return {"ok": False, "error": str(exc)}
@@ -144,7 +151,7 @@ def _emit(results: list[Result], keys: tuple[str, ...], extra: dict[str, str] | 
 
 def series(cluster: Cluster, name: str, w: Window, application: str | None = None) -> list[dict]:
     """The named series of one cluster, from its query endpoint. Raises SourceUnavailable."""
-    m = cluster.prometheus_matchers or {}
+    m = cluster.metrics_config.prometheus_matchers or {}
     app = {"application": application} if application else {}
     seconds = _range_window(w.step)
     win = f"[{seconds}s]"
@@ -196,7 +203,12 @@ def residency(cluster: Cluster, application: str | None = None, now: datetime | 
     step = 30
     end = math.floor(now.timestamp() / 5) * 5  # at most 5 s old (and cached that long): the last point is "now"
     rows = _ask(
-        cluster, "range", f"{MUX_MODEL_ID}{selector(cluster.prometheus_matchers or {}, app)}", end - 3600.0, end, step
+        cluster,
+        "range",
+        f"{MUX_MODEL_ID}{selector(cluster.metrics_config.prometheus_matchers or {}, app)}",
+        end - 3600.0,
+        end,
+        step,
     )
     out = []
     for r in rows:
@@ -214,7 +226,7 @@ def window_sums(
     cluster: Cluster, metric: str, window_s: float, now: datetime, by: tuple[str, ...], how: str = "increase"
 ) -> dict[tuple[str, ...], float]:
     """Per label group: the increase of a counter (or the peak of a gauge, how="max") over the last window_s."""
-    sel = metric + selector(cluster.prometheus_matchers or {})
+    sel = metric + selector(cluster.metrics_config.prometheus_matchers or {})
     if how == "increase":
         expr = f"sum by ({', '.join(by)}) ({_grown(sel, int(window_s))})"
     else:
@@ -229,7 +241,7 @@ def window_sums(
 def covered_since(cluster: Cluster, window_s: float, now: datetime) -> datetime | None:
     """The earliest moment in the window (to a minute) at which Prometheus scraped one of the cluster's targets;
     None when it has none there (no verdict can be drawn from missing data)."""
-    sel = selector(cluster.prometheus_matchers or {})
+    sel = selector(cluster.metrics_config.prometheus_matchers or {})
     expr = f"min(min_over_time(timestamp(up{sel})[{int(window_s) + 300}s:60s]))"
     rows = _ask(cluster, "query", expr, float(int(now.timestamp())))
     if not rows or not rows[0].points:

@@ -13,7 +13,6 @@ from django.db.models import OuterRef, Subquery
 
 from apps.clusters.models import Cluster
 
-from . import prom
 from .models import Point, ScrapeRun, Series
 
 SERIES = (
@@ -84,6 +83,9 @@ def _grid(start: datetime, end: datetime, step: int) -> list[datetime]:
     return [start + timedelta(seconds=i * step) for i in range(n)]
 
 
+_AGG = {"sum": sum, "avg": lambda v: sum(v) / len(v), "max": max}
+
+
 def _sum_by(
     points: dict, group_labels: tuple[str, ...], start: datetime, step: int, agg: str = "sum"
 ) -> dict[tuple, dict[int, float]]:
@@ -98,7 +100,7 @@ def _sum_by(
             acc[group][_bucket(ts, start, step)].append(value)
     out: dict[tuple, dict[int, float]] = {}
     for group, buckets in acc.items():
-        out[group] = {b: (sum(v) if agg == "sum" else sum(v) / len(v)) for b, v in buckets.items()}
+        out[group] = {b: _AGG[agg](v) for b, v in buckets.items()}
     return out
 
 
@@ -156,7 +158,7 @@ class _Ask:
         ]
 
 
-def query(
+def stored(
     name: str,
     *,
     cluster: Cluster | list[Cluster],
@@ -168,38 +170,14 @@ def query(
     team: str | None = None,
     placed_only: bool = False,
 ) -> list[dict[str, Any]]:
-    """The named derived series: [{"labels": {...}, "points": [[unix_ts, value], ...]}].
+    """The named derived series from the embedded store: [{"labels": {...}, "points": [[unix_ts, value], ...]}].
 
-    ``cluster`` may be a list: the series of every one of them, read in one query (a team's showback). Ray's
-    series of a cluster whose metrics_source is prometheus are PromQL queries (prom.series); they raise
-    prom.SourceUnavailable when its endpoint does not answer.
+    ``cluster`` may be a list: the series of every one of them, read in one query (a team's showback). Callers
+    read through ``sources.query``, which sends Ray's series of a cluster with a Prometheus there instead.
     """
     reader = _READERS.get(name)
     if reader is None:
         raise ValueError(f"unknown series {name!r}; one of: {', '.join(SERIES)}")
-    clusters = cluster if isinstance(cluster, list) else [cluster]
-    remote = (
-        [c for c in clusters if c.metrics_source == Cluster.MetricsSource.PROMETHEUS]
-        if name in RAY_SERIES and not placed_only
-        else []
-    )
-    if remote:
-        # Ray's series of these clusters come from their query endpoints; the rest from the embedded store.
-        local = [c for c in clusters if c not in remote]
-        out = (
-            query(name, cluster=local, start=start, end=end, step=step, now=now, application=application)
-            if local
-            else []
-        )
-        window = prom.Window(start, end, max(step, 15))
-        for c in remote:
-            if name == "gpu_allocated":
-                placed = query(name, cluster=[c], start=start, end=end, step=step, now=now, placed_only=True)
-                if placed:
-                    out += placed
-                    continue
-            out += prom.series(c, name, window, application=application)
-        return out
     resolution = resolution_for(start, end, now)
     step = max(step, resolution or 15)
     ask = _Ask(
@@ -232,8 +210,10 @@ def _gpu_allocated(q: _Ask, name: str) -> list[dict]:
 
 
 def _team_gpus_allocated(q: _Ask, name: str) -> list[dict]:
+    # The peak of each bucket: this line is read against the quota, and a bucket in which the team's replicas
+    # started would otherwise show half of what they hold (0.25 of 0.5 allocated).
     pts = q.points("cp_team_gpus_allocated", {"team": q.team} if q.team else {})
-    return q.emit(q.sum_by(pts, ("team",), "avg"), ("team",))
+    return q.emit(q.sum_by(pts, ("team",), "max"), ("team",))
 
 
 def _gpu_hours(q: _Ask, name: str) -> list[dict]:
@@ -320,21 +300,11 @@ _READERS = {
 }
 
 
-def residency(cluster: Cluster | list[Cluster], application: str | None = None) -> list[dict[str, Any]]:
-    """Which replicas hold which models now: the last value of ray_serve_registered_multiplexed_model_id.
-
-    For one cluster or several, in four queries however many clusters, series and points.
-    """
+def stored_residency(cluster: Cluster | list[Cluster], application: str | None = None) -> list[dict[str, Any]]:
+    """Which replicas hold which models now, from the embedded store: the last value of
+    ray_serve_registered_multiplexed_model_id. For one cluster or several, in four queries however many clusters,
+    series and points."""
     clusters = cluster if isinstance(cluster, list) else [cluster]
-    remote = [c for c in clusters if c.metrics_source == Cluster.MetricsSource.PROMETHEUS]
-    if remote:
-        out = residency([c for c in clusters if c not in remote], application)
-        for c in remote:
-            try:
-                out += prom.residency(c, application)
-            except prom.SourceUnavailable:
-                continue  # its charts say why; the residency table shows what is known
-        return sorted(out, key=lambda r: (r.get("application", ""), r.get("model_id", ""), r.get("replica", "")))
     if not clusters:
         return []
     qs = Series.objects.filter(cluster__in=clusters, name="ray_serve_registered_multiplexed_model_id")

@@ -24,7 +24,8 @@ from apps.clusters.models import Cluster
 from apps.core.observability import SCRAPES
 from workers.clients import prometheus
 
-from .models import Point, ScrapeRun, Series
+from .models import MetricsConfig, Point, ScrapeRun, Series
+from .sources import is_remote
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def scrape_claim(*, cluster_id: int, lease_s: float) -> str | None:
     owner = uuid.uuid4().hex
     now = timezone.now()
     claimed = (
-        Cluster.objects.filter(pk=cluster_id)
+        MetricsConfig.objects.filter(pk=cluster_id)
         .filter(Q(scrape_owner="") | Q(scrape_lease_until__lt=now))
         .update(scrape_owner=owner, scrape_lease_until=now + timedelta(seconds=lease_s))
     )
@@ -88,7 +89,7 @@ def scrape_claim(*, cluster_id: int, lease_s: float) -> str | None:
 
 
 def scrape_release(*, cluster_id: int, owner: str) -> None:
-    Cluster.objects.filter(pk=cluster_id, scrape_owner=owner).update(scrape_owner="", scrape_lease_until=None)
+    MetricsConfig.objects.filter(pk=cluster_id, scrape_owner=owner).update(scrape_owner="", scrape_lease_until=None)
 
 
 def scrape_cluster(cluster_id: int, targets: list[str] | None = None, now: datetime | None = None) -> ScrapeRun | None:
@@ -108,14 +109,15 @@ def scrape_cluster(cluster_id: int, targets: list[str] | None = None, now: datet
 
 def _scrape(cluster_id: int, owner: str, targets: list[str] | None, now: datetime | None) -> ScrapeRun:
 
-    cluster = Cluster.objects.get(pk=cluster_id)
+    cluster = Cluster.objects.select_related("metrics_config").get(pk=cluster_id)
+    config = cluster.metrics_config
     now = now or timezone.now()
     run = ScrapeRun.objects.create(cluster=cluster, started_at=now)
     errors: list[str] = []
-    if cluster.metrics_source == Cluster.MetricsSource.PROMETHEUS:
+    if is_remote(cluster):
         targets = []  # Ray's series are read from its Prometheus; only the control plane's own are sampled here
-    if targets is None and cluster.metrics_targets:
-        targets = [str(t) for t in cluster.metrics_targets]
+    if targets is None and config.metrics_targets:
+        targets = [str(t) for t in config.metrics_targets]
     if targets is None:
         try:
             targets = prometheus.discover_targets(cluster.dashboard_url, token=cluster.auth_token)
@@ -123,7 +125,7 @@ def _scrape(cluster_id: int, owner: str, targets: list[str] | None, now: datetim
             errors.append(str(exc))
             targets = []
     pages = fetch_all(targets, deadline_s=settings.SCRAPE_DEADLINE_S)
-    known_ok = dict(cluster.scrape_targets_ok or {})
+    known_ok = dict(config.scrape_targets_ok or {})
     values: dict = {}
     fresh: set[str] = set()  # series keys that may count from zero: their target was read whole before
     samples = failed = 0
@@ -150,7 +152,7 @@ def _scrape(cluster_id: int, owner: str, targets: list[str] | None, now: datetim
     values.update(_team_allocation(cluster))
     with transaction.atomic():
         # Still ours? A scrape that outlived its lease must not write over the one that took it.
-        if not Cluster.objects.select_for_update().filter(pk=cluster_id, scrape_owner=owner).exists():
+        if not MetricsConfig.objects.select_for_update().filter(pk=cluster_id, scrape_owner=owner).exists():
             run.finished_at = timezone.now()
             run.errors = [*errors, "abandoned: the scrape outlived its lease; nothing was stored"][:50]
             run.targets, run.targets_failed, run.samples = len(targets), failed, samples
@@ -159,7 +161,7 @@ def _scrape(cluster_id: int, owner: str, targets: list[str] | None, now: datetim
         written, resets = _store(cluster, values, now, fresh=fresh)
         for target in ok_now:
             known_ok[target] = now.isoformat()
-        Cluster.objects.filter(pk=cluster_id).update(
+        MetricsConfig.objects.filter(pk=cluster_id).update(
             scrape_targets_ok={t: known_ok[t] for t in targets if t in known_ok}
         )
     run.finished_at = timezone.now()

@@ -3,16 +3,16 @@ from __future__ import annotations
 from decimal import Decimal
 
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from apps.clusters.models import Cluster
 from apps.clusters.selectors import cluster_by_id
-from apps.core.ids import StaffWritesOnly
+from apps.core.fields import StrictCharField, StrictIntegerField, parse, says
 from apps.teams.models import Role, Team
-from apps.teams.selectors import teams_for
+from apps.teams.permissions import StaffWritesOnly, TeamScopedViewSet, require
 
 from .filters import QuotaFilter, QuotaRequestFilter
 from .models import Quota, QuotaRequest
@@ -77,21 +77,17 @@ class QuotaViewSet(
     mixins.CreateModelMixin,
     mixins.UpdateModelMixin,
     mixins.DestroyModelMixin,
-    viewsets.GenericViewSet,
+    TeamScopedViewSet,
 ):
     filterset_class = QuotaFilter
     serializer_class = QuotaSerializer
     permission_classes = [StaffWritesOnly]
+    model = Quota
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
-            return Quota.objects.none()
-        qs = Quota.objects.select_related("team", "cluster", "pool__cluster").order_by(
+    def base_queryset(self):
+        return Quota.objects.select_related("team", "cluster", "pool__cluster").order_by(
             "team__slug", "cluster__name", "pool__name"
         )
-        if not self.request.user.is_staff:
-            qs = qs.filter(team__in=teams_for(self.request.user))
-        return qs
 
     def paginate_queryset(self, queryset):
         page = super().paginate_queryset(queryset)
@@ -143,40 +139,50 @@ class QuotaRequestSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+TEAM_REQUIRED = says("Required: the slug of a team you belong to.")
+CLUSTER_REQUIRED = says("Required: the id of a registered cluster.")
+
+
+# The parser of a quota request (no docstring: it would be the schema's description): JSON types here; the pool,
+# the amount and the reason are judged by the service, which names what is wrong.
 class QuotaRequestWriteSerializer(serializers.Serializer):
-    team = serializers.CharField()
-    cluster = serializers.IntegerField()
+    team = StrictCharField(error_messages=TEAM_REQUIRED)
+    cluster = StrictIntegerField(error_messages=CLUSTER_REQUIRED)
     pool = serializers.CharField()
-    gpus = serializers.DecimalField(max_digits=12, decimal_places=4)
-    reason = serializers.CharField(max_length=2000)
+    gpus = serializers.DecimalField(
+        max_digits=12, decimal_places=4, error_messages=says("Must be a number from 0 to 100000, e.g. 4.5.")
+    )
+    reason = serializers.CharField(
+        max_length=2000, error_messages=says("Say why the team needs it: platform admins decide on this.")
+    )
+
+    def validate_pool(self, name: str) -> str:
+        """Judged with the other fields, so one answer names every problem: the cluster must have the pool."""
+        cluster_id = self.initial_data.get("cluster") if isinstance(self.initial_data, dict) else None
+        cluster = cluster_by_id(cluster_id) if isinstance(cluster_id, int) else None
+        if cluster is not None and not cluster.pools.filter(name=name).exists():
+            raise serializers.ValidationError(f"Cluster {cluster.name} has no pool {name!r}.")
+        return name
 
 
 class DecisionSerializer(serializers.Serializer):
-    comment = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+    comment = StrictCharField(required=False, allow_blank=True, max_length=2000)
 
 
-class QuotaRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class QuotaRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TeamScopedViewSet):
     filterset_class = QuotaRequestFilter
     serializer_class = QuotaRequestSerializer
+    model = QuotaRequest
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
-            return QuotaRequest.objects.none()
+    def base_queryset(self):
         qs = QuotaRequest.objects.select_related("team", "pool", "requested_by", "decided_by")
-        if not self.request.user.is_staff:
-            qs = qs.filter(team__in=teams_for(self.request.user))
         return qs.order_by("-created_at", "-id")
 
     @extend_schema(request=QuotaRequestWriteSerializer, responses=QuotaRequestSerializer)
     def create(self, request, *args, **kwargs):
-        from apps.teams.api import require
-
-        data = request.data if isinstance(request.data, dict) else {}
-        team = (
-            teams_for(request.user).filter(slug=data.get("team")).first() if isinstance(data.get("team"), str) else None
-        )
-        cluster_id = data.get("cluster")
-        cluster = cluster_by_id(cluster_id) if isinstance(cluster_id, int) else None
+        data = parse(QuotaRequestWriteSerializer, request.data)
+        team = self.principal.teams().filter(slug=data["team"]).first()
+        cluster = cluster_by_id(data["cluster"])
         errors = {}
         if team is None:
             errors["team"] = ["Required: the slug of a team you belong to."]
@@ -184,23 +190,23 @@ class QuotaRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
             errors["cluster"] = ["Required: the id of a registered cluster."]
         if errors:
             raise ValidationError(errors)
-        require(request.user, team, Role.ADMIN, "request quota")
+        require(self.principal, team, Role.ADMIN, "request quota")
         req = quota_request_create(
             actor=request.user,
             team=team,
             cluster=cluster,
-            pool_name=data.get("pool"),
-            gpus=data.get("gpus"),
-            reason=data.get("reason"),
+            pool_name=data["pool"],
+            gpus=data["gpus"],
+            reason=data["reason"],
         )
         return Response(QuotaRequestSerializer(req).data, status=status.HTTP_201_CREATED)
 
     def _decide(self, request, approve: bool) -> Response:
         req = self.get_object()  # 404 for teams the caller cannot see
-        if not request.user.is_staff:
+        if not self.principal.is_staff:
             raise PermissionDenied("Only platform admins decide on quota requests.")
-        comment = request.data.get("comment", "") if isinstance(request.data, dict) else ""
-        req = quota_request_decide(actor=request.user, request=req, approve=approve, comment=str(comment))
+        comment = parse(DecisionSerializer, request.data).get("comment", "")
+        req = quota_request_decide(actor=request.user, request=req, approve=approve, comment=comment)
         return Response(QuotaRequestSerializer(req).data)
 
     @extend_schema(request=DecisionSerializer, responses=QuotaRequestSerializer)

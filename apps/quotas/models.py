@@ -13,6 +13,38 @@ from apps.core.roles import RequestState
 from apps.teams.models import Team
 
 
+class StarterGrant(models.Model):
+    """One per cluster (``cluster.starter_grant``): the quota every new team gets there. A cluster part: the API
+    shows these among the cluster's fields."""
+
+    cluster = models.OneToOneField(Cluster, on_delete=models.CASCADE, primary_key=True, related_name="starter_grant")
+    starter_pool = models.CharField(
+        max_length=50, blank=True, help_text="Pool of the starter grant every new team gets here (empty: none)."
+    )
+    starter_gpus = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        default=Decimal("0"),
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="GPUs of the starter grant, e.g. 0.5 (0: no starter grant).",
+    )
+    starter_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Lifetime of a starter grant in days (empty: it does not end)."
+    )
+
+    class Meta:
+        verbose_name = "starter grant"
+
+    def __str__(self) -> str:
+        return f"starter grant of cluster {self.cluster_id}"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if self.starter_gpus and not self.starter_pool:
+            raise ValidationError({"starter_pool": "Required when starter_gpus is more than 0."})
+
+
 class Quota(models.Model):
     """A hard limit on what a team's applications may ask for in one pool of one cluster."""
 

@@ -9,15 +9,16 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
 
 from apps.audit.services import audit_record
 from apps.clusters.models import Cluster
+from apps.core.errors import Invalid, error_detail
 from apps.core.links import public_url
-from apps.servespec.spec import demand
+from apps.servespec.demand import demand, replica_count, unplaceable
 from apps.teams.models import Team
 from apps.teams.selectors import admin_emails
 
@@ -92,9 +93,9 @@ def pool_usage(
                     pool=pool.name,
                     resource=resource,
                     quota=limit,
-                    in_use=sum((demand(s, resource) for s in specs), Decimal(0)),
-                    requested=demand(spec, resource) if spec else Decimal(0),
-                    previous=demand(previous_spec, resource) if previous_spec else Decimal(0),
+                    in_use=sum((demand(s, resource, pool.name) for s in specs), Decimal(0)),
+                    requested=demand(spec, resource, pool.name) if spec else Decimal(0),
+                    previous=demand(previous_spec, resource, pool.name) if previous_spec else Decimal(0),
                     ended_at=quota.expires_at if ended else None,
                 )
             )
@@ -106,10 +107,15 @@ def check_admission(*, team: Team, cluster: Cluster, spec: dict, exclude_app_id:
 
     Callers hold the cluster's row lock, so two concurrent writes cannot together exceed a quota.
     """
+    pools = list(cluster.pools.all())
+    unplaced = unplaceable(spec, [(p.name, p.resource) for p in pools])
+    if unplaced:
+        raise ValidationError(unplaced)  # a resource no pool counts would run outside every quota
+    check_caps(team=team, cluster=cluster, spec=spec, exclude_app_id=exclude_app_id)
     usage = team_pool_usage(team=team, cluster=cluster, spec=spec, exclude_app_id=exclude_app_id)
     refused = [u for u in usage if not u.fits]
     if refused:
-        raise ValidationError(
+        raise Invalid(
             {
                 "quota": [
                     f"team {team.slug} needs {fmt(u.demand)} {u.resource} in {u.pool} on {cluster.name}, "
@@ -128,13 +134,43 @@ def check_admission(*, team: Team, cluster: Cluster, spec: dict, exclude_app_id:
     return usage
 
 
+def check_caps(*, team: Team, cluster: Cluster, spec: dict, exclude_app_id: int | None = None) -> None:
+    """The cluster's caps per team: applications, and replicas as Ray would start them (one team cannot fill the
+    shared scheduler and object store with free ``num_cpus: 0`` replicas). Shrinking is always allowed."""
+    others = list(
+        team.applications.filter(cluster=cluster, deleted_at__isnull=True, current_revision__isnull=False)
+        .exclude(pk=exclude_app_id)
+        .values_list("current_revision__spec", flat=True)
+    )
+    errors: dict[str, list[str]] = {}
+    if exclude_app_id is None and len(others) + 1 > cluster.team_max_apps:
+        errors["name"] = [
+            f"Team {team.slug} runs {len(others)} applications on {cluster.name}, the most a team may "
+            f"({cluster.team_max_apps}); delete one, or ask a platform admin to raise the cap."
+        ]
+    previous = None
+    if exclude_app_id is not None:
+        previous = team.applications.filter(pk=exclude_app_id).values_list("current_revision__spec", flat=True).first()
+    asked = replica_count(spec)
+    if asked > (replica_count(previous) if previous else 0):
+        total = sum(replica_count(o) for o in others) + asked
+        if total > cluster.team_max_replicas:
+            errors["deployments"] = [
+                f"Team {team.slug} would run {total} replicas on {cluster.name} (this app {asked}, counted as Ray "
+                f"starts them: most replicas, gangs, surge); a team may run at most {cluster.team_max_replicas}."
+            ]
+    if errors:
+        raise ValidationError(errors)
+
+
 @contextmanager
 def refusals_recorded(*, team: Team, cluster: Cluster, actor: Any, dry_run: bool = False) -> Iterator[None]:
     """Around a write's transaction: a quota refusal is kept (outside the rolled-back transaction) for alerts."""
     try:
         yield
     except ValidationError as exc:
-        detail = exc.detail if isinstance(exc.detail, dict) else {}
+        detail = error_detail(exc)
+        detail = detail if isinstance(detail, dict) else {}
         if not dry_run and "quota_detail" in detail:
             AdmissionRefusal.objects.create(
                 team=team,
@@ -157,7 +193,14 @@ def usage_json(u: PoolUsage) -> dict[str, Any]:
 
 
 def quota_set(
-    *, actor: Any, team: Team, cluster: Cluster, pool_name: str, gpus: Any, cpus: Any = None, source: str = "api"
+    *,
+    actor: Any,
+    team: Team,
+    cluster: Cluster,
+    pool_name: str,
+    gpus: Decimal | str | int,
+    cpus: Decimal | str | int | None = None,
+    source: str = "api",
 ) -> Quota:
     """Create or change a team's quota in a pool. Lowering it below use refuses growth, never tears down."""
     pool = cluster.pools.filter(name=pool_name).first()
@@ -198,10 +241,10 @@ def quota_request_create(
     actor: Any,
     team: Team,
     cluster: Cluster,
-    pool_name: Any,
-    gpus: Any,
-    cpus: Any = None,
-    reason: Any,
+    pool_name: str,
+    gpus: Decimal | str | int,
+    cpus: Decimal | str | int | None = None,
+    reason: str,
     source: str = "api",
 ) -> QuotaRequest:
     errors: dict[str, list[str]] = {}
@@ -276,14 +319,20 @@ def grant_starter(team: Team, now: Any = None) -> list[Quota]:
     no human step. Called when the team is created (apps.quotas.signals), in the same transaction."""
     now = now or timezone.now()
     granted = []
-    clusters = Cluster.objects.filter(starter_gpus__gt=0).exclude(starter_pool="").prefetch_related("pools")
+    clusters = (
+        Cluster.objects.filter(starter_grant__starter_gpus__gt=0)
+        .exclude(starter_grant__starter_pool="")
+        .select_related("starter_grant")
+        .prefetch_related("pools")
+    )
     for cluster in clusters:
-        pool = next((p for p in cluster.pools.all() if p.name == cluster.starter_pool), None)
+        starter = cluster.starter_grant
+        pool = next((p for p in cluster.pools.all() if p.name == starter.starter_pool), None)
         if pool is None or Quota.objects.filter(team=team, pool=pool).exists():
             continue
-        ends = now + timedelta(days=cluster.starter_days) if cluster.starter_days else None
+        ends = now + timedelta(days=starter.starter_days) if starter.starter_days else None
         quota = Quota.objects.create(
-            team=team, cluster=cluster, pool=pool, gpus=cluster.starter_gpus, starter=True, expires_at=ends
+            team=team, cluster=cluster, pool=pool, gpus=starter.starter_gpus, starter=True, expires_at=ends
         )
         audit_record(
             actor=team.created_by,

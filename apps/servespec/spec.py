@@ -16,7 +16,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from rest_framework.exceptions import ValidationError
+from django.core.exceptions import ValidationError
 
 from . import ray_schema
 
@@ -293,50 +293,6 @@ def to_decimal(value: Any) -> Decimal:
         return Decimal(0)
 
 
-def max_replicas(dep: dict) -> int:
-    """The most replicas Ray may run for a deployment, read through Ray's own code.
-
-    - ``num_replicas: "auto"``: ``handle_num_replicas_auto`` (ray/serve/_private/config.py) starts from
-      ``AutoscalingConfig.default()`` (max_replicas 100) and overrides it with the fields given;
-    - ``autoscaling_config`` alone: an ``AutoscalingConfig`` (max_replicas defaults to 1);
-    - ``num_replicas: n``: n; nothing: the code's setting, which the config cannot see (Ray's default is 1).
-    """
-    from ray.serve._private.config import handle_num_replicas_auto
-    from ray.serve._private.utils import DEFAULT
-
-    ray_schema.schemas()  # user code named in a policy is never imported
-    auto = dep.get("autoscaling_config")
-    n = dep.get("num_replicas")
-    try:
-        if n == "auto":
-            _, cfg = handle_num_replicas_auto(DEFAULT.VALUE, auto if isinstance(auto, dict) else DEFAULT.VALUE)
-            return int(cfg.max_replicas)
-        if isinstance(auto, dict):
-            return int(ray_schema.schemas().autoscaling_config(**auto).max_replicas)
-    except Exception:  # an invalid stored spec: fall back to what the numbers say
-        return int(auto.get("max_replicas", 1) or 1) if isinstance(auto, dict) else 1
-    return n if _is_int(n) else 1
-
-
-def resource_per_replica(dep: dict, resource: str) -> Decimal:
-    """What one replica holds. With placement-group bundles the replica reserves every bundle."""
-    bundles = dep.get("placement_group_bundles")
-    if isinstance(bundles, list) and bundles:
-        return sum((to_decimal((b or {}).get(resource, 0)) for b in bundles if isinstance(b, dict)), Decimal(0))
-    opts = dep.get("ray_actor_options") or {}
-    if resource == "GPU":
-        return to_decimal(opts.get("num_gpus") or 0)
-    if resource == "CPU":
-        cpus = opts.get("num_cpus")
-        return to_decimal(1 if cpus is None else cpus)  # Serve reserves one CPU per replica unless told
-    return to_decimal((opts.get("resources") or {}).get(resource, 0))
-
-
-def demand(spec: dict, resource: str) -> Decimal:
-    """Max replicas x resource per replica, summed over deployments, as an exact decimal."""
-    return sum((max_replicas(d) * resource_per_replica(d, resource) for d in spec.get("deployments", [])), Decimal(0))
-
-
 def serve_app_config(serve_name: str, spec: dict) -> dict:
     return {"name": serve_name, **{k: spec[k] for k in SPEC_KEYS if k in spec}}
 
@@ -352,61 +308,42 @@ def validate_deploy_config(config: dict) -> None:
 
 
 def all_runtime_envs(spec: dict) -> list[tuple[str, dict]]:
-    """The app's runtime_env and every deployment's, with their field paths."""
+    """Every runtime_env a spec carries, with its field path: the app's, each deployment's, each deployment actor's,
+    and each Serve LLM config's (Ray LLM gives it to the engine's workers)."""
+    from .demand import _llm_configs
+
     out = []
     if isinstance(spec.get("runtime_env"), dict):
         out.append(("runtime_env", spec["runtime_env"]))
     for i, dep in enumerate(spec.get("deployments") or []):
-        env = ((dep or {}).get("ray_actor_options") or {}).get("runtime_env")
+        dep = dep if isinstance(dep, dict) else {}
+        env = (
+            (dep.get("ray_actor_options") or {}).get("runtime_env")
+            if isinstance(dep.get("ray_actor_options"), dict)
+            else None
+        )
         if isinstance(env, dict) and env:
             out.append((f"deployments[{i}].ray_actor_options.runtime_env", env))
+        for j, actor in enumerate(
+            dep.get("deployment_actors") or [] if isinstance(dep.get("deployment_actors"), list) else []
+        ):
+            opts = actor.get("actor_options") if isinstance(actor, dict) else None
+            env = opts.get("runtime_env") if isinstance(opts, dict) else None
+            if isinstance(env, dict) and env:
+                out.append((f"deployments[{i}].deployment_actors[{j}].actor_options.runtime_env", env))
+    for path, cfg in _llm_configs(spec.get("args")):
+        if isinstance(cfg, dict) and isinstance(cfg.get("runtime_env"), dict) and cfg["runtime_env"]:
+            out.append((f"{path}.runtime_env", cfg["runtime_env"]))
     return out
 
 
 def check_runtime_env_policy(policy: dict, cluster_name: str, spec: dict) -> None:
-    """Enforce a cluster's runtime_env policy on the app's runtime_env and on every deployment's.
+    """Hold every runtime_env of the spec to the cluster's policy (apps.servespec.runtime_env); an empty policy is
+    the default allowlist, not "anything". The refusal names the field and what the cluster allows."""
+    from . import runtime_env
 
-    The refusal names the field and what the cluster allows.
-    """
-    if not policy:
-        return
     errors: dict[str, list[str]] = {}
-    for path, runtime_env in all_runtime_envs(spec):
-        _check_policy(errors, policy, cluster_name, path, runtime_env)
+    for path, env in all_runtime_envs(spec):
+        runtime_env.check(errors, policy or {}, cluster_name, path, env)
     if errors:
         raise ValidationError(errors)
-
-
-def _check_policy(errors: dict, policy: dict, cluster_name: str, path: str, runtime_env: dict) -> None:
-    prefixes = policy.get("allowed_uri_prefixes")
-    if prefixes is not None:
-        uris: list[tuple[str, str]] = []
-        if isinstance(runtime_env.get("working_dir"), str):
-            uris.append((f"{path}.working_dir", runtime_env["working_dir"]))
-        for module in runtime_env.get("py_modules") or []:
-            if isinstance(module, str):
-                uris.append((f"{path}.py_modules", module))
-        for field, uri in uris:
-            if not any(uri.startswith(p) for p in prefixes):
-                allowed = ", ".join(prefixes) or "nothing"
-                errors.setdefault(field, []).append(
-                    f"Cluster {cluster_name} allows URIs only from: {allowed} (got {uri!r})."
-                )
-    for key, flag, label in (
-        ("pip", "allow_pip", "pip packages"),
-        ("uv", "allow_pip", "uv packages"),
-        ("conda", "allow_conda", "conda environments"),
-        ("env_vars", "allow_env_vars", "env_vars"),
-    ):
-        if key in runtime_env and policy.get(flag) is False:
-            errors[f"{path}.{key}"] = [f"Cluster {cluster_name} does not allow {label} in runtime_env."]
-    allowed_pip = policy.get("allowed_pip_packages")
-    pip = runtime_env.get("pip")
-    if allowed_pip is not None and isinstance(pip, list):
-        names = [re.split(r"[<>=!~\[; ]", str(p), maxsplit=1)[0].lower() for p in pip]
-        bad = [n for n in names if n not in {a.lower() for a in allowed_pip}]
-        if bad:
-            allowed = ", ".join(allowed_pip)
-            errors[f"{path}.pip"] = [
-                f"Cluster {cluster_name} allows only these pip packages: {allowed} (not {', '.join(bad)})."
-            ]

@@ -9,14 +9,16 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
 
 from apps.audit.services import audit_record
+from apps.core.errors import error_text
 from apps.core.roles import ROLE_RANK
 from apps.teams import services as team_services
 from apps.teams.models import Membership, Team
+from apps.teams.principal import Principal
 
 from .config import group_rules
 from .models import SsoIdentity
@@ -85,6 +87,10 @@ def sign_in(*, issuer: str, claims: dict[str, Any]) -> tuple[Any, list[str], boo
 
 
 def _link_or_create(User: Any, claims: dict[str, Any], email: str) -> Any:  # noqa: N803
+    """The account a first sign-in opens. An existing account with the address is linked only when both sides
+    proved the address (the provider verified it; its owner here opened a link sent to it, or accepted an
+    invitation there), and never a platform admin's account. An address typed at sign-up and never proven is only
+    a claim: the person the provider vouches for gets an account of their own, and the claim is released."""
     existing = User.objects.filter(email__iexact=email).first() if email else None
     if existing is not None:
         if not email_verified(claims):
@@ -92,7 +98,23 @@ def _link_or_create(User: Any, claims: dict[str, Any], email: str) -> Any:  # no
                 f"An account with {email} already exists and the provider has not verified that address, "
                 "so it cannot be linked; ask a platform admin."
             )
-        return existing
+        if existing.is_staff or existing.is_superuser:
+            raise SignInRefused(
+                f"A platform admin account uses {email}; it is never opened by a sign-in at the provider. "
+                "Ask a platform admin to link it."
+            )
+        if team_services.email_is_verified(existing):
+            return existing
+        existing.email = ""  # an unproven claim to the address gives way to the person the provider vouches for
+        existing.save(update_fields=["email"])
+        audit_record(
+            actor=None,
+            action="user.email_released",
+            obj=existing,
+            before={"email": email},
+            after={"reason": "never verified; the provider verified it for another person"},
+            source="sso",
+        )
     base = USERNAME_UNSAFE.sub("-", str(claims.get("preferred_username") or email.split("@")[0] or claims["sub"]))
     base = base.strip("-")[:140] or "user"
     username, n = base, 1
@@ -100,10 +122,17 @@ def _link_or_create(User: Any, claims: dict[str, Any], email: str) -> Any:  # no
         n += 1
         username = f"{base}-{n}"
     user = User.objects.create_user(username=username, email=email)  # no password: they sign in at the provider
+    if email and email_verified(claims):
+        team_services.email_mark_verified(user=user, how="sso", source="sso")
     user.first_name = str(claims.get("given_name") or claims.get("name") or "")[:150]
     user.save(update_fields=["first_name"])
     audit_record(actor=user, action="user.signup", obj=user, after={"username": username, "via": "sso"}, source="sso")
     return user
+
+
+def _mapping(user: Any) -> Principal:
+    """The group mapping acts with the control plane's authority (set by staff in OIDC_GROUP_TEAMS), for the user."""
+    return Principal(user=user, system=True)
 
 
 def _apply_groups(user: Any, identity: SsoIdentity, groups: list[str]) -> list[str]:
@@ -137,21 +166,21 @@ def _apply_groups(user: Any, identity: SsoIdentity, groups: list[str]) -> list[s
             changes.append(f"joined {slug} as {role}")
         elif team.pk in managed and m.role != role:
             try:
-                team_services.membership_change(actor=user, membership=m, role=role, source="sso")
+                team_services.membership_change(actor=_mapping(user), membership=m, role=role, source="sso")
                 changes.append(f"now {role} in {slug}")
             except ValidationError as exc:
-                logger.warning("SSO group mapping left %s's role in %s: %s", user.username, slug, exc.detail)
+                logger.warning("SSO group mapping left %s's role in %s: %s", user.username, slug, error_text(exc))
     for team_id in sorted(managed - {teams[s].pk for s in wanted if s in teams}):
         m = memberships.get(team_id)
         if m is None:
             managed.discard(team_id)
             continue
         try:
-            team_services.membership_remove(actor=user, membership=m, source="sso")
+            team_services.membership_remove(actor=_mapping(user), membership=m, source="sso")
             managed.discard(team_id)
             changes.append(f"left {m.team.slug} (no longer in its group)")
         except ValidationError as exc:  # the last owner stays until another is named
-            logger.warning("SSO group mapping kept %s in %s: %s", user.username, m.team.slug, exc.detail)
+            logger.warning("SSO group mapping kept %s in %s: %s", user.username, m.team.slug, error_text(exc))
     identity.managed_team_ids = sorted(managed)
     if settings.OIDC_STAFF_GROUP and not user.is_superuser:  # a local superuser keeps the admin
         staff = group_name(settings.OIDC_STAFF_GROUP) in groups

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from django.contrib.auth import authenticate
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
@@ -11,12 +13,13 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from apps.core.ids import json_object
+from apps.core.fields import StrictBooleanField, StrictCharField, parse, says
 
 from . import cli_login, services
 from .filters import TokenFilter
 from .models import ApiToken, Invitation, JoinRequest, Membership, Role, Team
-from .selectors import can, role_in, roles_in, teams_for
+from .permissions import PrincipalMixin, require
+from .principal import principal_of
 
 
 class TeamSerializer(serializers.ModelSerializer):
@@ -28,15 +31,12 @@ class TeamSerializer(serializers.ModelSerializer):
         read_only_fields = ["created_at", "role"]
 
     def get_role(self, team: Team) -> str | None:
-        roles = self.context.get("roles")  # a list's page: every row's role in one query (TeamViewSet)
-        if roles is None or team.pk not in roles:
-            return role_in(self.context["request"].user, team)
-        return roles[team.pk]
+        return principal_of(self.context["request"]).role(team)
 
 
 class TeamWriteSerializer(serializers.Serializer):
-    slug = serializers.CharField(max_length=30)
-    name = serializers.CharField(max_length=100)
+    slug = StrictCharField(max_length=30)
+    name = StrictCharField(max_length=100)
 
 
 class MemberSerializer(serializers.ModelSerializer):
@@ -49,24 +49,28 @@ class MemberSerializer(serializers.ModelSerializer):
         read_only_fields = ["email", "created_at"]
 
 
+class MemberPublicSerializer(MemberSerializer):
+    class Meta(MemberSerializer.Meta):
+        fields = ["username", "role", "created_at"]
+
+
+ROLE_CHOICE = {"invalid_choice": f"Must be one of {', '.join(Role.values)}."}
+
+
 class MemberWriteSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=254, help_text="Username or email address")
-    role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
-
-
-def require(user, team: Team, role: str, what: str) -> None:
-    if not can(user, team, role):
-        raise PermissionDenied(f"You need the {role} role in team {team.slug} to {what}.")
+    username = StrictCharField(max_length=254, help_text="Username or email address")
+    role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER, error_messages=ROLE_CHOICE)
 
 
 def admin_team(request, slug: str, what: str) -> Team:
-    """The team the URL names (404 when the user may not see it), if the user is its admin (403 otherwise)."""
-    team = get_object_or_404(teams_for(request.user), slug=slug)
-    require(request.user, team, Role.ADMIN, what)
+    """The team the URL names (404 when the principal may not see it), if it is its admin (403 otherwise)."""
+    principal = principal_of(request)
+    team = get_object_or_404(principal.teams(), slug=slug)
+    require(principal, team, Role.ADMIN, what)
     return team
 
 
-class TeamViewSet(viewsets.ModelViewSet):
+class TeamViewSet(PrincipalMixin, viewsets.ModelViewSet):
     serializer_class = TeamSerializer
     lookup_field = "slug"
     lookup_value_regex = r"[a-z0-9-]+"
@@ -75,36 +79,28 @@ class TeamViewSet(viewsets.ModelViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
             return Team.objects.none()
-        return teams_for(self.request.user).order_by("slug")
-
-    def paginate_queryset(self, queryset):
-        page = super().paginate_queryset(queryset)
-        self._roles = roles_in(self.request.user, page if page is not None else queryset)
-        return page
-
-    def get_serializer_context(self) -> dict:
-        return {**super().get_serializer_context(), "roles": getattr(self, "_roles", None)}
+        return self.principal.teams().order_by("slug")
 
     @extend_schema(request=TeamWriteSerializer, responses=TeamSerializer)
     def create(self, request, *args, **kwargs):
-        if getattr(request.user, "_token_team_id", None) is not None:
+        if self.principal.is_scoped:
             raise PermissionDenied("A team-scoped token cannot create teams.")
-        team = services.team_create(
-            actor=request.user, slug=json_object(request).get("slug"), name=json_object(request).get("name")
-        )
+        body = parse(TeamWriteSerializer, request.data)
+        team = services.team_create(actor=request.user, slug=body["slug"], name=body["name"])
         return Response(TeamSerializer(team, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=TeamWriteSerializer, responses=TeamSerializer)
     def partial_update(self, request, *args, **kwargs):
         team = self.get_object()
-        require(request.user, team, Role.ADMIN, "change the team")
-        services.team_update(actor=request.user, team=team, name=json_object(request).get("name", team.name))
+        self.require_role(team, Role.ADMIN, "change the team")
+        body = parse(TeamWriteSerializer, request.data, partial=True)
+        services.team_update(actor=request.user, team=team, name=body.get("name", team.name))
         return Response(TeamSerializer(team, context={"request": request}).data)
 
     def destroy(self, request, *args, **kwargs):
         team = self.get_object()
-        require(request.user, team, Role.OWNER, "delete the team")
-        services.team_delete(actor=request.user, team=team)
+        self.require_role(team, Role.OWNER, "delete the team")
+        services.team_delete(actor=self.principal, team=team)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=MemberWriteSerializer, responses=MemberSerializer(many=True))
@@ -112,28 +108,29 @@ class TeamViewSet(viewsets.ModelViewSet):
     def members(self, request, slug=None):
         team = self.get_object()
         if request.method == "POST":
-            require(request.user, team, Role.ADMIN, "add members")
-            m = services.membership_add(
-                actor=request.user,
-                team=team,
-                username=json_object(request).get("username"),
-                role=json_object(request).get("role", Role.MEMBER),
-            )
+            self.require_role(team, Role.ADMIN, "add members")
+            body = parse(MemberWriteSerializer, request.data)
+            m = services.membership_add(actor=self.principal, team=team, username=body["username"], role=body["role"])
             return Response(MemberSerializer(m).data, status=status.HTTP_201_CREATED)
         qs = team.memberships.select_related("user").order_by("user__username")
         page = self.paginate_queryset(qs)
-        return self.get_paginated_response(MemberSerializer(page, many=True).data)
+        # Addresses are for the team's admins (who invite and manage people); other readers see usernames.
+        serializer = MemberSerializer if self.principal.can(team, Role.ADMIN) else MemberPublicSerializer
+        return self.get_paginated_response(serializer(page, many=True).data)
 
     @extend_schema(request=MemberWriteSerializer, responses=MemberSerializer)
     @action(detail=True, methods=["patch", "delete"], url_path=r"members/(?P<username>[^/]+)")
     def member(self, request, slug=None, username=None):
         team = self.get_object()
         m = get_object_or_404(Membership.objects.select_related("user", "team"), team=team, user__username=username)
-        require(request.user, team, Role.ADMIN, "manage members")
+        self.require_role(team, Role.ADMIN, "manage members")
         if request.method == "DELETE":
-            services.membership_remove(actor=request.user, membership=m)
+            services.membership_remove(actor=self.principal, membership=m)
             return Response(status=status.HTTP_204_NO_CONTENT)
-        services.membership_change(actor=request.user, membership=m, role=json_object(request).get("role"))
+        body = parse(MemberWriteSerializer, request.data, partial=True)
+        if "role" not in body:
+            raise ValidationError({"role": ["Required: one of viewer, member, admin, owner."]})
+        services.membership_change(actor=self.principal, membership=m, role=body["role"])
         return Response(MemberSerializer(m).data)
 
 
@@ -148,9 +145,16 @@ class InvitationSerializer(serializers.ModelSerializer):
         fields = ["id", "team", "email", "role", "state", "created_by", "created_at", "expires_at", "accepted_by"]
 
 
+def _an_address(value: str) -> None:
+    try:
+        validate_email(value)
+    except DjangoValidationError as exc:
+        raise serializers.ValidationError("Required: an email address.") from exc
+
+
 class InvitationWriteSerializer(serializers.Serializer):
-    email = serializers.CharField()
-    role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
+    email = StrictCharField(validators=[_an_address], error_messages=says("Required: an email address."))
+    role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER, error_messages=ROLE_CHOICE)
 
 
 class JoinRequestSerializer(serializers.ModelSerializer):
@@ -163,12 +167,12 @@ class JoinRequestSerializer(serializers.ModelSerializer):
 
 
 class JoinRequestWriteSerializer(serializers.Serializer):
-    team = serializers.CharField()
-    message = serializers.CharField(required=False, allow_blank=True)
+    team = StrictCharField()
+    message = StrictCharField(required=False, allow_blank=True)
 
 
 class JoinDecisionSerializer(serializers.Serializer):
-    approve = serializers.BooleanField()
+    approve = StrictBooleanField()
     role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
 
 
@@ -184,9 +188,9 @@ class TeamInvitationsView(APIView):
     @extend_schema(request=InvitationWriteSerializer, responses={201: InvitationSerializer}, operation_id="team_invite")
     def post(self, request, slug: str):
         team = admin_team(request, slug, "manage invitations")
-        body = json_object(request)
+        body = parse(InvitationWriteSerializer, request.data)
         invitation, path = services.invitation_create(
-            actor=request.user, team=team, email=body.get("email"), role=body.get("role", Role.MEMBER)
+            actor=principal_of(request), team=team, email=body["email"], role=body["role"]
         )
         data = InvitationSerializer(invitation).data
         data["url"] = request.build_absolute_uri(path)  # shown once; only a hash of it is kept
@@ -201,8 +205,14 @@ class TeamInvitationView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class JoinRequestsView(APIView):
-    """Ask to join a team by its slug (any signed-in user); your own requests."""
+class JoinRequestsView(PrincipalMixin, APIView):
+    """Ask to join a team by its slug (any signed-in user); your own requests. A person's own business, not a
+    team's: a team-scoped token acts for its team only and is refused here."""
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if self.principal.is_scoped:
+            raise PermissionDenied("A team-scoped token acts for its team only; use a personal token.")
 
     @extend_schema(responses=JoinRequestSerializer(many=True), operation_id="join_requests_mine")
     def get(self, request):
@@ -211,10 +221,8 @@ class JoinRequestsView(APIView):
 
     @extend_schema(request=JoinRequestWriteSerializer, responses={201: JoinRequestSerializer}, operation_id="join_ask")
     def post(self, request):
-        body = json_object(request)
-        req = services.join_request_create(
-            user=request.user, team_slug=body.get("team"), message=body.get("message", "")
-        )
+        body = parse(JoinRequestWriteSerializer, request.data)
+        req = services.join_request_create(user=request.user, team_slug=body["team"], message=body.get("message", ""))
         return Response(JoinRequestSerializer(req).data, status=status.HTTP_201_CREATED)
 
 
@@ -230,12 +238,10 @@ class TeamJoinDecisionView(APIView):
     @extend_schema(request=JoinDecisionSerializer, responses=JoinRequestSerializer, operation_id="team_join_decide")
     def post(self, request, slug: str, pk: int):
         team = admin_team(request, slug, "decide join requests")
-        body = json_object(request)
-        if not isinstance(body.get("approve"), bool):
-            raise ValidationError({"approve": ["Required: true or false."]})
+        body = parse(JoinDecisionSerializer, request.data)
         req = get_object_or_404(JoinRequest.objects.select_related("team", "user"), team=team, pk=pk)
         services.join_request_decide(
-            actor=request.user, request=req, approve=body["approve"], role=body.get("role", Role.MEMBER)
+            actor=principal_of(request), request=req, approve=body["approve"], role=body["role"]
         )
         return Response(JoinRequestSerializer(req).data)
 
@@ -274,7 +280,13 @@ class TokenWriteSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
 
 
-class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+class TokenViewSet(
+    PrincipalMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
     """API tokens. The secret is returned once, by create; only its hash is stored. DELETE revokes."""
 
     filterset_class = TokenFilter
@@ -290,7 +302,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Dest
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
             return ApiToken.objects.none()
-        return services.tokens_manageable_by(self.request.user).order_by("-created_at", "-id")
+        return services.tokens_manageable_by(self.principal).order_by("-created_at", "-id")
 
     @extend_schema(
         request=TokenWriteSerializer,
@@ -304,12 +316,12 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Dest
         data = body.validated_data
         team = None
         if data.get("team"):
-            team = teams_for(request.user).filter(slug=data["team"]).first()
+            team = self.principal.teams().filter(slug=data["team"]).first()
             if team is None:
                 raise ValidationError({"team": ["Required: the slug of a team you belong to."]})
-            require(request.user, team, Role.ADMIN, "create team tokens")
+            self.require_role(team, Role.ADMIN, "create team tokens")
         token, secret = services.token_create(
-            actor=request.user,
+            actor=self.principal,
             name=data["name"],
             team=team,
             role=data.get("role") or "",
@@ -382,7 +394,8 @@ class CliLoginStartView(APIView):
         },
     )
     def post(self, request):
-        started = cli_login.start()  # nothing the caller says is shown to the person who allows it
+        # nothing the caller says is shown to the person who allows it; where it came from is
+        started = cli_login.start(client_address=request.META.get("REMOTE_ADDR", ""))
         return Response(
             {
                 "id": started.id,

@@ -40,6 +40,10 @@ class TokenAuthentication(authentication.BaseAuthentication):
             secret = header[1].decode("ascii")
         except UnicodeDecodeError as exc:
             raise exceptions.AuthenticationFailed("Invalid token.") from exc
+        return self.check_secret(request, secret)
+
+    def check_secret(self, request, secret: str):
+        """The token's user and the token, or AuthenticationFailed (a wrong secret counts towards the throttle)."""
         token = (
             ApiToken.objects.select_related("user")
             .filter(prefix=secret[:TOKEN_PREFIX_LEN], secret_hash=hash_secret(secret))
@@ -55,14 +59,27 @@ class TokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Token has expired.")
         if token.last_used_at is None or now - token.last_used_at > timedelta(seconds=60):
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-        user = token.user
-        if token.team_id:
-            user._token_team_id = token.team_id
-            user._token_role = token.role or None
-        return (user, token)
+        return (token.user, token)  # its scope is read from the token by the request principal
 
     def authenticate_header(self, request) -> str:
         return self.keyword
+
+
+class RayTokenAuthentication(TokenAuthentication):
+    """The same API tokens as Ray's own tools send them with ``RAY_AUTH_MODE=token``: ``Authorization: Bearer
+    <token>``, or ``X-Ray-Authorization`` (what Ray's proxies and KubeRay forward), as Ray's dashboard reads them;
+    ``Token <token>`` as the rest of the API takes it."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = request.META.get("HTTP_AUTHORIZATION") or request.META.get("HTTP_X_RAY_AUTHORIZATION") or ""
+        scheme, _, secret = header.strip().partition(" ")
+        if not header:
+            return None
+        if scheme.lower() not in ("bearer", "token") or not secret.strip() or not secret.strip().isascii():
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        return self.check_secret(request, secret.strip())
 
 
 try:

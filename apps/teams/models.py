@@ -10,7 +10,17 @@ from django.utils import timezone
 
 from apps.core.roles import ROLE_RANK, RequestState, Role, role_at_least
 
-__all__ = ["ROLE_RANK", "Role", "role_at_least", "Team", "Membership", "ApiToken", "Invitation", "JoinRequest"]
+__all__ = [
+    "ROLE_RANK",
+    "Role",
+    "role_at_least",
+    "Team",
+    "Membership",
+    "ApiToken",
+    "Invitation",
+    "JoinRequest",
+    "VerifiedEmail",
+]
 
 # Lowercase words joined by single hyphens: "--" is reserved as the separator of derived Serve app names.
 SLUG_RE = r"^[a-z0-9]+(-[a-z0-9]+)*$"
@@ -144,3 +154,26 @@ class JoinRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} asks to join {self.team} ({self.state})"
+
+
+class VerifiedEmail(models.Model):
+    """An address its account's owner proved to receive mail at (a link sent there, an invitation accepted from
+    there, or a provider that verified it at single sign-on). Only a verified address lets a sign-in at the
+    company's provider open an existing account: an address typed at sign-up is only a claim."""
+
+    class How(models.TextChoices):
+        LINK = "link", "Verification link"
+        INVITATION = "invitation", "Invitation accepted"
+        SSO = "sso", "Single sign-on (the provider verified it)"
+        STAFF = "staff", "Set by a platform admin"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="verified_emails")
+    email = models.EmailField()
+    how = models.CharField(max_length=12, choices=How.choices)
+    verified_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "email"], name="verified_email_once")]
+
+    def __str__(self) -> str:
+        return f"{self.email} ({self.how})"

@@ -42,7 +42,11 @@ def test_an_incident_is_seen_in_the_badge_opened_acknowledged_and_a_rule_overrid
     assert row.count() == 1 and "DEPLOY_FAILED" in row.inner_text()
     row.get_by_role("link", name=re.compile("DEPLOY_FAILED")).click()
     page.wait_for_url(re.compile(rf".*/incidents/{incident.pk}/$"))
-    assert "ImportError: no module named llm" in page.locator("#evidence").inner_text()
+    # the cause on its own line, readable; the whole evidence folded below it
+    assert "ImportError: no module named llm" in page.locator("#evidence-fields").inner_text()
+    assert not page.locator("#evidence").is_visible()
+    page.get_by_text("All the evidence, as recorded").click()
+    assert page.locator("#evidence").is_visible() and '"ray_status"' in page.locator("#evidence").inner_text()
     page.get_by_role("button", name="Acknowledge").click()
     page.wait_for_url(re.compile(rf".*/incidents/{incident.pk}/$"))
     assert page.get_by_role("button", name="Acknowledge").count() == 0
@@ -67,12 +71,12 @@ def test_an_incident_is_seen_in_the_badge_opened_acknowledged_and_a_rule_overrid
     # A team admin overrides the idle-GPU rule for their team; a value out of bounds is refused, naming the field.
     page.goto(f"{live_server.url}/alert-rules/")
     form = page.get_by_role("form", name="Override idle_gpu for a team")
-    form.get_by_label("window_s").fill("5")
+    form.get_by_label("window (seconds)").fill("5")
     form.get_by_role("button", name="Add override").click()
     assert "window_s" in page.locator("#rule-errors").inner_text()
     assert not AlertRule.objects.filter(team=team_a, kind="idle_gpu").exists()
     form = page.get_by_role("form", name="Override idle_gpu for a team")
-    form.get_by_label("window_s").fill("600")
+    form.get_by_label("window (seconds)").fill("600")
     form.get_by_role("button", name="Add override").click()
     rule = AlertRule.objects.get(team=team_a, kind="idle_gpu")
     assert rule.params["window_s"] == 600

@@ -27,9 +27,15 @@ def test_cluster_and_app_pages_draw_charts_with_data(page, live_server, fake, cl
         team=team_a,
         cluster=cluster,
         name="mux",
-        spec={"route_prefix": "/mux", "import_path": "examples.multiplexed:app", "deployments": [{"name": "Mux"}]},
+        spec={
+            "route_prefix": "/team-a/mux",
+            "import_path": "examples.multiplexed:app",
+            "deployments": [{"name": "Mux"}],
+        },
     )
     t0 = timezone.now() - timedelta(minutes=20)
+    # the app has run for half an hour: its series are its own (a series older than its app is not shown)
+    type(app).objects.filter(pk=app.pk).update(created_at=t0 - timedelta(minutes=10))
     for i in range(10):
         fake["a"] = exposition(10 * i, 3 * i).replace("t--mux", app.serve_name)
         services.scrape_cluster(cluster.pk, targets=["a"], now=t0 + timedelta(minutes=2 * i))
@@ -41,7 +47,7 @@ def test_cluster_and_app_pages_draw_charts_with_data(page, live_server, fake, cl
     points = [len(d) for d in page.evaluate(CHART_DATA, "cache hit rate")]
     assert points and points[0] >= 5
     value = page.evaluate(CHART_DATA, "cache hit rate")[0][-1]
-    assert value == pytest.approx(0.7)  # 1 - 3 loads / 10 requests per scrape
+    assert value == pytest.approx(70)  # 1 - 3 loads / 10 requests per scrape, as a percentage
     page.get_by_role("group", name="Time range for Model cache hit rate").get_by_role("button", name="24h").click()
     page.locator('figure.chart-card:has-text("cache hit rate") button[aria-pressed="true"]', has_text="24h").wait_for()
     assert page.locator("figure.chart-card", has_text="Requests").locator(".empty-chart").count() == 1  # empty state

@@ -22,8 +22,8 @@ from django.test import Client
 
 from apps.applications.models import Application
 from apps.compaction.models import CompactionPlan
-from apps.dashboard.local_ray import LocalRayCluster
-from apps.deploys.sync import observe
+from apps.deploys.observe import observe
+from apps.localdev.local_ray import LocalRayCluster
 from tests.conftest import app_body, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.drains_nodes, pytest.mark.django_db(transaction=True)]
@@ -161,7 +161,7 @@ def register_and_deploy(api, staff, alice, team_a, grant, ray: LocalRayCluster) 
     resp = admin.post("/api/v1/clusters/", body, format="json")
     assert resp.status_code == 201, resp.content
     cluster = Cluster.objects.get(pk=resp.json()["id"])
-    assert not cluster.gcs_address, "registered with the dashboard URL alone"
+    assert not cluster.compaction_settings.gcs_address, "registered with the dashboard URL alone"
     grant(team_a, cluster, "12")
     ids = {}
     for name, (count, gpus) in APPS.items():

@@ -11,9 +11,9 @@ import requests
 from django.utils import timezone
 
 from apps.applications.models import Application
-from apps.dashboard.management.commands.seed_models import write_models
-from apps.metrics.selectors import query, residency
+from apps.localdev.management.commands.seed_models import write_models
 from apps.metrics.services import scrape_cluster
+from apps.metrics.sources import query, residency
 from tests.conftest import app_body, wait_for
 from tests.support.lru import lru_loads
 from workers.clients import prometheus

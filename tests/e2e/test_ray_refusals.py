@@ -7,8 +7,10 @@ import pytest
 import requests
 
 from apps.applications.models import Application
-from apps.clusters.models import Cluster, SyncRun
-from apps.deploys.sync import push_cluster, reconcile_cluster
+from apps.clusters.models import SyncRun
+from apps.deploys.models import PushState
+from apps.deploys.push import push_cluster
+from apps.deploys.reconcile import reconcile_cluster
 from tests.conftest import app_body, reset_serve, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.django_db(transaction=True)]
@@ -53,14 +55,17 @@ def test_ray_refuses_a_push_with_a_4xx_and_it_is_not_retried(quiet_cluster, ray_
     )
     monkeypatch.setattr("apps.servespec.spec.validate_deploy_config", lambda config: None)
     result = push_cluster(quiet_cluster.pk)
-    assert result.outcome == "failed"
-    run = SyncRun.objects.filter(cluster=quiet_cluster).first()
+    run = SyncRun.objects.get(pk=result.runs[0])
+    assert run.state == "failed"
     assert "Ray rejected the request (HTTP 400)" in run.error and "num_replicas" in run.error
+    # Ray's answer names the app (applications.0...): that revision is held back, what ran keeps running
+    assert list(run.faults) == ["team-a--keep"] and result.outcome in ("pushed", "skipped")
+    assert Application.objects.get(pk=keep["id"]).state == "deploy_failed"
     runs = SyncRun.objects.filter(cluster=quiet_cluster).count()
     for _ in range(3):  # the reconcile does not push the same refused config again
         reconcile_cluster(quiet_cluster.pk)
     assert SyncRun.objects.filter(cluster=quiet_cluster).count() == runs
-    assert Cluster.objects.get(pk=quiet_cluster.pk).last_failed_hash == run.config_hash
+    assert PushState.objects.get(pk=quiet_cluster.pk).last_failed_hash == run.config_hash
     assert Application.objects.get(pk=keep["id"]).deployed_revision_id == running  # what runs stays marked
     assert ray_apps(ray_cluster)["team-a--keep"]["status"] == "RUNNING"  # and keeps running
 
@@ -88,7 +93,11 @@ def test_a_config_naming_code_the_dashboard_cannot_import_is_refused_not_retried
         "importable where Ray's dashboard runs" in w for w in resp.json()["warnings"]
     )
     result = push_cluster(quiet_cluster.pk)  # Ray answers 500 with a ModuleNotFoundError
-    assert result.outcome == "failed"
-    run = SyncRun.objects.filter(cluster=quiet_cluster).first()
-    assert "could not import" in run.error and "team_policies" in run.error
-    assert Cluster.objects.get(pk=quiet_cluster.pk).last_failed_hash == run.config_hash
+    runs = list(SyncRun.objects.filter(pk__in=result.runs).order_by("id"))
+    run = runs[0]
+    assert run.state == "failed" and "could not import" in run.error and "team_policies" in run.error
+    assert list(run.faults) == ["team-a--custom"]  # the app at fault, found by the module Ray names
+    # it is held back (it never ran: nothing of it is pushed) and the next push goes out without it
+    assert runs[-1].state in ("succeeded", "skipped") and "team-a--custom" not in str(runs[-1].config_snapshot)
+    app = Application.objects.get(pk=resp.json()["id"])
+    assert app.state == "deploy_failed" and "team_policies" in app.fault

@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 FILE = """applications:
   - name: fruit_app
-    route_prefix: /fruit
+    route_prefix: /team-a/fruit
     import_path: fruit.deployment_graph
     deployments:
       - name: MangoStand

@@ -16,7 +16,7 @@ import requests
 
 from apps.applications.models import Application
 from apps.clusters.models import Cluster
-from apps.quotas.models import Quota, QuotaRequest
+from apps.quotas.models import Quota, QuotaRequest, StarterGrant
 from apps.teams.models import Membership, Role
 from tests.conftest import wait_for
 from tests.e2e.test_browser import page  # noqa: F401 - the page fixture
@@ -44,7 +44,7 @@ class Clicks:
 
 
 def starter(cluster: Cluster) -> None:
-    Cluster.objects.filter(pk=cluster.pk).update(starter_pool="a100", starter_gpus="0.5", starter_days=14)
+    StarterGrant.objects.filter(pk=cluster.pk).update(starter_pool="a100", starter_gpus="0.5", starter_days=14)
 
 
 def sign_in_and_create_a_team(page, base: str, click: Clicks, team_name: str) -> str:  # noqa: F811
@@ -61,7 +61,24 @@ def sign_in_and_create_a_team(page, base: str, click: Clicks, team_name: str) ->
 
 
 def test_in_the_browser(page, live_server, ray_env, sso, capsys):  # noqa: F811
+    """The golden path, held to a clean console: no console error, no asset that is not found, and no incident opened
+    by the path itself (a starter grant used as intended is not one)."""
+    from apps.alerts import services as alerts
+    from apps.alerts.models import Incident
+
+    alerts.ensure_default_rules()
     base = live_server.url
+    console_errors: list[str] = []
+    missing: list[str] = []
+
+    # The control plane's pages only: "Try it" opens the app's own answer on Serve's origin, which is Ray's.
+    def console(msg) -> None:  # noqa: ANN001
+        where = msg.location.get("url", "")
+        if msg.type == "error" and where.startswith(base):
+            console_errors.append(f"{msg.text} ({where})")
+
+    page.on("console", console)
+    page.on("response", lambda r: missing.append(r.url) if r.status == 404 and r.url.startswith(base) else None)
     starter(ray_env)
     click = Clicks()
     slug = sign_in_and_create_a_team(page, base, click, "Newbie's Vision")
@@ -88,6 +105,12 @@ def test_in_the_browser(page, live_server, ray_env, sso, capsys):  # noqa: F811
     app = Application.objects.get(team__slug=slug)
     assert app.state == Application.State.RUNNING
     assert app.current_revision.spec["deployments"][0]["ray_actor_options"]["num_gpus"] == 0.5
+    page.goto(f"{base}/apps/{app.pk}/")  # the app page once more, settled
+    page.goto(f"{base}/welcome/")
+    alerts.evaluate()
+    assert not Incident.objects.filter(team__slug=slug).exists(), list(Incident.objects.values("kind", "summary"))
+    assert not missing, f"not found: {missing}"
+    assert not console_errors, f"console errors: {console_errors}"
 
 
 def test_from_the_terminal(page, live_server, ray_env, sso, run, tmp_path, capsys):  # noqa: F811
@@ -111,12 +134,12 @@ def test_from_the_terminal(page, live_server, ray_env, sso, run, tmp_path, capsy
         text=True,
         env=run.env,
     )
-    first = proc.stdout.readline()
+    proc.stdout.readline()
     link = proc.stdout.readline().strip()
-    code = re.search(r"code (\w{4}-\w{4})", first).group(1)
+    code = re.search(r"code: (\w{4}-\w{4})", proc.stdout.readline()).group(1)
     click.done.append("open the link servectl printed")
     page.goto(link)
-    assert page.locator("#cli-login-code").inner_text() == code
+    page.locator("#cli-login-code-input").fill(code)  # the person types the code the terminal shows
     click(page.get_by_role("button", name="Allow"), "Allow")
     assert "servectl is signed in as newbie" in page.locator("#cli-login-done").inner_text()
     out, _ = proc.communicate(timeout=60)

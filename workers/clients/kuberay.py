@@ -19,12 +19,27 @@ class KubeRejected(Exception):
     """The manifest or patch was refused (schema, 4xx other than conflicts)."""
 
 
+def kubeconfig_runs_code(doc: Any) -> bool:
+    """Whether a kubeconfig's users run a command to get credentials (``exec``, ``auth-provider``): the kubernetes
+    client would run it in the worker."""
+    users = doc.get("users") if isinstance(doc, dict) else None
+    for entry in users or []:
+        user = (entry or {}).get("user") if isinstance(entry, dict) else None
+        if isinstance(user, dict) and (user.get("exec") or user.get("auth-provider")):
+            return True
+    return False
+
+
 def api_for(kubeconfig: str) -> Any:
-    """A CustomObjectsApi from a kubeconfig document, or the in-cluster service account when it is empty."""
+    """A CustomObjectsApi from a kubeconfig document, or the in-cluster service account when it is empty. A
+    kubeconfig whose user runs a command is refused here too, whatever was stored before that rule."""
     from kubernetes import client, config
 
     if kubeconfig:
-        api_client = config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
+        doc = yaml.safe_load(kubeconfig)
+        if kubeconfig_runs_code(doc):
+            raise ValueError("the kubeconfig's user runs a command (exec or auth-provider); refused")
+        api_client = config.new_client_from_config_dict(doc)
     else:
         config.load_incluster_config()
         api_client = client.ApiClient()

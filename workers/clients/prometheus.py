@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import requests
+from . import bounded
 
 USER_AGENT = "ray-serve-control-plane/1.0"
 
@@ -24,27 +25,36 @@ class Sample:
     value: float
 
 
+MAX_SD_BYTES = 4 * 1024 * 1024
+MAX_METRICS_BYTES = 64 * 1024 * 1024  # a node's exposition; more is refused, never read
+
+
 def discover_targets(dashboard_url: str, timeout: float = 5, token: str = "") -> list[str]:
-    """host:port of every metrics endpoint, from the dashboard's Prometheus service discovery."""
+    """host:port of every metrics endpoint, from the dashboard's Prometheus service discovery (one total deadline,
+    a bounded answer)."""
     headers = {"User-Agent": USER_AGENT}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    url = dashboard_url.rstrip("/") + "/api/prometheus/sd"
     try:
-        resp = requests.get(dashboard_url.rstrip("/") + "/api/prometheus/sd", timeout=timeout, headers=headers)
-        resp.raise_for_status()
-        groups = resp.json()
+        resp = bounded.request("GET", url, headers=headers, deadline_s=timeout, max_bytes=MAX_SD_BYTES)
+        if resp.status >= 400:
+            raise ScrapeError(f"service discovery at {dashboard_url} failed: HTTP {resp.status}")
+        groups = json.loads(resp.body)
         return sorted({t for g in groups for t in g.get("targets", [])})
-    except (requests.RequestException, ValueError, TypeError, AttributeError) as exc:
+    except (bounded.CallFailed, ValueError, TypeError, AttributeError) as exc:
         raise ScrapeError(f"service discovery at {dashboard_url} failed: {exc}") from exc
 
 
-def fetch(target: str, timeout: float = 5) -> str:
+def fetch(target: str, timeout: float = 5, max_bytes: int = MAX_METRICS_BYTES) -> str:
+    """One endpoint's exposition within ``timeout`` seconds in all, at most ``max_bytes`` of it."""
     url = target if target.startswith("http") else f"http://{target}/metrics"
     try:
-        resp = requests.get(url, timeout=timeout, headers={"User-Agent": USER_AGENT})
-        resp.raise_for_status()
-    except requests.RequestException as exc:
+        resp = bounded.request("GET", url, headers={"User-Agent": USER_AGENT}, deadline_s=timeout, max_bytes=max_bytes)
+    except bounded.CallFailed as exc:
         raise ScrapeError(f"{target}: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    if resp.status >= 400:
+        raise ScrapeError(f"{target}: HTTP {resp.status}")
     return resp.text
 
 

@@ -6,8 +6,9 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
-import requests
+from . import bounded
 
 USER_AGENT = "ray-serve-control-plane/1.0"  # Ray refuses PUT/DELETE from browser-looking clients
 IMPORT_FAILURE = re.compile(r"ModuleNotFoundError|ImportError|No module named")
@@ -31,25 +32,45 @@ class RayRejected(RayError):
 
 
 @dataclass
+class _Response:
+    status_code: int
+    text: str
+    content: bytes
+    reason: str = ""
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+@dataclass
 class RayDashboardClient:
     base_url: str
     token: str = ""
     timeout: float = 10.0
+    max_bytes: int = 64 * 1024 * 1024
 
     def _request(self, method: str, path: str, body: Any = None) -> Any:
+        """One call within ``timeout`` seconds in all (connecting, sending, reading), reading at most
+        ``max_bytes`` of the answer (workers/clients/bounded.py)."""
         url = self.base_url.rstrip("/") + path
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
         try:
-            resp = requests.request(method, url, json=body, headers=headers, timeout=self.timeout)
-        except requests.Timeout as exc:
+            answer = bounded.request(
+                method, url, body=data, headers=headers, deadline_s=self.timeout, max_bytes=self.max_bytes
+            )
+        except bounded.DeadlinePassed as exc:
             raise RayUnavailable(f"Ray dashboard at {self.base_url} did not answer within {self.timeout:g} s") from exc
-        except requests.RequestException as exc:
-            reason = type(exc).__name__
-            if isinstance(exc, requests.ConnectionError):
-                reason = "connection refused or host unreachable"
-            raise RayUnavailable(f"Cannot reach the Ray dashboard at {self.base_url}: {reason}") from exc
+        except bounded.AnswerTooLarge as exc:
+            raise RayUnavailable(f"Ray dashboard at {self.base_url} answered {path} with too much: {exc}") from exc
+        except bounded.CallFailed as exc:
+            raise RayUnavailable(f"Cannot reach the Ray dashboard at {self.base_url}: {exc}") from exc
+        resp = _Response(answer.status, answer.text, answer.body)
         if resp.status_code >= 500 and IMPORT_FAILURE.search(resp.text or ""):
             # Ray's dashboard imports the autoscaling policies and request routers a config names while it
             # validates it, and answers 500 when one is not installed where it runs: no retry will change that.
@@ -77,6 +98,11 @@ class RayDashboardClient:
     def put_serve_config(self, config: dict) -> None:
         """PUT the whole-cluster Serve config. Ray deletes every declarative app missing from it."""
         self._request("PUT", "/api/serve/applications/", config)
+
+    def scale_deployment(self, app_name: str, deployment: str, target: int) -> None:
+        """Ray's external scaler endpoint: set a deployment's replica target now (apps with external_scaler_enabled)."""
+        path = f"/api/v1/applications/{quote(app_name, safe='')}/deployments/{quote(deployment, safe='')}/scale"
+        self._request("POST", path, {"target_num_replicas": target})
 
     def get_serve_applications(self) -> dict:
         data = self._request("GET", "/api/serve/applications/")
@@ -117,4 +143,5 @@ def client_for(cluster: Any, timeout: float | None = None) -> RayDashboardClient
         base_url=cluster.dashboard_url,
         token=cluster.auth_token,
         timeout=timeout if timeout is not None else settings.RAY_HTTP_TIMEOUT_S,
+        max_bytes=settings.RAY_MAX_ANSWER_BYTES,
     )

@@ -50,7 +50,7 @@ def follow_status(cluster_id: int) -> bool:
 @shared_task(bind=True, max_retries=MAX_PUSH_RETRIES, acks_late=True)
 def sync_cluster(self, cluster_id: int, trigger: str = "write", force: bool = False) -> str:
     from apps.clusters.models import Cluster
-    from apps.deploys.sync import push_cluster
+    from apps.deploys.push import push_cluster
 
     if not Cluster.objects.filter(pk=cluster_id).exists():
         return "no-such-cluster"
@@ -75,7 +75,7 @@ def poll_status(cluster_id: int, token: str = "", n: int = 0, requests_seen: int
     Only the holder of the cluster's poll lease polls; a push that arrives meanwhile makes it start again fast.
     """
     from apps.deploys.locks import poll_extend, poll_release
-    from apps.deploys.sync import observe_cluster
+    from apps.deploys.observe import observe_cluster
 
     requests_now = poll_extend(cluster_id=cluster_id, token=token, lease_s=POLL_LEASE_MARGIN_S + poll_delay(n))
     if requests_now is None:
@@ -108,7 +108,7 @@ def poll_status(cluster_id: int, token: str = "", n: int = 0, requests_seen: int
 
 @shared_task
 def reconcile_cluster(cluster_id: int) -> str:
-    from apps.deploys.sync import reconcile_cluster as reconcile
+    from apps.deploys.reconcile import reconcile_cluster as reconcile
 
     try:
         outcome = reconcile(cluster_id)

@@ -2,6 +2,7 @@
 
 import apps.clusters.models
 import apps.core.secrets
+import apps.core.validators
 from django.db import migrations, models
 
 
@@ -50,7 +51,7 @@ class Migration(migrations.Migration):
                 blank=True,
                 default=dict,
                 help_text='Label matchers that select this cluster\'s series, e.g. {"ray_cluster": "prod-a"}.',
-                validators=[apps.clusters.models.validate_matchers],
+                validators=[apps.core.validators.validate_matchers],
             ),
         ),
         migrations.AddField(
@@ -60,7 +61,7 @@ class Migration(migrations.Migration):
                 blank=True,
                 help_text="Prometheus query API base, e.g. http://prometheus:9090 (metrics_source prometheus).",
                 max_length=300,
-                validators=[apps.clusters.models.validate_service_url],
+                validators=[apps.core.validators.validate_service_url],
             ),
         ),
     ]
