@@ -1,7 +1,7 @@
 """Shared fixtures: three named people per team (owner, member, outsider), staff, clusters, API clients.
 
 Tests marked ``ray`` run against a real local Ray cluster that this session starts on its own ports
-(``apps.dashboard.local_ray.TEST``) and stops at the end; it can run beside the demo cluster.
+(``apps.localdev.local_ray.TEST``) and stops at the end; it can run beside the demo cluster.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def app_body(team: str, cluster: int, name: str, **overrides: Any) -> dict:
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[Any]:
-    from apps.dashboard.local_ray import TEST
+    from apps.localdev.local_ray import TEST
 
     started = False
     if not TEST.is_up():
@@ -191,7 +191,10 @@ def celery_worker(transactional_db) -> Iterator[Any]:
 
     app.conf.task_always_eager = False
     app.control.purge()
-    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, shutdown_timeout=20) as worker:
+    # one worker for both queues here (pushes and deliveries); production runs one per queue (tests/test_deployment.py)
+    with start_worker(
+        app, pool="threads", concurrency=2, perform_ping_check=False, shutdown_timeout=20, queues=["celery", "webhooks"]
+    ) as worker:
         yield worker
 
 
@@ -231,11 +234,24 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 90, interval: float 
 
 
 def wait_for_every_proxy(
-    urls: list[str], headers: dict[str, str] | None = None, answers: int = 20, timeout: float = 90
+    ray_cluster: Any,
+    urls: list[str],
+    headers: dict[str, str] | None = None,
+    answers: int = 20,
+    timeout: float = 90,
 ) -> None:
-    """Serve runs a proxy on every node, all on one port here, and each learns a new route on its own: wait until
-    ``answers`` new connections in a row to each URL get 200 (a proxy that has not caught up answers 404, or closes
-    the connection)."""
+    """Serve runs a proxy on every node that holds a replica, all on one port here (the kernel hands each new
+    connection to one of them), and each learns a new route on its own. Wait until the set of proxies is steady
+    (every one HEALTHY: a DRAINING proxy, on a node that lost its replicas, is killed 30 s later and resets the
+    connections waiting for it), then until ``answers`` new connections in a row to each URL get 200 (a proxy
+    that has not caught up answers 404, or closes the connection)."""
+    status_url = f"{ray_cluster.dashboard_url}/api/serve/applications/"
+
+    def steady() -> bool:
+        proxies = requests.get(status_url, timeout=10).json().get("proxies") or {}
+        return bool(proxies) and all(p.get("status") == "HEALTHY" for p in proxies.values())
+
+    wait_for(steady, timeout=timeout, interval=1.0, what="every Serve proxy HEALTHY (none starting or draining)")
 
     def everywhere() -> bool:
         try:
@@ -288,6 +304,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """How many fuzz cases ran against the API, per role (the count the closing notes report)."""
     import sys
 
+    matrix = sys.modules.get("tests.test_permission_matrix")
+    if matrix is not None and matrix.SIZE["requests"]:
+        routes = len(matrix.ALL)
+        pairs = len(matrix.CASES)
+        terminalreporter.write_line(
+            f"Permission matrix: {routes} routes, {pairs} route-methods x {len(matrix.PRINCIPALS)} principals x "
+            f"own/other team = {matrix.SIZE['requests']} requests"
+        )
     fuzz = sys.modules.get("tests.test_fuzz")
     if fuzz is not None and fuzz.CASES:
         per_role = ", ".join(f"{role} {n}" for role, n in fuzz.CASES.items())

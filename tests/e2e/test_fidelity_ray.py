@@ -21,8 +21,9 @@ from django.utils import timezone
 from apps.applications.models import Application
 from apps.audit.models import AuditEvent
 from apps.clusters.models import Cluster, SyncRun
-from apps.dashboard.management.commands.seed_models import write_models
-from apps.deploys.sync import reconcile_cluster
+from apps.deploys.models import PushState
+from apps.deploys.reconcile import reconcile_cluster
+from apps.localdev.management.commands.seed_models import write_models
 from apps.metrics import services as metrics
 from apps.metrics.models import Series
 from tests.conftest import app_body, reset_serve, wait_for, wait_for_every_proxy
@@ -157,7 +158,7 @@ def test_real_deployment_options_reach_running_with_no_drift_and_no_pushes_after
     wait_for(all_running, timeout=300, interval=2, what="every app RUNNING in Ray and in the control plane")
     for app in Application.objects.filter(pk__in=ids.values()):
         assert app.config_diff == [], (app.name, app.config_diff)
-    wait_for(lambda: Cluster.objects.get(pk=ray_env.pk).poll_token == "", timeout=30, what="the poller to stop")
+    wait_for(lambda: PushState.objects.get(pk=ray_env.pk).poll_token == "", timeout=30, what="the poller to stop")
     cluster = Cluster.objects.get(pk=ray_env.pk)
     assert cluster.drift == []
     pushes = SyncRun.objects.filter(cluster=ray_env).count()
@@ -231,7 +232,7 @@ def test_a_burst_before_any_scrape_saw_the_app_is_counted_exactly_with_overlappi
 
     assert stored(family_requests) == ray_requests == 9
     assert stored(family_loads) == ray_loads == 5
-    from apps.metrics.selectors import query
+    from apps.metrics.sources import query
 
     start, end = timezone.now() - timedelta(minutes=10), timezone.now() + timedelta(seconds=1)
     hit = query(
@@ -286,7 +287,7 @@ def test_a_cluster_that_already_runs_two_apps_is_registered_adopted_and_cleaned_
 
     # Every node's proxy listens on the same port here and learns new routes on its own schedule: before measuring
     # gaps, every proxy the kernel hands connections to answers both routes (20 answers in a row each).
-    wait_for_every_proxy([f"{ray_cluster.serve_url}{route}" for route in answered], timeout=60)
+    wait_for_every_proxy(ray_cluster, [f"{ray_cluster.serve_url}{route}" for route in answered], timeout=60)
 
     def keep_calling() -> None:
         while not stop.is_set():
