@@ -7,6 +7,7 @@ machine. Every file the run command writes lives under ``var/``.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -97,6 +98,7 @@ INSTALLED_APPS = [
     "apps.metrics",
     "apps.catalog",
     "apps.deploys",
+    "apps.rollouts",
     "apps.sso",
     "apps.dashboard",
     "apps.localdev",
@@ -302,6 +304,14 @@ RAY_HTTP_TIMEOUT_S = envint("RAY_HTTP_TIMEOUT_S", 10)  # a total deadline per ca
 RAY_MAX_ANSWER_BYTES = envint("RAY_MAX_ANSWER_BYTES", 64 * 1024 * 1024)  # more is refused, never read
 # How long a per-cluster push lock is held at most before another worker may take it (seconds).
 CLUSTER_LOCK_TTL_S = envint("CLUSTER_LOCK_TTL_S", 120)
+# Canary rollouts: how often beat moves every rollout along (judges its step, advances, rolls back), in seconds.
+ROLLOUT_TICK_S = envint("ROLLOUT_TICK_S", 5)
+# How long the splitter and the new version stay beside the app after it took its route back (requests already
+# forwarded finish), in seconds.
+ROLLOUT_GRACE_S = envint("ROLLOUT_GRACE_S", 15)
+# A runtime_env for the splitter application, for clusters where the control plane's ``workers.on_cluster`` package
+# is not importable already (for example {"py_modules": ["https://.../on_cluster.zip"]}); JSON.
+ROLLOUT_SPLITTER_RUNTIME_ENV = json.loads(os.environ.get("ROLLOUT_SPLITTER_RUNTIME_ENV") or "{}")
 
 if not DEBUG:
     SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", True)

@@ -14,6 +14,7 @@ from apps.deploys.api import ClusterViewSet, SyncRunViewSet
 from apps.deploys.ray_api import NotServedView, ScaleView, ServeApplicationsView, VersionView
 from apps.metrics.api import MetricsView
 from apps.quotas.api import QuotaRequestViewSet, QuotaViewSet
+from apps.rollouts.api import ApplicationRolloutsView, RolloutViewSet
 from apps.sso import views as sso_views
 from apps.teams.api import (
     CliLoginCollectView,
@@ -41,6 +42,7 @@ router.register("compaction/plans", CompactionPlanViewSet, basename="compactionp
 router.register("models", ModelEntryViewSet, basename="modelentry")
 router.register("incidents", IncidentViewSet, basename="incident")
 router.register("alert-rules", AlertRuleViewSet, basename="alertrule")
+router.register("rollouts", RolloutViewSet, basename="rollout")
 
 urlpatterns = [
     # Browsers ask for /favicon.ico on pages that name no icon (a JSON answer, an error page): the same icon.
@@ -77,6 +79,7 @@ urlpatterns = [
         TeamJoinDecisionView.as_view(),
         name="team-join-decide",
     ),
+    path("api/v1/applications/<int:pk>/rollouts/", ApplicationRolloutsView.as_view(), name="application-rollouts"),
     path("api/v1/join-requests/", JoinRequestsView.as_view(), name="join-requests"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

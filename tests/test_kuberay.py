@@ -214,3 +214,58 @@ def test_an_api_server_that_never_answers_fails_the_push_within_the_timeout(
     finally:
         silent.close()
     assert "Kubernetes API unreachable" in SyncRun.objects.filter(cluster=hung).first().error
+
+
+def test_a_rollout_reaches_kuberay_through_serve_config_v2_and_steps_on_its_status(
+    kcluster, kube, alice, team_a, grant
+):
+    """KubeRay takes the same mechanism: the three applications of a rollout go in the RayService's serveConfigV2
+    (validated against the CRD), and the engine reads their status from the RayService's status."""
+    from apps.applications.models import Application
+    from apps.rollouts.models import Rollout
+    from apps.rollouts.services import rollout_start
+    from workers.tasks.rollouts import tick_cluster
+
+    grant(team_a, kcluster, "4")
+    spec = {
+        "route_prefix": "/team-a/web",
+        "import_path": "examples.hello:build",
+        "args": {"greeting": "v1"},
+        "deployments": [{"name": "Hello", "num_replicas": 1}],
+    }
+    app = application_create(actor=alice, team=team_a, cluster=kcluster, name="web", spec=spec)
+    push_cluster(kcluster.pk)
+    Application.objects.filter(pk=app.pk).update(deployed_revision=app.current_revision, state="running")
+    app.refresh_from_db()
+    r = rollout_start(actor=alice, application=app, spec={**spec, "args": {"greeting": "v2"}}, steps=[50, 100])
+    assert push_cluster(kcluster.pk).outcome == "pushed"
+    obj = kube.objects[("ml", "serve")]
+    validate_manifest(obj)
+    placed = {a["name"]: a for a in yaml.safe_load(obj["spec"]["serveConfigV2"])["applications"]}
+    assert {n: a["route_prefix"] for n, a in placed.items()} == {
+        "team-a--web": "/team-a/web",
+        "team-a--web@canary": "/__rollout/team-a--web/canary",
+        "team-a--web@split": "/__rollout/team-a--web/split",
+    }
+    assert placed["team-a--web@split"]["import_path"] == "workers.on_cluster.splitter:build"
+
+    def running(o: dict) -> None:
+        o["status"] = {
+            "conditions": [{"type": "Ready", "status": "True"}, {"type": "UpgradeInProgress", "status": "False"}],
+            "activeServiceStatus": {
+                "applicationStatuses": {name: {"status": "RUNNING", "serveDeploymentStatuses": {}} for name in placed}
+            },
+        }
+
+    kube.bump("ml", "serve", running)
+    assert tick_cluster(kcluster.pk) == "changed"
+    r.refresh_from_db()
+    assert (r.phase, r.weight) == ("split", 50.0)
+    push_cluster(kcluster.pk)
+    placed = {
+        a["name"]: a for a in yaml.safe_load(kube.objects[("ml", "serve")]["spec"]["serveConfigV2"])["applications"]
+    }
+    assert placed["team-a--web@split"]["route_prefix"] == "/team-a/web"
+    assert placed["team-a--web"]["route_prefix"] == "/__rollout/team-a--web/stable"
+    assert placed["team-a--web@split"]["deployments"][0]["user_config"] == {"weight": 50.0}
+    assert Rollout.objects.get().verdicts[0]["weight"] == 50.0

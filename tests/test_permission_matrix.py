@@ -372,6 +372,19 @@ ROUTES: dict[str, Route] = {
         {"POST": team(Role.MEMBER)},
         body={"POST": lambda x, s: {"revision": 1}},
     ),
+    "application-rollouts": Route(
+        lambda x, s: f"/api/v1/applications/{app_id(x, s)}/rollouts/",
+        {"GET": team(), "POST": team(Role.MEMBER)},
+        body={"POST": lambda x, s: {"spec": {**APP_BODY, "route_prefix": x.app(s).route_prefix}}},
+    ),
+    "rollout-list": Route(lambda x, s: "/api/v1/rollouts/", {"GET": signed_in()}, sides=SINGLE),
+    "rollout-detail": Route(lambda x, s: f"/api/v1/rollouts/{x.obj('rollout', s).pk}/", {"GET": team()}),
+    **{
+        f"rollout-{verb}": Route(
+            lambda x, s, verb=verb: f"/api/v1/rollouts/{x.obj('rollout', s).pk}/{verb}/", {"POST": team(Role.MEMBER)}
+        )
+        for verb in ("pause", "resume", "promote", "abort")
+    },
     "modelentry-list": Route(
         lambda x, s: "/api/v1/models/",
         {"GET": signed_in(), "POST": team(Role.MEMBER, other="refused")},
@@ -625,6 +638,21 @@ PAGES: dict[str, Route] = {
     ),
     "dashboard:app_diff": page(
         lambda x, s: f"/apps/{app_id(x, s)}/diff/?from=1&to=1", {"GET": team()}, sides=("own", "other")
+    ),
+    "dashboard:rollout_new": page(
+        lambda x, s: f"/apps/{app_id(x, s)}/rollouts/new/",
+        {"POST": team(Role.MEMBER)},
+        {"POST": lambda x, s: {"revision": "99", "steps": "50, 100", "step_seconds": "30"}},
+        sides=("own", "other"),
+    ),
+    "dashboard:rollout_detail": page(
+        lambda x, s: f"/rollouts/{x.obj('rollout', s).pk}/", {"GET": team()}, sides=("own", "other")
+    ),
+    "dashboard:rollout_status": page(
+        lambda x, s: f"/rollouts/{x.obj('rollout', s).pk}/status/", {"GET": team()}, sides=("own", "other")
+    ),
+    "dashboard:rollout_act": page(
+        lambda x, s: f"/rollouts/{x.obj('rollout', s).pk}/pause/", {"POST": team(Role.MEMBER)}, sides=("own", "other")
     ),
 }
 ALL = {**ROUTES, **PAGES}

@@ -187,7 +187,9 @@ def _summary(app: Application, spec: dict | None) -> dict:
     return {"name": app.name, "route_prefix": app.route_prefix, "version": app.version, "spec": spec}
 
 
-def _new_revision(app: Application, spec: dict, actor: Any, message: str) -> Revision:
+def new_revision(app: Application, spec: dict, actor: Any, message: str, *, current: bool = True) -> Revision:
+    """The app's next revision; made its current one (the caller saves the app) unless ``current`` is False (a
+    rollout's new version, made current when it is promoted)."""
     number = (app.revisions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
     rev = Revision.objects.create(
         application=app,
@@ -197,8 +199,23 @@ def _new_revision(app: Application, spec: dict, actor: Any, message: str) -> Rev
         author=actor if getattr(actor, "is_authenticated", False) else None,
         message=message[:200],
     )
-    app.current_revision = rev
+    if current:
+        app.current_revision = rev
     return rev
+
+
+def locked_for_write(application: Application) -> tuple[Cluster, Application]:
+    """The app's cluster and the app, locked for a write (in the caller's transaction); 409 when it is being
+    deleted."""
+    cluster = _lock_cluster(application.cluster)
+    app = (
+        Application.objects.select_for_update(of=("self",))
+        .select_related("team", "current_revision")
+        .get(pk=application.pk)
+    )
+    if app.deleted_at is not None:
+        raise Conflict({"detail": "This application is being deleted."})
+    return cluster, app
 
 
 def application_create(
@@ -231,7 +248,7 @@ def application_create(
                     {"valid": True, "name": name, "spec": clean, "quota": _usage_json(usage), "warnings": warnings}
                 )
             app = Application.objects.create(team=team, cluster=cluster, name=name, route_prefix=route or "")
-            _new_revision(app, clean, actor, "created")
+            new_revision(app, clean, actor, "created")
             app.save(update_fields=["current_revision"])
             audit_record(
                 actor=actor, team=team, action="application.create", obj=app, after=_summary(app, clean), source=source
@@ -260,15 +277,12 @@ def application_update(
         refusals_recorded(team=application.team, cluster=application.cluster, actor=actor, dry_run=dry_run),
         transaction.atomic(),
     ):
-        cluster = _lock_cluster(application.cluster)
-        app = (
-            Application.objects.select_for_update(of=("self",))
-            .select_related("team", "current_revision")
-            .get(pk=application.pk)
-        )
-        if app.deleted_at is not None:
-            raise Conflict({"detail": "This application is being deleted."})
+        cluster, app = locked_for_write(application)
         _check_version(app, expected_version)
+        if app.rollouts.exclude(phase="done").exists():  # its rows through the relation: rollouts sit above
+            raise Conflict(
+                {"detail": "A rollout of this application is under way: promote or abort it before changing the app."}
+            )
         check_runtime_env_policy(cluster.runtime_env_policy, cluster.name, clean)
         check_external_scaler(cluster, clean)
         _check_unique(
@@ -291,7 +305,7 @@ def application_update(
             app.current_revision.spec_hash == spec_hash(clean) or same_app(app.current_revision.spec, clean)
         ):
             return app  # nothing changed in meaning: no new revision, no push
-        _new_revision(app, clean, actor, message)
+        new_revision(app, clean, actor, message)
         app.route_prefix = route or ""
         app.version = F("version") + 1
         app.state = Application.State.PENDING
@@ -451,7 +465,7 @@ def application_adopt(
             adopted_serve_name=serve_name,
             state=Application.State.RUNNING if entry.get("status") == "RUNNING" else Application.State.DEPLOYING,
         )
-        rev = _new_revision(app, clean, actor, f"adopted from {cluster.name} (ran there as {serve_name})")
+        rev = new_revision(app, clean, actor, f"adopted from {cluster.name} (ran there as {serve_name})")
         app.deployed_revision = rev
         app.save(update_fields=["current_revision", "deployed_revision"])
         preexisting = dict(cluster.preexisting_apps or {})

@@ -123,6 +123,7 @@ class SyncRun(models.Model):
         RECONCILE = "reconcile", "Reconcile"
         DRIFT = "drift", "Drift repair"
         MANUAL = "manual", "Manual"
+        ROLLOUT = "rollout", "Rollout step"
 
     cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="sync_runs")
     trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.WRITE)

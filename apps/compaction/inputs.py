@@ -11,6 +11,7 @@ from apps.applications.models import Application
 from apps.applications.selectors import placed_replicas
 from apps.clusters.models import Cluster
 from apps.deploys.observe import Observation, observe
+from apps.rollouts.placement import owner_of
 from apps.servespec.spec import to_decimal
 from workers.clients.ray_dashboard import RayError
 
@@ -86,7 +87,7 @@ def input_from_observation(cluster: Cluster, obs: Observation) -> dict[str, Any]
                             "node": rep["node_id"],
                             "app": app_name,
                             "deployment": dep_name,
-                            "team": teams.get(app_name, ""),
+                            "team": teams.get(owner_of(app_name), ""),  # a rollout's sides are its app's team's
                             "resources": resources,
                         }
                     )

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from apps.applications.models import Application
 from apps.catalog.models import ModelEntry
 from apps.clusters.models import Cluster
+from apps.rollouts.models import Rollout
+from apps.rollouts.placement import rollout_apps
 from apps.servespec.spec import serve_app_config, spec_hash
 
 
@@ -65,6 +67,12 @@ def build_serve_config(cluster: Cluster) -> MergedConfig:
     accepted: dict[str, dict | None] = {}
     apps = list(apps)
     catalog = _catalog(app.pk for app in apps)
+    rollouts = {
+        r.application_id: r
+        for r in Rollout.objects.filter(application__cluster=cluster)
+        .exclude(phase=Rollout.Phase.DONE)
+        .select_related("to_revision")
+    }
     for app in apps:
         revision = app.current_revision
         if app.fault_revision_id is not None and app.fault_revision_id == app.current_revision_id:
@@ -85,6 +93,12 @@ def build_serve_config(cluster: Cluster) -> MergedConfig:
         models = catalog.get(app.pk, {})
         cfg = serve_app_config(app.serve_name, _with_catalog(revision.spec, models))
         app_configs[app.serve_name] = cfg
+        rollout = rollouts.get(app.pk)
+        if rollout is not None and app.serve_name not in held_back:
+            # The app, its new version and the splitter, as the rollout's phase places them (apps.rollouts).
+            canary = serve_app_config(app.serve_name, _with_catalog(rollout.to_revision.spec, models))
+            for side in rollout_apps(cfg, canary, rollout, cluster.http_port):
+                app_configs[side["name"]] = side
         revisions[app.pk] = revision.pk
         if app.deployed_revision_id != revision.pk:
             last = app.deployed_revision

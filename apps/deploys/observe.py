@@ -13,6 +13,7 @@ from django.utils import timezone
 from apps.applications.models import Application
 from apps.clusters.models import Cluster, SyncRun
 from apps.core.jobs import enqueue
+from apps.rollouts.placement import owner_of
 from apps.servespec import demand
 from apps.servespec.ray_schema import diff_app
 from workers.clients.ray_dashboard import RayRejected, RayUnavailable
@@ -266,8 +267,8 @@ def _unmanaged(cluster: Cluster, apps: list[Application], ray_apps: dict, drift:
     preexisting = cluster.preexisting_apps or {}
     unmanaged = []
     for name, seen in sorted(ray_apps.items()):
-        if name in managed or seen.get("status") == "DELETING":
-            continue
+        if owner_of(name) in managed or seen.get("status") == "DELETING":
+            continue  # an app's own, or the new version and splitter its rollout placed beside it
         config = seen.get("deployed_app_config")
         if name in preexisting and (preexisting[name] or {}).get("config"):
             kind = "preexisting"

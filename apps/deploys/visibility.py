@@ -14,6 +14,7 @@ from typing import Any
 from apps.applications.selectors import own_serve_names
 from apps.clusters.models import Cluster, SyncRun
 from apps.clusters.visibility import drift_for_team, push_error_for_team
+from apps.rollouts.placement import side_names
 from apps.teams.principal import Principal
 
 # Fields of a cluster only staff read: where Ray's whole-cluster endpoints are, and how it is reached.
@@ -37,7 +38,11 @@ class ClusterLens:
     def __init__(self, principal: Principal, cluster_ids: list[int] | None = None) -> None:
         """``cluster_ids``: the clusters to be read (None: any)."""
         self.staff = principal.is_staff
-        self.own: dict[int, set[str]] = {} if self.staff else own_serve_names(principal, cluster_ids)
+        own = {} if self.staff else own_serve_names(principal, cluster_ids)
+        # a rollout's new version and splitter are their app's team's too
+        self.own: dict[int, set[str]] = {
+            c: names | {s for n in names for s in side_names(n)} for c, names in own.items()
+        }
 
     def names(self, cluster_id: int) -> set[str]:
         return self.own.get(cluster_id, set())

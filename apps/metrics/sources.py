@@ -32,6 +32,7 @@ from .selectors import RAY_SERIES, stored, stored_residency
 # The counters and gauges the alerts read, by their Prometheus names (the embedded store keeps counters without
 # "_total").
 HTTP_REQUESTS = prom.HTTP_REQUESTS
+HTTP_LATENCY = prom.HTTP_LATENCY
 HANDLE_REQUESTS = prom.HANDLE_REQUESTS
 MUX_REQUESTS = prom.MUX_REQUESTS
 MUX_LOADS = prom.MUX_LOADS

@@ -65,6 +65,12 @@ def team_pool_usage(
         )
     )
     others = [s for pk, s in apps if pk != exclude_app_id]
+    # A rollout's new version runs beside the app until the rollout is done: its surge is counted (apps.rollouts).
+    others += list(
+        team.applications.filter(
+            cluster=cluster, deleted_at__isnull=True, rollouts__phase__in=["start", "split", "promote", "restore"]
+        ).values_list("rollouts__to_revision__spec", flat=True)
+    )
     previous_spec = next((s for pk, s in apps if pk == exclude_app_id), None)
     return pool_usage(cluster.pools.all(), quotas, others, spec=spec, previous_spec=previous_spec)
 

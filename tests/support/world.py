@@ -298,6 +298,25 @@ def build() -> World:
         "a": AuditEvent.objects.filter(team=team_a).order_by("id").first(),
         "b": AuditEvent.objects.filter(team=team_b).order_by("id").first(),
     }
+    from apps.applications.models import Revision
+    from apps.rollouts.models import Rollout
+
+    rollouts = {}
+    for side, app, author in (("a", app_a, users["owner"]), ("b", app_b, users["b_owner"])):
+        app.refresh_from_db()
+        spec = {**app.current_revision.spec, "args": {"greeting": f"v2 of {side}"}}
+        new = Revision.objects.create(application=app, number=99, spec=spec, spec_hash=f"{side}-v2", author=author)
+        rollouts[side] = Rollout.objects.create(
+            application=app,
+            from_revision=app.current_revision,
+            to_revision=new,
+            steps=[10, 100],
+            phase=Rollout.Phase.SPLIT,
+            step_index=0,
+            weight=10,
+            created_by=author,
+            deadline_at=timezone.now() + timedelta(hours=2),
+        )
     world = World(cluster=cluster, teams={"a": team_a, "b": team_b}, users=users, apps={"a": app_a, "b": app_b})
     for name, pair in (
         ("incident", incidents),
@@ -310,6 +329,7 @@ def build() -> World:
         ("rule", rules),
         ("route_grant", route_grants),
         ("audit", audit),
+        ("rollout", rollouts),
     ):
         for side, obj in pair.items():
             world.objects[f"{name}:{side}"] = obj

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 SIDE_HEADER = "x-serve-rollout-side"
+HOP_HEADER = "x-serve-rollout-hop"  # set on a request the splitter sent again to the app's own route
 STICKY_HEADER = "serve_multiplexed_model_id"
 # Hop-by-hop headers (RFC 9110 7.6.1) and what the client library sets itself.
 NOT_FORWARDED = {
@@ -74,11 +75,29 @@ class Splitter:
             url += f"?{request.url.query}"
         headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED}
         body = await request.body()
-        async with self.session.request(request.method, url, headers=headers, data=body or None) as answer:
+        status, content, out = await self._forward(request.method, url, headers, body)
+        if status == 404 and root and HOP_HEADER not in request.headers and _route_missing(content):
+            # The version's internal route is gone from the proxy's table: the app took its own route back (a
+            # rollout ending, or beginning while this node's proxy still had the old table). The app answers at
+            # the route this request came in on; sent there once, marked, so it can never loop.
+            again = f"{self.proxy}{root}{rest}" + (f"?{request.url.query}" if request.url.query else "")
+            status, content, out = await self._forward(request.method, again, {**headers, HOP_HEADER: "1"}, body)
+        out[SIDE_HEADER] = side
+        return Response(content=content, status_code=status, headers=out)
+
+    async def _forward(
+        self, method: str, url: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        assert self.session is not None
+        async with self.session.request(method, url, headers=headers, data=body or None) as answer:
             content = await answer.read()
             out = {k: v for k, v in answer.headers.items() if k.lower() not in NOT_FORWARDED}
-            out[SIDE_HEADER] = side
-            return Response(content=content, status_code=answer.status, headers=out)
+            return answer.status, content, out
+
+
+def _route_missing(content: bytes) -> bool:
+    """Serve's proxy's own 404 for a path no application holds (an app's own 404 passes through as it is)."""
+    return content.startswith(b"Path '") and b"not found. Ping http://.../-/routes" in content
 
 
 def build(args: dict[str, Any]) -> serve.Application:
@@ -90,27 +109,3 @@ def build(args: dict[str, Any]) -> serve.Application:
         proxy=args.get("proxy", "http://127.0.0.1:8000"),
         timeout_s=float(args.get("timeout_s", 300)),
     )
-
-
-def split_apps(
-    *, name: str, route: str, stable: dict[str, Any], canary: dict[str, Any], weight: float, proxy: str
-) -> list[dict[str, Any]]:
-    """The Serve applications of an app in rollout: its running version and the new one, each a Serve app of its
-    own at an internal route, and the splitter at the app's route with ``weight`` percent to the new version.
-
-    ``stable`` and ``canary`` are the two versions' application entries (as a Serve config lists them); they keep
-    everything but their name and route. Names end in ``@stable`` / ``@canary``, which no control-plane app name
-    can hold, so they never meet another app's; routes live under ``/__rollout/<name>/``.
-    """
-    base = f"/__rollout/{name}"
-    return [
-        {**stable, "name": f"{name}@stable", "route_prefix": f"{base}/stable"},
-        {**canary, "name": f"{name}@canary", "route_prefix": f"{base}/canary"},
-        {
-            "name": name,
-            "route_prefix": route,
-            "import_path": "workers.on_cluster.splitter:build",
-            "args": {"stable": f"{base}/stable", "canary": f"{base}/canary", "proxy": proxy},
-            "deployments": [{"name": "Splitter", "user_config": {"weight": weight}}],
-        },
-    ]
