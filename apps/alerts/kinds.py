@@ -83,6 +83,13 @@ KINDS: dict[str, Kind] = {
             },
         ),
         Kind(
+            "rollout_rolled_back",
+            "A canary rollout rolled back on its own (a gate failed, the new version failed, or time ran out)",
+            "critical",
+            False,
+            {"window_s": Param(3600, 60, 7 * 86400, "Open for this many seconds after the rollback.")},
+        ),
+        Kind(
             "compaction_waiting",
             "A compaction plan that would free nodes is waiting",
             "info",

@@ -7,7 +7,7 @@ engine (``services.evaluate``) turns conditions into incidents. Thresholds come 
 
 from __future__ import annotations
 
-from .applications import app_failed, crash_loop
+from .applications import app_failed, crash_loop, rollout_rolled_back
 from .base import Condition, Rules
 from .clusters import cluster_unreachable, compaction_waiting, drift, push_failed
 from .quotas import admission_refused, quota_high
@@ -27,4 +27,5 @@ EVALUATORS = {
     "idle_gpu": idle_gpu,
     "cache_thrash": cache_thrash,
     "compaction_waiting": compaction_waiting,
+    "rollout_rolled_back": rollout_rolled_back,
 }

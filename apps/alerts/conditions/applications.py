@@ -6,7 +6,9 @@ from collections import defaultdict
 from datetime import datetime
 
 from apps.applications.models import Application
+from apps.rollouts.models import Rollout
 
+from ..kinds import effective_params
 from .base import Condition, Rules, _app_rule, _live_apps
 
 
@@ -87,6 +89,54 @@ def crash_loop(rules: Rules, now: datetime) -> list[Condition]:
                 app.pk,
                 app.cluster_id,
                 {"starts": recent[-20:], "per_deployment": dict(per_dep), "window_s": p["window_s"]},
+            )
+        )
+    return out
+
+
+def rollout_rolled_back(rules: Rules, now: datetime) -> list[Condition]:
+    """A rollout the engine rolled back (a gate failed, the new version failed to deploy, the deadline passed), for
+    ``window_s`` after the rollback: the team hears it once, with the gate's figures. One the team aborted is not."""
+    from datetime import timedelta
+
+    longest = max(
+        [
+            effective_params("rollout_rolled_back", r.params)["window_s"]
+            for r in rules.by_scope.values()
+            if r.kind == "rollout_rolled_back"
+        ]
+        or [3600]
+    )
+    out = []
+    rollouts = Rollout.objects.filter(
+        state=Rollout.State.ROLLED_BACK, decided_at__gte=now - timedelta(seconds=longest)
+    ).select_related("application__team", "application__cluster", "from_revision", "to_revision")
+    for r in rollouts:
+        app = r.application
+        rule = _app_rule(rules, "rollout_rolled_back", app)
+        if rule is None or (now - r.decided_at).total_seconds() > rules.params(rule)["window_s"]:
+            continue
+        last = r.verdicts[-1] if r.verdicts else {}
+        out.append(
+            Condition(
+                "rollout_rolled_back",
+                f"rollout_rolled_back:rollout:{r.pk}",
+                f"{app.team.slug}/{app.name}: the rollout of r{r.to_revision.number} rolled back to "
+                f"r{r.from_revision.number} on {app.cluster.name}: {r.reason}",
+                rule,
+                app.team_id,
+                app.pk,
+                app.cluster_id,
+                {
+                    "rollout": r.pk,
+                    "from_revision": r.from_revision.number,
+                    "to_revision": r.to_revision.number,
+                    "reason": r.reason,
+                    "step": last.get("step"),
+                    "weight": last.get("weight"),
+                    "stable": last.get("stable"),
+                    "canary": last.get("canary"),
+                },
             )
         )
     return out
