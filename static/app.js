@@ -26,8 +26,8 @@
     var datasets = spec.datasets.map(function (ds, i) {
       var colour = ds.quota ? "#6c757d" : palette[i % palette.length];
       return {
-        label: ds.label, data: ds.data, borderColor: colour, backgroundColor: colour,
-        borderDash: ds.quota ? [6, 4] : [], pointRadius: ds.data.length > 60 ? 0 : 2, tension: 0.2, spanGaps: false,
+        label: ds.label, data: ds.data, borderColor: colour, backgroundColor: colour, yAxisID: ds.axis || "y",
+        borderDash: ds.quota || ds.dash ? [6, 4] : [], pointRadius: ds.data.length > 60 ? 0 : 2, tension: 0.2, spanGaps: false,
       };
     });
     canvas.dataset.drawn = "1";
@@ -40,6 +40,8 @@
         scales: {
           x: { type: "linear", min: spec.min, max: spec.max, ticks: { stepSize: tickStep(span), includeBounds: false, maxTicksLimit: 9, callback: function (v) { return fmtTime(v, span); } } },
           y: { beginAtZero: true, max: spec.ymax, title: { display: true, text: spec.unit } },
+          // a second axis on the right for charts that draw two units (a rollout's error rates and latencies)
+          y2: { display: !!spec.y2unit, position: "right", beginAtZero: true, grid: { drawOnChartArea: false }, title: { display: !!spec.y2unit, text: spec.y2unit || "" } },
         },
         plugins: {
           legend: { display: datasets.length > 1, position: "bottom" },

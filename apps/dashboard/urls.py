@@ -14,6 +14,7 @@ from .pages import (
     models,
     onboarding,
     quotas,
+    rollouts,
     teams,
     tokens,
 )
@@ -84,5 +85,9 @@ urlpatterns = [
     path("apps/<int:pk>/edit/", applications.app_form, name="app_edit"),
     path("apps/<int:pk>/rollback/", applications.app_rollback, name="app_rollback"),
     path("apps/<int:pk>/delete/", applications.app_delete, name="app_delete"),
+    path("apps/<int:pk>/rollouts/new/", rollouts.rollout_new, name="rollout_new"),
+    path("rollouts/<int:pk>/", rollouts.rollout_detail, name="rollout_detail"),
+    path("rollouts/<int:pk>/status/", rollouts.rollout_status, name="rollout_status"),
+    path("rollouts/<int:pk>/<slug:verb>/", rollouts.rollout_act, name="rollout_act"),
     path("apps/<int:pk>/diff/", applications.app_diff, name="app_diff"),
 ]

@@ -61,6 +61,7 @@ BLANK_ROW = {
 def app_detail(request: HttpRequest, pk: int) -> HttpResponse:
     app = visible_app_or_404(request, pk)
     revisions = list(app.revisions.select_related("author").order_by("-number")[:50])
+    rollouts = list(app.rollouts.select_related("from_revision", "to_revision").order_by("-created_at", "-id")[:10])
     runs = list(app.cluster.sync_runs.order_by("-created_at", "-id")[:10])
     show_errors(ClusterLens(principal_of(request), [app.cluster_id]), runs)
 
@@ -85,6 +86,9 @@ def app_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "is_multiplexed": bool(models)
             or "multiplex" in (app.current_revision.spec.get("import_path", "") if app.current_revision else ""),
             "models": models,
+            "rollouts": rollouts,
+            "active_rollout": next((r for r in rollouts if r.active), None),
+            "rollout_targets": [r for r in revisions if r.pk != app.current_revision_id],
         },
     )
 
