@@ -4,8 +4,8 @@ It talks only to the REST API (it needs none of the server's settings). The serv
 ``SERVECTL_URL`` and ``SERVECTL_TOKEN`` when set, else from the file ``servectl login`` writes
 (``$XDG_CONFIG_HOME/servectl/config.json``, readable by its owner only).
 
-Exit codes: 0 success; 1 refused or failed (the reasons are printed); 2 an app ended DEPLOY_FAILED or UNHEALTHY;
-3 still not settled when ``status --timeout`` ran out.
+Exit codes: 0 success; 1 refused or failed (the reasons are printed); 2 an app ended DEPLOY_FAILED or UNHEALTHY, or
+a rollout rolled back or was aborted; 3 still not settled (or a rollout still under way) when ``--timeout`` ran out.
 """
 
 from __future__ import annotations
@@ -316,6 +316,138 @@ def status(app: str, team: str | None, wait: bool, timeout: float, fmt: str) -> 
     if wait and state not in SETTLED:
         click.echo(f"still {state} after {timeout:g} s", err=True)
         sys.exit(3)
+
+
+@cli.group()
+def rollout() -> None:
+    """Canary rollouts: a new version beside the running one, a growing share of traffic, rolled back on its own
+    when its 5xx share or p95 latency leaves the running version's."""
+
+
+def _rollout_line(r: dict) -> str:
+    where = f"step {r['step']} of {len(r['steps'])}, " if r["phase"] == "split" else ""
+    return (
+        f"rollout {r['id']} of {r['team']}/{r['application_name']} r{r['from_revision']} -> r{r['to_revision']}: "
+        f"{r['state']} ({r['phase']}), {where}{r['weight']:g}% to the new version"
+    )
+
+
+def _show_rollout(r: dict) -> None:
+    click.echo(_rollout_line(r))
+    for v in r.get("verdicts") or []:
+        click.echo(f"  step {v['step'] + 1} ({v['weight']:g}%): {v['verdict']}  {v.get('reason', '')}")
+    if r.get("reason"):
+        click.echo(f"  {r['reason']}")
+
+
+def _latest_rollout(api: Api, app: str, team: str | None) -> dict:
+    found = find_app(api, app, team)
+    rows = api.json("GET", f"/api/v1/applications/{found['id']}/rollouts/")["results"]
+    if not rows:
+        raise click.ClickException(f"{found['team']}/{found['name']} has no rollout")
+    return rows[0]
+
+
+def _follow(api: Api, r: dict, timeout: float) -> dict:
+    """Print each change until the rollout is done; exit 2 when it did not succeed, 3 when time ran out."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while r["phase"] != "done" and time.monotonic() < deadline:
+        line = _rollout_line(r)
+        if line != last:
+            click.echo(line, err=True)
+            last = line
+        time.sleep(2)
+        r = api.json("GET", f"/api/v1/rollouts/{r['id']}/")
+    return r
+
+
+def _exit_for(r: dict) -> None:
+    if r["state"] in ("rolled_back", "aborted"):
+        sys.exit(2)
+    if r["phase"] != "done":
+        sys.exit(3)
+
+
+@rollout.command("start")
+@click.argument("app")
+@click.option("--team")
+@click.option("--revision", type=int, help="Roll out an existing revision (its number)")
+@click.option("-f", "--file", "path", type=click.File("r"), help="Or a new version: the app's spec in YAML or JSON")
+@click.option("--steps", help="Percent of requests to the new version at each step, e.g. 5,10,20,50,100")
+@click.option("--step-seconds", type=int, help="How long each step lasts while its gates pass (default 300)")
+@click.option("--wait/--no-wait", default=False, show_default=True, help="Follow it until it is done")
+@click.option("--timeout", type=float, default=7500, show_default=True, help="Seconds to follow it")
+@OUTPUT
+def rollout_start(
+    app: str,
+    team: str | None,
+    revision: int | None,
+    path: Any,
+    steps: str | None,
+    step_seconds: int | None,
+    wait: bool,
+    timeout: float,
+    fmt: str,
+) -> None:
+    """Start a rollout of APP (id, NAME or TEAM/NAME) to a revision or a spec file."""
+    api = api_from_env()
+    found = find_app(api, app, team)
+    body: dict[str, Any] = {}
+    if path is not None:
+        spec = yaml.safe_load(path.read(1_000_001)[:1_000_000])
+        if not isinstance(spec, dict):
+            raise click.ClickException("the file must hold one application's spec (a mapping)")
+        body["spec"] = {k: v for k, v in spec.items() if k != "name"}
+    if revision is not None:
+        body["revision"] = revision
+    if steps:
+        try:
+            body["steps"] = [float(x) for x in steps.split(",") if x.strip()]
+        except ValueError as exc:
+            raise click.ClickException("--steps: percentages separated by commas, e.g. 5,10,50,100") from exc
+    if step_seconds is not None:
+        body["step_seconds"] = step_seconds
+    r = api.json("POST", f"/api/v1/applications/{found['id']}/rollouts/", json=body)
+    if wait:
+        r = _follow(api, r, timeout)
+    output(r, fmt, _show_rollout)
+    if wait:
+        _exit_for(r)
+
+
+@rollout.command("status")
+@click.argument("app")
+@click.option("--team")
+@click.option("--wait/--no-wait", default=False, show_default=True, help="Follow it until it is done")
+@click.option("--timeout", type=float, default=7500, show_default=True, help="Seconds to follow it")
+@OUTPUT
+def rollout_status(app: str, team: str | None, wait: bool, timeout: float, fmt: str) -> None:
+    """The latest rollout of APP: its phase, weight and each step's verdict."""
+    api = api_from_env()
+    r = _latest_rollout(api, app, team)
+    if wait:
+        r = _follow(api, r, timeout)
+    output(r, fmt, _show_rollout)
+    if wait:
+        _exit_for(r)
+
+
+def _rollout_action(verb: str, help_text: str) -> None:
+    @rollout.command(verb, help=help_text)
+    @click.argument("app")
+    @click.option("--team")
+    @OUTPUT
+    def act(app: str, team: str | None, fmt: str) -> None:
+        api = api_from_env()
+        r = _latest_rollout(api, app, team)
+        output(api.json("POST", f"/api/v1/rollouts/{r['id']}/{verb}/"), fmt, _show_rollout)
+
+
+_rollout_action("pause", "Hold APP's rollout at its current weight.")
+_rollout_action("resume", "Resume APP's paused rollout (its step is judged afresh).")
+_rollout_action("promote", "Send all of APP's traffic to the new version now and make it the app's.")
+_rollout_action("abort", "Send all of APP's traffic back to the running version now; the new one is removed.")
 
 
 def main() -> None:

@@ -131,3 +131,51 @@ def test_the_getting_started_page_commands_run_as_shown(run, live_server, make_u
     assert app.current_revision.spec["import_path"] == "examples.hello:app"
     shown = run(*status.split()[1:], "--no-wait")
     assert shown.returncode in (0, 1, 3) and "hello" in shown.stdout + shown.stderr, shown.stdout + shown.stderr
+
+
+def test_rollout_start_status_pause_promote_and_a_rolled_back_exit_code(run, world, alice, tmp_path):
+    from apps.rollouts.models import Rollout
+    from apps.teams.services import issue_token
+
+    _, token = issue_token(user=alice, name="ci")
+    cluster = str(world["cluster"].pk)
+    small = FILE.replace("num_replicas: 2", "num_replicas: 1")
+    assert (
+        run("apply", "-f", "-", "--team", "team-a", "--cluster", cluster, stdin=small, SERVECTL_TOKEN=token).returncode
+        == 0
+    )
+    app = Application.objects.get(name="fruit_app")
+    Application.objects.filter(pk=app.pk).update(deployed_revision=app.current_revision, state="running")
+    spec = yaml.safe_load(small)["applications"][0]
+    new = tmp_path / "v2.yaml"
+    new.write_text(yaml.safe_dump({**spec, "args": {"colour": "green"}}))
+
+    out = run(
+        "rollout",
+        "start",
+        "team-a/fruit_app",
+        "-f",
+        str(new),
+        "--steps",
+        "50,100",
+        "--step-seconds",
+        "20",
+        SERVECTL_TOKEN=token,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "r1 -> r2: running (start), 0% to the new version" in out.stdout
+    r = Rollout.objects.get()
+    assert (r.steps, r.step_seconds, r.to_revision.spec["args"]) == ([50.0, 100.0], 20, {"colour": "green"})
+    again = run("rollout", "start", "fruit_app", "--team", "team-a", "--revision", "2", SERVECTL_TOKEN=token)
+    assert again.returncode == 1 and "under way" in again.stderr
+    Rollout.objects.filter(pk=r.pk).update(phase="split", step_index=0, weight=50)
+    paused = run("rollout", "pause", "team-a/fruit_app", "-o", "json", SERVECTL_TOKEN=token)
+    assert paused.returncode == 0 and json.loads(paused.stdout)["state"] == "paused"
+    status = run("rollout", "status", "team-a/fruit_app", SERVECTL_TOKEN=token)
+    assert "paused (split), step 1 of 2, 50% to the new version" in status.stdout
+    assert run("rollout", "resume", "team-a/fruit_app", SERVECTL_TOKEN=token).returncode == 0
+    promoted = run("rollout", "promote", "team-a/fruit_app", SERVECTL_TOKEN=token)
+    assert promoted.returncode == 0 and "running (promote), 100% to the new version" in promoted.stdout
+    Rollout.objects.filter(pk=r.pk).update(state="rolled_back", phase="done", reason="step 1 (50%): 5xx 20%")
+    waited = run("rollout", "status", "team-a/fruit_app", "--wait", SERVECTL_TOKEN=token)
+    assert waited.returncode == 2 and "step 1 (50%): 5xx 20%" in waited.stdout
