@@ -4,8 +4,9 @@
 
 Uses the local test Ray cluster (started if it is not up, stopped again if this started it): deploys one version
 of examples/hello.py at its internal route and the splitter (workers/on_cluster/splitter.py) in front of it at
-weight 0, then sends the same requests to each, one at a time and then ``--concurrency`` at once, and prints p50
-and p99 of both and the difference. The baseline is the direct call, measured in the same run.
+weight 0, as a rollout's split phase places them (apps/rollouts/placement.py), then sends the same requests to
+each, one at a time and then ``--concurrency`` at once, and prints p50 and p99 of both and the difference. The
+baseline is the direct call, measured in the same run.
 """
 
 from __future__ import annotations
@@ -22,8 +23,15 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import os  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
+import django  # noqa: E402
+
+django.setup()
 from apps.localdev.local_ray import TEST  # noqa: E402
-from workers.on_cluster.splitter import split_apps  # noqa: E402
+from apps.rollouts.placement import rollout_apps, routes  # noqa: E402
 
 VERSION = {
     "import_path": "examples.hello:build",
@@ -77,9 +85,11 @@ def main() -> None:
     if started:
         TEST.start(log=lambda m: None)
     try:
-        apps = split_apps(name="bench", route="/bench", stable=VERSION, canary=VERSION, weight=0, proxy=TEST.serve_url)
-        deploy(apps)
-        direct, split = f"{TEST.serve_url}/__rollout/bench/stable", f"{TEST.serve_url}/bench"
+        app = {"name": "bench", "route_prefix": "/bench", **VERSION}
+        deploy(
+            rollout_apps(app, app, SimpleNamespace(phase="split", weight=0), TEST.serve_port)
+        )  # as a rollout places it
+        direct, split = f"{TEST.serve_url}{routes('bench')['stable']}", f"{TEST.serve_url}/bench"
         print(f"{args.requests} requests each, examples/hello.py on the local test Ray cluster")
         for concurrency in (1, args.concurrency):
             base = timed(direct, args.requests, concurrency)

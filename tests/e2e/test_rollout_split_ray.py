@@ -1,23 +1,26 @@
-"""Issue 27's traffic split on real Ray: the rollout splitter (workers/on_cluster/splitter.py) at an app's route
-shares requests between two versions by weight, moves to a new weight and back without failing one request, keeps
-a multiplexed model's requests on one side, and its added latency is measured against calling the version
-directly. The control plane's rollouts build on this; here the configs go to Ray's REST API directly."""
+"""Issue 27's traffic split on real Ray: the rollout splitter (workers/on_cluster/splitter.py), placed as a
+rollout's ``split`` phase places it (apps/rollouts/placement.py), shares requests between two versions by weight,
+moves to a new weight and back without failing one request, keeps a multiplexed model's requests on one side, and
+its added latency is measured against calling the version directly. Here the configs go to Ray's REST API
+directly; tests/e2e/test_rollouts_ray.py runs whole rollouts through the control plane."""
 
 from __future__ import annotations
 
 import statistics
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import requests
 
+from apps.rollouts.placement import rollout_apps, routes
 from tests.conftest import reset_serve, wait_for, wait_for_every_proxy
-from workers.on_cluster.splitter import SIDE_HEADER, share, split_apps
+from workers.on_cluster.splitter import SIDE_HEADER, share
 
 pytestmark = [pytest.mark.ray]
 
-STABLE, CANARY = "/__rollout/web/stable", "/__rollout/web/canary"
+STABLE, CANARY = routes("web")["stable"], routes("web")["canary"]
 
 
 def version(greeting: str) -> dict:
@@ -29,13 +32,11 @@ def version(greeting: str) -> dict:
 
 
 def config(ray_cluster, weight: float) -> dict:
-    apps = split_apps(
-        name="web",
-        route="/team-a/web",
-        stable=version("v1"),
-        canary=version("v2"),
-        weight=weight,
-        proxy=ray_cluster.serve_url,
+    apps = rollout_apps(
+        {"name": "web", "route_prefix": "/team-a/web", **version("v1")},
+        {"name": "web", "route_prefix": "/team-a/web", **version("v2")},
+        SimpleNamespace(phase="split", weight=weight),
+        ray_cluster.serve_port,
     )
     return {"http_options": {"host": "0.0.0.0", "port": ray_cluster.serve_port}, "applications": apps}
 
@@ -50,14 +51,14 @@ def test_the_splitter_shares_by_weight_and_steps_without_dropping_a_request(ray_
 
         def settled() -> bool:
             apps = requests.get(apps_url, timeout=10).json().get("applications") or {}
-            web = apps.get("web") or {}
+            web = apps.get("web@split") or {}
             splitter = (web.get("deployments") or {}).get("Splitter") or {}
             user_config = ((web.get("deployed_app_config") or {}).get("deployments") or [{}])[0].get("user_config")
             return (
                 len(apps) == 3
                 and all(a.get("status") == "RUNNING" for a in apps.values())
                 and splitter.get("status") == "HEALTHY"
-                and user_config == {"weight": weight}
+                and user_config == {"weight": float(weight)}
             )
 
         wait_for(settled, timeout=180, interval=0.5, what=f"weight {weight} applied")
