@@ -304,7 +304,8 @@ RAY_HTTP_TIMEOUT_S = envint("RAY_HTTP_TIMEOUT_S", 10)  # a total deadline per ca
 RAY_MAX_ANSWER_BYTES = envint("RAY_MAX_ANSWER_BYTES", 64 * 1024 * 1024)  # more is refused, never read
 # How long a per-cluster push lock is held at most before another worker may take it (seconds).
 CLUSTER_LOCK_TTL_S = envint("CLUSTER_LOCK_TTL_S", 120)
-# Canary rollouts: how often beat moves every rollout along (judges its step, advances, rolls back), in seconds.
+# Canary rollouts: how often a cluster's tick chain moves its rollouts along (judges the step, advances, rolls
+# back), in seconds. The chain runs only while the cluster has a rollout.
 ROLLOUT_TICK_S = envint("ROLLOUT_TICK_S", 5)
 # How long the splitter and the new version stay beside the app after it took its route back (requests already
 # forwarded finish), in seconds.

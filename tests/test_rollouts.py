@@ -344,3 +344,27 @@ def test_the_rollout_page_shows_steps_weights_verdicts_and_one_chart_of_both_ver
     assert client.post(f"/rollouts/{r.pk}/abort/").status_code == 302
     r.refresh_from_db()
     assert r.state == "aborted"
+
+
+def test_a_tick_chain_runs_only_while_its_cluster_has_a_rollout(running_app, alice):
+    """No beat entry: an idle installation runs no rollout task. A cluster with a rollout has one chain (a lease),
+    which ends with the last rollout; a tick of a superseded chain does nothing."""
+    from django.core.cache import cache
+
+    from workers.tasks import rollouts as chain
+
+    cluster_id = running_app.cluster_id
+    key = chain._lease_key(cluster_id)
+    cache.delete(key)
+    assert chain.follow(cluster_id) is False and cache.get(key) is None  # nothing to follow
+    r = start(running_app, alice)
+    cache.delete(key)  # the start's own follow went to the broker; here the chain is started by hand
+    assert chain.follow(cluster_id) is True
+    token = cache.get(key)
+    assert token and chain.follow(cluster_id) is False  # one chain per cluster
+    assert chain.tick_cluster(cluster_id, "another-chain") == "superseded"
+    assert chain.tick_cluster(cluster_id, token).startswith("unreachable")  # this cluster's Ray does not answer
+    assert cache.get(key) == token  # still a rollout: the chain goes on
+    Rollout.objects.filter(pk=r.pk).update(phase="done")
+    chain.tick_cluster(cluster_id, token)
+    assert cache.get(key) is None  # the last rollout done: the chain ends

@@ -25,6 +25,7 @@ from apps.audit.services import audit_record
 from apps.clusters.models import Cluster
 from apps.clusters.services import request_sync
 from apps.core.errors import Conflict, Invalid
+from apps.core.jobs import enqueue
 from apps.quotas.services import check_admission, fmt, refusals_recorded, team_pool_usage
 from apps.servespec.ray_schema import same_app
 from apps.servespec.spec import check_runtime_env_policy, effective_route, normalize_spec, spec_hash
@@ -173,6 +174,7 @@ def rollout_start(
             source=source,
         )
         request_sync(cluster_id=cluster.pk)
+        transaction.on_commit(lambda: enqueue("workers.tasks.rollouts.follow", cluster.pk))
     return rollout
 
 
@@ -453,8 +455,6 @@ def _judge_step(r: Rollout, now: datetime) -> bool:
 def _told(r: Rollout) -> None:
     """A rollback the team did not ask for is recorded; the alert rule ``rollout_rolled_back`` tells the team
     (incident, mail, webhook) on its next evaluation, which is asked for now."""
-    from apps.core.jobs import enqueue
-
     audit_record(
         actor="system (rollout)",
         team=r.application.team,

@@ -110,6 +110,9 @@ def poll_status(cluster_id: int, token: str = "", n: int = 0, requests_seen: int
 def reconcile_cluster(cluster_id: int) -> str:
     from apps.deploys.reconcile import reconcile_cluster as reconcile
 
+    from .rollouts import follow
+
+    follow(cluster_id)  # a rollout whose tick chain stopped (its worker died) is followed again
     try:
         outcome = reconcile(cluster_id)
     except RayUnavailable as exc:
