@@ -368,3 +368,27 @@ def test_a_tick_chain_runs_only_while_its_cluster_has_a_rollout(running_app, ali
     Rollout.objects.filter(pk=r.pk).update(phase="done")
     chain.tick_cluster(cluster_id, token)
     assert cache.get(key) is None  # the last rollout done: the chain ends
+
+
+def test_an_app_with_a_rollout_can_be_deleted_but_not_the_revisions_its_rollout_names(running_app, alice):
+    from django.db.models import RestrictedError
+
+    rollout = start(running_app, alice)
+    with pytest.raises(RestrictedError):
+        rollout.to_revision.delete()  # the rollout still names it
+    Application.objects.filter(pk=running_app.pk).delete()  # the app goes with its revisions and rollouts
+    assert not Rollout.objects.filter(pk=rollout.pk).exists()
+
+
+def test_the_merged_config_reads_rollouts_only_when_one_is_under_way(running_app, alice):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    cluster = running_app.cluster
+    with CaptureQueriesContext(connection) as idle:
+        build_serve_config(cluster)
+    start(running_app, alice)
+    with CaptureQueriesContext(connection) as rolling:
+        names = [a["name"] for a in build_serve_config(cluster).config["applications"]]
+    assert set(side_names(running_app.serve_name)) <= set(names)
+    assert len(rolling) == len(idle) + 1

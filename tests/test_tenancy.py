@@ -153,9 +153,10 @@ def test_a_team_recreated_under_a_deleted_teams_slug_reads_nothing_of_its_series
     from apps.teams.services import team_create
 
     old = world.apps["b"]
+    old_name = old.serve_name
     Application.objects.filter(pk=old.pk).delete()
     world.teams["b"].delete()
-    assert Series.objects.filter(labels__application=old.serve_name).exists()  # still stored
+    assert Series.objects.filter(labels__application=old_name).exists()  # still stored
     newcomer = make_user("newcomer")
     team = team_create(actor=newcomer, slug="team-b", name="New B")
     from apps.quotas.services import quota_set
@@ -164,14 +165,14 @@ def test_a_team_recreated_under_a_deleted_teams_slug_reads_nothing_of_its_series
     app = application_create(
         actor=newcomer, team=team, cluster=world.cluster, name=w.B_APP, spec=w._spec(w.B_APP, "x", "/team-b/new")
     )
-    assert app.serve_name == old.serve_name
+    assert app.serve_name == old_name
     client = api_as(newcomer)
     by_app = client.get(f"/api/v1/metrics/?series=requests&application={app.pk}").json()
     by_cluster = client.get(f"/api/v1/metrics/?series=requests&cluster={world.cluster.pk}").json()
     team_series = client.get(f"/api/v1/metrics/?series=team_gpus_allocated&cluster={world.cluster.pk}&team=team-b")
     for data in (by_app, by_cluster, team_series.json()):
         assert all(s["points"] == [] for s in data["series"]), data
-    assert Point.objects.filter(series__labels__application=old.serve_name).count() == 7  # not erased: hidden
+    assert Point.objects.filter(series__labels__application=old_name).count() == 7  # not erased: hidden
 
 
 def test_sync_run_errors_show_a_team_its_own_apps_part_only(world):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from django.db.models import Exists, OuterRef
+
 from apps.applications.models import Application
 from apps.catalog.models import ModelEntry
 from apps.clusters.models import Cluster
@@ -59,6 +61,7 @@ def build_serve_config(cluster: Cluster) -> MergedConfig:
             "deployed_revision__id",
             "deployed_revision__spec",
         )
+        .annotate(rolling=Exists(Rollout.objects.filter(application=OuterRef("pk")).exclude(phase=Rollout.Phase.DONE)))
         .order_by("team__slug", "name")
     )
     app_configs: dict[str, dict] = {}
@@ -67,12 +70,18 @@ def build_serve_config(cluster: Cluster) -> MergedConfig:
     accepted: dict[str, dict | None] = {}
     apps = list(apps)
     catalog = _catalog(app.pk for app in apps)
-    rollouts = {
-        r.application_id: r
-        for r in Rollout.objects.filter(application__cluster=cluster)
-        .exclude(phase=Rollout.Phase.DONE)
-        .select_related("to_revision")
-    }
+    rolling = [app.pk for app in apps if app.rolling]
+    # Only a cluster with a rollout under way pays for the query that reads it.
+    rollouts = (
+        {
+            r.application_id: r
+            for r in Rollout.objects.filter(application_id__in=rolling)
+            .exclude(phase=Rollout.Phase.DONE)
+            .select_related("to_revision")
+        }
+        if rolling
+        else {}
+    )
     for app in apps:
         revision = app.current_revision
         if app.fault_revision_id is not None and app.fault_revision_id == app.current_revision_id:

@@ -41,8 +41,8 @@ class Rollout(models.Model):
     ENDED = (State.SUCCEEDED, State.ROLLED_BACK, State.ABORTED)
 
     application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="rollouts")
-    from_revision = models.ForeignKey(Revision, on_delete=models.PROTECT, related_name="+")
-    to_revision = models.ForeignKey(Revision, on_delete=models.PROTECT, related_name="+")
+    from_revision = models.ForeignKey(Revision, on_delete=models.RESTRICT, related_name="+")
+    to_revision = models.ForeignKey(Revision, on_delete=models.RESTRICT, related_name="+")
     state = models.CharField(max_length=12, choices=State.choices, default=State.RUNNING)
     phase = models.CharField(max_length=8, choices=Phase.choices, default=Phase.START)
     steps = models.JSONField(default=list, help_text="The new version's share of requests (percent) at each step.")
