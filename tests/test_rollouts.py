@@ -392,3 +392,77 @@ def test_the_merged_config_reads_rollouts_only_when_one_is_under_way(running_app
         names = [a["name"] for a in build_serve_config(cluster).config["applications"]]
     assert set(side_names(running_app.serve_name)) <= set(names)
     assert len(rolling) == len(idle) + 1
+
+
+# ---- what the layers above make of a rolling app ------------------------------------------------------------------
+
+
+def _counter(cluster, name: str, labels: dict, value: float, at) -> None:
+    s, _ = Series.objects.get_or_create(
+        cluster=cluster, key=series_key(name, labels), defaults={"name": name, "labels": labels, "kind": "counter"}
+    )
+    Point.objects.create(series=s, ts=at, value=value)
+
+
+def test_the_alerts_count_a_rolling_apps_new_version_as_the_app(running_app, alice, team_a):
+    """Idle GPUs: requests the new version answered are the app's (once: not again through the splitter). Cache
+    thrash: the new version's cache is the same deployment's, counted under the app."""
+    from apps.alerts.conditions.base import Rules
+    from apps.alerts.conditions.usage import cache_thrash, idle_gpu
+    from apps.alerts.models import AlertRule
+
+    app, now = running_app, timezone.now()
+    status = {
+        "status": "RUNNING",
+        "last_deployed_time_s": now.timestamp() - 7200,
+        "deployments": {"Hello": {"required_resources": {"GPU": 0.5}, "replicas": [{"state": "RUNNING"}]}},
+    }
+    Application.objects.filter(pk=app.pk).update(status=status)
+    start(app, alice)
+    canary, split = side_names(app.serve_name)
+    AlertRule.objects.create(kind="idle_gpu", team=team_a, params={"window_s": 600, "max_requests": 10})
+    AlertRule.objects.create(kind="cache_thrash", team=team_a, params={"window_s": 600})
+    ScrapeRun.objects.create(cluster=app.cluster, started_at=now - timedelta(minutes=11), finished_at=now, samples=1)
+    ScrapeRun.objects.create(cluster=app.cluster, started_at=now - timedelta(minutes=1), finished_at=now, samples=1)
+    http = "ray_serve_num_http_requests"
+    _counter(app.cluster, http, {"application": app.serve_name, "status_code": "200"}, 2, now)
+    _counter(app.cluster, http, {"application": split, "status_code": "200"}, 8, now)  # forwarded: not served
+    rules = Rules(list(AlertRule.objects.all()))
+    idle = [c for c in idle_gpu(rules, now) if c.application_id == app.pk]
+    assert idle and idle[0].evidence["requests"] == 2  # the splitter's count is not the app's
+    _counter(app.cluster, http, {"application": canary, "status_code": "200"}, 30, now)
+    assert not [c for c in idle_gpu(rules, now) if c.application_id == app.pk]  # the new version served them
+
+    mux_requests, mux_loads = (
+        "ray_serve_multiplexed_get_model_requests_counter",
+        "ray_serve_multiplexed_models_load_counter",
+    )
+    for side, requests, loads in ((app.serve_name, 100, 5), (canary, 100, 115)):  # alone, the app's cache is fine
+        _counter(app.cluster, mux_requests, {"deployment": "Hello", "application": side}, requests, now)
+        _counter(app.cluster, mux_loads, {"deployment": "Hello", "application": side}, loads, now)
+    thrash = [c for c in cache_thrash(rules, now) if c.application_id == app.pk]
+    assert len(thrash) == 1  # one condition for the app's deployment, both versions' counters in it
+    assert thrash[0].evidence["requests"] == 200 and thrash[0].evidence["loads"] == 120
+
+
+def test_compaction_waits_for_a_rollout_to_end(running_app, alice, staff):
+    from apps.compaction import policy
+    from apps.compaction.models import CompactionPlan
+    from apps.compaction.services import plan_create, plan_execute
+    from apps.deploys.models import PushState
+
+    cluster = running_app.cluster
+    plan = CompactionPlan.objects.create(cluster=cluster, input={}, nodes_to_drain=["n1"], state="planned")
+    cluster.compaction_settings.compaction_policy = "automatic"
+    cluster.compaction_settings.save()
+    start(running_app, alice)
+    cluster.refresh_from_db()
+    PushState.objects.filter(pk=cluster.pk).update(pushed_generation=cluster.desired_generation)  # pushed
+    assert policy.policy_tick(cluster.pk) == "rollout in progress"
+    with pytest.raises(ValidationError) as refused:
+        plan_create(actor=staff, cluster=cluster)
+    assert "team-a/web" in str(refused.value) and "rollout" in str(refused.value)
+    with pytest.raises(ValidationError):
+        plan_execute(actor=staff, plan=plan)
+    plan.refresh_from_db()
+    assert plan.state == "planned"  # nothing changed

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from apps.applications.models import Application
 from apps.clusters.models import Cluster
+from apps.rollouts.selectors import under_way
 
 from .inputs import observe_for_plan, serve_in_motion
 from .models import CompactionPlan
@@ -29,8 +30,8 @@ def in_window(window: str, now: Any = None) -> bool:
 
 
 def policy_tick(cluster_id: int) -> str:
-    """Beat: suggest or run a compaction per the cluster's policy, never during a deploy, another compaction or
-    Serve's own replica moves. Observes the cluster first (only when nothing else rules a plan out)."""
+    """Beat: suggest or run a compaction per the cluster's policy, never during a deploy, a rollout, another
+    compaction or Serve's own replica moves. Observes the cluster first (only when nothing else rules a plan out)."""
     cluster = Cluster.objects.select_related("compaction_settings", "push_state").get(pk=cluster_id)
     policy = cluster.compaction_settings
     if policy.compaction_policy == "off":
@@ -43,6 +44,10 @@ def policy_tick(cluster_id: int) -> str:
     )
     if busy:
         return "deploy in progress"
+    if under_way(cluster.pk).exists():
+        # A rollout's new version runs beside the old one only until it ends: a plan now would count replicas that
+        # are about to go, and a drain would move replicas whose metrics judge the step.
+        return "rollout in progress"
     if CompactionPlan.objects.filter(cluster=cluster, state=CompactionPlan.State.EXECUTING).exists():
         return "compaction running"
     try:

@@ -13,6 +13,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.clusters.models import Cluster
 from apps.core.jobs import enqueue
+from apps.rollouts.selectors import under_way_labels
 
 from .inputs import observe_for_plan, serve_in_motion
 from .models import CompactionPlan, CompactionStep
@@ -43,9 +44,24 @@ def execution_readiness(cluster: Cluster) -> dict[str, Any]:
     return {"method": method, "via": via, "missing": missing, "ready": not missing}
 
 
+def _refuse_during_rollouts(cluster: Cluster) -> None:
+    rolling = under_way_labels(cluster.pk)
+    if rolling:
+        raise ValidationError(
+            {
+                "cluster": [
+                    f"A rollout is under way on {cluster.name} ({', '.join(rolling[:5])}): its new version runs beside "
+                    "the old one only until it ends, and a drain would move the replicas that judge its steps. "
+                    "Compact when it has ended."
+                ]
+            }
+        )
+
+
 def plan_create(*, actor: Any, cluster: Cluster, trigger: str = "manual", source: str = "api") -> CompactionPlan:
     """Observe the cluster, then plan from that observation (never from a stored one that may be older than the
     last deployment)."""
+    _refuse_during_rollouts(cluster)
     obs, state = observe_for_plan(cluster)
     if not state["nodes"]:
         raise ValidationError({"cluster": [f"Ray reports no alive node on cluster {cluster.name}."]})
@@ -118,6 +134,7 @@ def plan_execute(*, actor: Any, plan: CompactionPlan, source: str = "api") -> Co
             raise ValidationError({"cluster": ["Another compaction is running on this cluster."]})
         if not drain_method(cluster):
             raise ValidationError({"cluster": execution_readiness(cluster)["missing"]})
+        _refuse_during_rollouts(cluster)
         plan.state = CompactionPlan.State.EXECUTING
         plan.started_at = timezone.now()
         plan.save(update_fields=["state", "started_at"])

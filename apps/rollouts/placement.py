@@ -42,6 +42,12 @@ def owner_of(ray_name: str) -> str:
     return ray_name
 
 
+def serving_names(serve_name: str) -> tuple[str, str]:
+    """The Serve applications that answer an app's requests: the app itself and, during a rollout, its new
+    version. The splitter only forwards them (each request it forwards is counted again by the side that answers)."""
+    return serve_name, f"{serve_name}{CANARY}"
+
+
 def routes(serve_name: str) -> dict[str, str]:
     base = f"/__rollout/{serve_name}"
     return {"stable": f"{base}/stable", "canary": f"{base}/canary", "split": f"{base}/split"}

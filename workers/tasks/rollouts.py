@@ -29,9 +29,9 @@ def _lease_s() -> float:
 
 
 def _active(cluster_id: int) -> bool:
-    from apps.rollouts.models import Rollout
+    from apps.rollouts.selectors import under_way
 
-    return Rollout.objects.filter(application__cluster_id=cluster_id).exclude(phase=Rollout.Phase.DONE).exists()
+    return under_way(cluster_id).exists()
 
 
 @shared_task(ignore_result=True)
@@ -51,7 +51,7 @@ def tick_cluster(cluster_id: int, token: str | None = None) -> str:
     from apps.clusters.services import request_sync
     from apps.deploys.observe import observe
     from apps.rollouts import services
-    from apps.rollouts.models import Rollout
+    from apps.rollouts.selectors import under_way
 
     if token is not None and cache.get(_lease_key(cluster_id)) != token:
         return "superseded"
@@ -62,7 +62,7 @@ def tick_cluster(cluster_id: int, token: str | None = None) -> str:
         seen, outcome = None, f"unreachable: {exc}"  # nothing is decided blind; the deadline holds once Ray answers
     if seen is not None:
         changed = False
-        for rollout in Rollout.objects.filter(application__cluster_id=cluster_id).exclude(phase=Rollout.Phase.DONE):
+        for rollout in under_way(cluster_id):
             try:
                 changed |= services.tick(rollout, seen.apps)
             except Exception:  # one rollout's trouble never stops the others'

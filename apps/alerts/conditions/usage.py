@@ -18,6 +18,7 @@ from apps.metrics.sources import (
     residency,
     sources_for,
 )
+from apps.rollouts.placement import serving_names
 
 from ..thrash import suggest_slots
 from .base import Condition, Rules, _app_rule, _duration, _live_apps
@@ -54,7 +55,9 @@ def idle_gpu(rules: Rules, now: datetime) -> list[Condition]:
         got = readers[app.cluster_id].window(app.cluster, families, p["window_s"], ("application",), now)
         if got is None or not got.covers(window_start):
             continue  # no metrics for the whole window (or the source did not answer): no verdict
-        per_family = {family: values.get((app.serve_name,), 0.0) for family, values in got.sums.items()}
+        # The app's own replicas and, during a rollout, its new version's answer its requests.
+        serving = serving_names(app.serve_name)
+        per_family = {family: sum(values.get((n,), 0.0) for n in serving) for family, values in got.sums.items()}
         # Requests through HTTP and through handles (composition): the larger of the two counts.
         requests = max(per_family.values(), default=0.0)
         if requests > p["max_requests"]:
@@ -96,6 +99,8 @@ def _caches(apps: dict[str, Application], rules_by_app: dict, rules: Rules, now:
     source did not answer: no verdict)."""
     readers = sources_for({apps[n].cluster for n in rules_by_app})
     by = ("application", "deployment")
+    # A rolling app's new version (its own Serve app) is the same deployment's cache, counted under the app.
+    mine = {side: name for name in rules_by_app for side in serving_names(name)}
     out: dict[tuple[str, str], _Cache] = defaultdict(_Cache)
     for name, rule in rules_by_app.items():
         app = apps[name]
@@ -107,19 +112,19 @@ def _caches(apps: dict[str, Application], rules_by_app: dict, rules: Rules, now:
         ids = reader.window(app.cluster, [MUX_MODEL_ID], w, (*by, "model_id"), now, how="max")
         for family, values in counted.sums.items():
             for (a, dep), v in values.items():
-                if a == name:
-                    c = out[(a, dep)]
+                if mine.get(a) == name:
+                    c = out[(name, dep)]
                     if family == MUX_REQUESTS:
                         c.requests += v
                     else:
                         c.loads += v
         for (a, dep, replica), v in ((held.sums if held else {}).get(MUX_RESIDENT) or {}).items():
-            if a == name:
-                out[(a, dep)].slots = max(out[(a, dep)].slots, v)
-                out[(a, dep)].replicas.add(replica)
+            if mine.get(a) == name:
+                out[(name, dep)].slots = max(out[(name, dep)].slots, v)
+                out[(name, dep)].replicas.add((a, replica))
         for (a, dep, model_id), _v in ((ids.sums if ids else {}).get(MUX_MODEL_ID) or {}).items():
-            if a == name:
-                out[(a, dep)].models.add(model_id)
+            if mine.get(a) == name:
+                out[(name, dep)].models.add(model_id)
     return out
 
 
@@ -156,7 +161,7 @@ def cache_thrash(rules: Rules, now: datetime) -> list[Condition]:
         now_resident = [
             {"replica": r.get("replica", ""), "model_id": r.get("model_id", ""), "since": r.get("resident_since")}
             for r in resident_rows
-            if r.get("application") == app_name and r.get("deployment") == deployment
+            if r.get("application") in serving_names(app_name) and r.get("deployment") == deployment
         ]
         suggestion = suggest_slots(
             requests=requests,
