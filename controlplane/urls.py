@@ -12,7 +12,7 @@ from apps.dashboard.accounts import RateLimitedLoginView, signup, verify_email, 
 from apps.dashboard.pages.home import favicon
 from apps.deploys.api import ClusterViewSet, SyncRunViewSet
 from apps.deploys.ray_api import NotServedView, ScaleView, ServeApplicationsView, VersionView
-from apps.metrics.api import MetricsView
+from apps.metrics.api import ClusterGpusView, MetricsView
 from apps.quotas.api import QuotaRequestViewSet, QuotaViewSet
 from apps.rollouts.api import ApplicationRolloutsView, RolloutViewSet
 from apps.sso import views as sso_views
@@ -51,6 +51,7 @@ urlpatterns = [
     path("api/v1/auth/cli-login/", CliLoginStartView.as_view(), name="api-cli-login"),
     path("api/v1/auth/cli-login/<str:request_id>/token/", CliLoginCollectView.as_view(), name="api-cli-login-token"),
     path("api/v1/metrics/", MetricsView.as_view(), name="metrics"),
+    path("api/v1/clusters/<int:pk>/gpus/", ClusterGpusView.as_view(), name="cluster-gpus"),
     # Ray's own Serve REST API for one team on one cluster: `serve deploy ... --address <base>/ray/<team>/<cluster>`.
     path("ray/<slug:team>/<str:cluster>/api/version", VersionView.as_view(), name="ray-version"),
     path("ray/<slug:team>/<str:cluster>/api/ray/version", VersionView.as_view(), name="ray-ray-version"),

@@ -290,6 +290,7 @@ ROUTES: dict[str, Route] = {
         },
         sides=SINGLE,
     ),
+    "cluster-gpus": Route(lambda x, s: f"/api/v1/clusters/{C(x)}/gpus/", {"GET": signed_in()}, sides=SINGLE),
     "cluster-state": Route(lambda x, s: f"/api/v1/clusters/{C(x)}/state/", {"GET": signed_in()}, sides=SINGLE),
     "cluster-serve-config": Route(
         lambda x, s: f"/api/v1/clusters/{C(x)}/serve-config/", {"GET": staff()}, sides=SINGLE

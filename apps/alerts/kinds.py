@@ -68,6 +68,13 @@ KINDS: dict[str, Kind] = {
             {
                 "window_s": Param(3600, 10, 7 * 86400, "Idle for this many seconds."),
                 "max_requests": Param(0, 0, 1e9, "At most this many requests in the window counts as idle."),
+                "max_utilization": Param(
+                    5,
+                    0,
+                    100,
+                    "Where Ray reads the GPUs (NVML): at most this utilisation (percent of one GPU, averaged over "
+                    "the window) counts as idle, whatever the requests.",
+                ),
             },
         ),
         Kind(

@@ -56,22 +56,29 @@ def compute(team: Team, start: datetime, end: datetime, *, now: datetime | None 
                 active_hours.setdefault(s["labels"].get("application", ""), set()).update(
                     int(ts) for ts, v in s["points"] if v > 0
                 )
+    busy, held = _real_use(clusters, team, start, end, now) if clusters else ({}, {})
     hours = max(1.0, (end - start).total_seconds() / 3600)
     rows = []
     for serve_name, gpu_h in sorted(allocated.items()):
         app = by_serve.get(serve_name)
         active = len(active_hours.get(serve_name, set()))
-        used = gpu_h * min(1.0, active / hours)
-        rows.append(
-            {
-                "application": app.name if app else serve_name,
-                "cluster": app.cluster.name if app else "",
-                "gpu_hours_allocated": round(gpu_h, 2),
-                "gpu_hours_used": round(used, 2),
-                "active_hours": active,
-                "url": _url("dashboard:app_detail", app.pk) if app else None,
-            }
-        )
+        row = {
+            "application": app.name if app else serve_name,
+            "cluster": app.cluster.name if app else "",
+            "gpu_hours_allocated": round(gpu_h, 2),
+            "active_hours": active,
+            "url": _url("dashboard:app_detail", app.pk) if app else None,
+        }
+        if serve_name in busy:
+            # Real GPUs: the GPU-hours its processes kept busy (utilisation-weighted), and the memory they held.
+            row.update(
+                gpu_hours_used=round(min(gpu_h, busy[serve_name]), 2),
+                gpu_memory_gib_hours=round(held.get(serve_name, 0.0), 2),
+                method="utilisation",
+            )
+        else:
+            row.update(gpu_hours_used=round(gpu_h * min(1.0, active / hours), 2), method="served hours")
+        rows.append(row)
     # Open at some time in the period: opened before its end, and not resolved before its start.
     incidents = Incident.objects.filter(team=team, kind__in=["idle_gpu", "cache_thrash"], opened_at__lt=end).filter(
         Q(resolved_at__isnull=True) | Q(resolved_at__gte=start)
@@ -106,10 +113,30 @@ def compute(team: Team, start: datetime, end: datetime, *, now: datetime | None 
         "applications": rows,
         "idle_apps": idle,
         "cache_thrash": thrash,
-        "how": "Allocated: GPU-hours Ray placed for the app's running replicas. Used: allocated GPU-hours in the "
-        "hours in which the app served requests (with logical GPUs Ray reports no utilisation).",
+        "how": "Allocated: GPU-hours Ray placed for the app's running replicas. Used, where Ray reads the GPUs "
+        "(NVML): the GPU-hours its processes kept busy, each hour's average utilisation (percent of one GPU, "
+        "summed over its processes) times the hour, with the GPU memory they held in GiB-hours. Where the GPUs are "
+        "logical (Ray reports no utilisation), used is the allocated GPU-hours in the hours the app served "
+        "requests. Each application's row says which.",
+        "gpu_memory_gib_hours": round(sum(r.get("gpu_memory_gib_hours", 0.0) for r in rows), 2),
+        "real_gpus": any(r["method"] == "utilisation" for r in rows),
         "metrics_unavailable": unavailable,
     }
+
+
+def _real_use(
+    clusters: list, team: Team, start: datetime, end: datetime, now: datetime
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per application, where Ray reads its GPUs: GPU-hours kept busy and GiB-hours of GPU memory held, from the
+    control plane's own hourly record of the node summary (whatever the metrics source)."""
+
+    def hours_of(name: str, scale: float) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for s in query(name, cluster=clusters, start=start, end=end, step=3600, now=now, team=team.slug):
+            out[s["labels"].get("application", "")] = sum(v * scale for _, v in s["points"] if v is not None)
+        return out
+
+    return hours_of("app_gpu_utilization", 1 / 100), hours_of("app_gpu_memory_held_mib", 1 / 1024)
 
 
 def _url(name: str, pk: int) -> str:

@@ -342,6 +342,7 @@ def _status_doc(seen: dict | None) -> dict:
                     "node_ip": r.get("node_ip", ""),
                     "state": r.get("state", ""),
                     "actor_id": r.get("actor_id", ""),
+                    "pid": r.get("pid"),  # what NVML names a process by (apps.metrics.gpus)
                 }
                 for r in dep.get("replicas") or []
             ],

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -13,7 +13,7 @@ from apps.applications.selectors import visible_application
 from apps.clusters.selectors import cluster_by_id
 from apps.teams.principal import principal_of
 
-from . import prom, visibility
+from . import gpus, prom, visibility
 from .selectors import SERIES
 from .sources import query
 
@@ -92,3 +92,26 @@ class MetricsView(APIView):
             else visibility.for_principal(principal, cluster, data, step)
         )
         return Response({"series": data, "start": int(start.timestamp()), "end": int(end.timestamp()), "step": step})
+
+
+class ClusterGpusView(APIView):
+    """What each real GPU of a cluster holds now: per card, its processes, the replica each is, the memory it holds
+    against what it was allocated. A team sees its own applications' processes and the rest of each card only as
+    memory held by others; staff see every process. ``real`` is false where the GPUs are logical (no NVML)."""
+
+    @extend_schema(responses={200: dict})
+    def get(self, request, pk: int):
+        cluster = cluster_by_id(pk)
+        if cluster is None:
+            raise NotFound("No such cluster.")
+        view = gpus.view_for(principal_of(request), cluster)
+        return Response(
+            {
+                "cluster": cluster.pk,
+                "real": view.real,
+                "has_gpus": view.has_gpus,
+                "read_at": view.at.isoformat() if view.at else None,
+                "error": view.error,
+                "gpus": view.gpus,
+            }
+        )

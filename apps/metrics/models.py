@@ -65,6 +65,13 @@ class MetricsConfig(models.Model):
     scrape_targets_ok = models.JSONField(
         default=dict, blank=True, help_text="target -> when it was last scraped whole (new counters count from zero)."
     )
+    gpus = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Each real GPU now, with the processes on it and the replicas they are (apps.metrics.gpus).",
+    )
+    gpus_at = models.DateTimeField(null=True, blank=True, help_text="When ``gpus`` was read.")
+    gpus_error = models.CharField(max_length=300, blank=True, help_text="Why the last read of the GPUs failed.")
 
     class Meta:
         verbose_name = "metrics source"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,6 +40,9 @@ MUX_LOAD_LATENCY = "ray_serve_multiplexed_model_load_latency_ms_bucket"
 MUX_RESIDENT = "ray_serve_num_multiplexed_models"
 MUX_MODEL_ID = "ray_serve_registered_multiplexed_model_id"
 HANDLE_REQUESTS = "ray_serve_deployment_request_counter_total"
+GPU_MEMORY = "ray_component_gpu_memory_mb"  # per process group (Component), MiB
+REPLICA_COMPONENT = "ray::ServeReplica:"
+_APP_OF_COMPONENT = '"ray::ServeReplica:([^:]+):.*"'
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,20 @@ def series(cluster: Cluster, name: str, w: Window, application: str | None = Non
         return _emit(_range(cluster, expr, w), ("application", "deployment", "replica"))
     if name == "gpu_utilization":
         expr = f"avg by (ip, GpuIndex) (avg_over_time(ray_node_gpus_utilization{selector(m)}{win}))"
+        return _emit(_range(cluster, expr, w), ("ip", "GpuIndex"))
+    if name == "app_gpu_memory_mb":
+        family = GPU_MEMORY
+        # Ray names a replica's process ray::ServeReplica:<app>:<deployment>; the application is taken from it.
+        replicas = {
+            "Component": f"{re.escape(REPLICA_COMPONENT + application)}:.+"
+            if application
+            else f"{re.escape(REPLICA_COMPONENT)}.+"
+        }
+        inner = f"avg_over_time({family}{selector(m, regex=replicas)}{win})"
+        expr = f'sum by (application) (label_replace({inner}, "application", "$1", "Component", {_APP_OF_COMPONENT}))'
+        return _emit(_range(cluster, expr, w), ("application",))
+    if name == "gpu_memory_used_mb":
+        expr = f"avg by (ip, GpuIndex) (avg_over_time(ray_node_gram_used{selector(m)}{win}))"
         return _emit(_range(cluster, expr, w), ("ip", "GpuIndex"))
     if name == "gpu_allocated":
         sel = selector(m, {"Name": "GPU", "State": "USED"})

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import OuterRef, Subquery
+from django.db.models import Avg, Count, Min, OuterRef, Subquery
 
 from apps.clusters.models import Cluster
 
@@ -25,6 +25,9 @@ SERIES = (
     "requests",
     "request_latency_ms",
     "models_resident",
+    "app_gpu_memory_mb",
+    "app_gpu_utilization",
+    "gpu_memory_used_mb",
 )
 # Derived from Ray's metrics (read from a Prometheus where the cluster says so); the others are the control
 # plane's own series (allocation from placement, showback), kept in its database whatever the source.
@@ -38,8 +41,16 @@ RAY_SERIES = frozenset(
         "requests",
         "request_latency_ms",
         "models_resident",
+        "app_gpu_memory_mb",
+        "gpu_memory_used_mb",
     }
 )
+# What the GPUs really hold and do, where Ray reads them through NVML (nothing on logical GPUs): per application,
+# the GPU memory (MiB) its replicas' processes hold (Ray's per-process series, from either source) and their
+# utilisation (percent of one GPU, summed over its processes: 100 is one whole GPU busy). Utilisation is the control
+# plane's own record from the node summary: Ray's per-process utilisation series keeps its last value above 0
+# while a process sits at 0%, so it cannot say "idle". Per GPU, the memory used.
+GPU_USE_SERIES = ("app_gpu_memory_mb", "app_gpu_utilization", "gpu_memory_used_mb")
 
 
 def resolution_for(start: datetime, end: datetime, now: datetime) -> int:
@@ -200,6 +211,27 @@ def _gpu_utilization(q: _Ask, name: str) -> list[dict]:
     return q.emit(q.sum_by(q.points("ray_node_gpus_utilization", {}), keys, "avg"), keys)
 
 
+def _app_gpu_use(q: _Ask, name: str) -> list[dict]:
+    """Per application: each bucket's average per process group (deployment and node), summed over the groups."""
+    if name in ("app_gpu_utilization", "app_gpu_memory_held_mib"):
+        family = "cp_app_gpu_utilization" if name == "app_gpu_utilization" else "cp_app_gpu_memory_mib"
+        pts = q.points(family, {"team": q.team} if q.team else q.app_filter)
+        return q.emit(q.sum_by(pts, ("application",), "avg"), ("application",))
+    per_group = q.sum_by(
+        q.points("ray_component_gpu_memory_mb", q.app_filter), ("application", "deployment", "ip"), "avg"
+    )
+    per_app: dict[tuple, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    for (app, _deployment, _ip), buckets in per_group.items():
+        for b, v in buckets.items():
+            per_app[(app,)][b] += v
+    return q.emit(per_app, ("application",))
+
+
+def _gpu_memory_used(q: _Ask, name: str) -> list[dict]:
+    keys = ("ip", "GpuIndex")
+    return q.emit(q.sum_by(q.points("ray_node_gram_used", {}), keys, "avg"), keys)
+
+
 def _gpu_allocated(q: _Ask, name: str) -> list[dict]:
     # Placement-based allocation per node; Ray's ray_resources (keyed by node IP) where that is missing.
     pts = q.points("cp_node_gpus_allocated", {})
@@ -289,6 +321,10 @@ def _latency(q: _Ask, name: str) -> list[dict]:
 _READERS = {
     "gpu_utilization": _gpu_utilization,
     "gpu_allocated": _gpu_allocated,
+    "app_gpu_memory_mb": _app_gpu_use,
+    "app_gpu_utilization": _app_gpu_use,
+    "app_gpu_memory_held_mib": _app_gpu_use,  # the control plane's own record (showback), not a chart's
+    "gpu_memory_used_mb": _gpu_memory_used,
     "team_gpus_allocated": _team_gpus_allocated,
     "gpu_hours": _gpu_hours,
     "models_resident": _models_resident,
@@ -298,6 +334,50 @@ _READERS = {
     "model_load_latency_ms": _latency,
     "request_latency_ms": _latency,
 }
+
+
+@dataclass(frozen=True)
+class GpuUse:
+    """An application's real GPU use over a window, from the control plane's own record (the node summary)."""
+
+    memory_mib: float  # held, averaged over the window's samples
+    utilization: float  # percent of one GPU, summed over its processes, averaged
+    first: datetime  # the window's first sample
+    samples: int
+
+    def covers(self, start: datetime, slack: timedelta = timedelta(seconds=90)) -> bool:
+        return self.first <= start + slack
+
+
+def app_gpu_use(cluster_ids: list[int], window_s: float, now: datetime) -> dict[tuple[int, str], GpuUse]:
+    """(cluster id, application) -> its GPU use over the last ``window_s``, for applications on clusters where Ray
+    reads the GPUs through NVML (none on logical GPUs). Two queries, however many applications."""
+    if not cluster_ids:
+        return {}
+    series = {
+        s.pk: s
+        for s in Series.objects.filter(
+            cluster_id__in=cluster_ids, name__in=("cp_app_gpu_memory_mib", "cp_app_gpu_utilization")
+        ).only("pk", "cluster_id", "name", "labels")
+    }
+    if not series:
+        return {}
+    resolution = Point.RAW if window_s <= 20 * 3600 else Point.MINUTE
+    rows = (
+        Point.objects.filter(
+            series_id__in=list(series), resolution=resolution, ts__gte=now - timedelta(seconds=window_s), ts__lte=now
+        )
+        .values("series_id")
+        .annotate(avg=Avg("value"), first=Min("ts"), n=Count("id"))
+    )
+    acc: dict[tuple[int, str], dict[str, Any]] = {}
+    for r in rows:
+        s = series[r["series_id"]]
+        key = (s.cluster_id, s.labels.get("application", ""))
+        row = acc.setdefault(key, {"memory": 0.0, "utilization": 0.0, "first": r["first"], "n": r["n"]})
+        row["memory" if s.name == "cp_app_gpu_memory_mib" else "utilization"] = float(r["avg"] or 0)
+        row["first"], row["n"] = min(row["first"], r["first"]), min(row["n"], r["n"])
+    return {k: GpuUse(v["memory"], v["utilization"], v["first"], v["n"]) for k, v in acc.items()}
 
 
 def stored_residency(cluster: Cluster | list[Cluster], application: str | None = None) -> list[dict[str, Any]]:

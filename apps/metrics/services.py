@@ -23,7 +23,9 @@ from apps.applications.selectors import placed_replicas
 from apps.clusters.models import Cluster
 from apps.core.observability import SCRAPES
 from workers.clients import prometheus
+from workers.clients.ray_dashboard import client_for
 
+from . import gpus as gpu_view
 from .models import MetricsConfig, Point, ScrapeRun, Series
 from .sources import is_remote
 
@@ -41,6 +43,13 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "ray_serve_http_request_latency_ms": ("histogram", ("application", "le", "NodeAddress")),
     "ray_resources": ("gauge", ("NodeAddress", "Name", "State")),
     "ray_node_gpus_utilization": ("gauge", ("ip", "GpuIndex")),
+    # What the GPUs really hold and do (real GPUs only: Ray reads them through NVML). Per GPU, memory in MiB
+    # (declared "bytes", filled in MiB by Ray's reporter); per Serve replica process, summed by Ray over the replicas
+    # of one deployment on one node, kept per application and deployment (see _component).
+    "ray_node_gram_used": ("gauge", ("ip", "GpuIndex")),
+    "ray_node_gram_available": ("gauge", ("ip", "GpuIndex")),
+    "ray_component_gpu_memory_mb": ("gauge", ("application", "deployment", "ip")),
+    "ray_component_gpu_percentage": ("gauge", ("application", "deployment", "ip")),
     "ray_node_cpu_utilization": ("gauge", ("ip",)),
 }
 RETENTION = {Point.RAW: timedelta(days=1), Point.MINUTE: timedelta(days=7), Point.HOUR: timedelta(days=90)}
@@ -56,6 +65,22 @@ def _cached_key(name: str, items: tuple[tuple[str, str], ...]) -> str:
     return series_key(name, dict(items))
 
 
+COMPONENT_FAMILIES = frozenset({"ray_component_gpu_memory_mb", "ray_component_gpu_percentage"})
+REPLICA_COMPONENT = "ray::ServeReplica:"
+
+
+def component_labels(labels: dict[str, str]) -> dict[str, str] | None:
+    """A per-process GPU series' labels as the application and deployment it belongs to: Ray names the process of a
+    Serve replica ``ray::ServeReplica:<app>:<deployment>``. None for any other process."""
+    component = labels.get("Component", "")
+    if not component.startswith(REPLICA_COMPONENT):
+        return None
+    app, sep, deployment = component[len(REPLICA_COMPONENT) :].partition(":")
+    if not app or not sep:
+        return None
+    return {"application": app, "deployment": deployment, "ip": labels.get("ip", "")}
+
+
 def _normalise(samples: list[Any]) -> dict[tuple[str, str], tuple[str, dict[str, str], float]]:
     """Keep only wanted samples and labels; sum samples that collapse onto the same kept labels."""
     out: dict[tuple[str, str], tuple[str, dict[str, str], float]] = {}
@@ -69,7 +94,12 @@ def _normalise(samples: list[Any]) -> dict[tuple[str, str], tuple[str, dict[str,
             name, stored = s.family, kind
         if s.family == "ray_resources" and s.labels.get("Name") != "GPU":
             continue
-        labels = {k: s.labels[k] for k in keep if k in s.labels}
+        source = s.labels
+        if s.family in COMPONENT_FAMILIES:
+            source = component_labels(s.labels)
+            if source is None:
+                continue  # a process that is no Serve replica (a driver, a task): no application holds it
+        labels = {k: source[k] for k in keep if k in source}
         key = _cached_key(name, tuple(labels.items()))
         prev = out.get((name, key))
         out[(name, key)] = (stored, labels, s.value + (prev[2] if prev else 0.0))
@@ -125,6 +155,11 @@ def _scrape(cluster_id: int, owner: str, targets: list[str] | None, now: datetim
             errors.append(str(exc))
             targets = []
     pages = fetch_all(targets, deadline_s=settings.SCRAPE_DEADLINE_S)
+    snapshot = None
+    if gpu_view.has_gpus(cluster):
+        # Which process holds how much of which card: the node summary, whatever the metrics source (Ray's series
+        # have no GPU index per process). A failure is recorded there, never the scrape's.
+        snapshot = gpu_view.refresh(cluster, client_for(cluster, timeout=settings.SCRAPE_DEADLINE_S))
     known_ok = dict(config.scrape_targets_ok or {})
     values: dict = {}
     fresh: set[str] = set()  # series keys that may count from zero: their target was read whole before
@@ -150,6 +185,8 @@ def _scrape(cluster_id: int, owner: str, targets: list[str] | None, now: datetim
                 if target in known_ok:
                     fresh.add(key[1])
     values.update(_team_allocation(cluster))
+    if snapshot:
+        values.update(_app_gpu_use(snapshot, values))
     with transaction.atomic():
         # Still ours? A scrape that outlived its lease must not write over the one that took it.
         if not MetricsConfig.objects.select_for_update().filter(pk=cluster_id, scrape_owner=owner).exists():
@@ -226,6 +263,29 @@ def _team_allocation(cluster: Cluster) -> dict[tuple[str, str], tuple[str, dict[
     for node_id, gpus in per_node.items():
         labels = {"node": node_id[:12]}
         out[("cp_node_gpus_allocated", series_key("cp_node_gpus_allocated", labels))] = ("gauge", labels, gpus)
+    return out
+
+
+def _app_gpu_use(snapshot: list[dict], values: dict) -> dict[tuple[str, str], tuple[str, dict[str, str], float]]:
+    """The control plane's own record of real GPU use per application, from the node summary (NVML per process):
+    memory held (MiB) and utilisation (percent of one GPU, summed over its processes), 0 for an application that
+    holds GPUs and has no process on any. Ray's own per-process utilisation series keeps its last value above 0
+    while a process sits at 0% (its reporter records it only above 0), so idle verdicts and showback read these."""
+    use: dict[tuple[str, str], list[float]] = {}
+    for (name, _), (_, labels, held) in values.items():
+        if name == "cp_app_gpus_allocated" and held > 0:
+            use[(labels["team"], labels["application"])] = [0.0, 0.0]
+    for g in snapshot:
+        for p in g["processes"]:
+            if p.get("application"):
+                row = use.setdefault((p["team"], p["application"]), [0.0, 0.0])
+                row[0] += p["memory_mib"]
+                row[1] += p["utilization"] or 0.0
+    out = {}
+    for (team, application), (memory, utilization) in use.items():
+        labels = {"team": team, "application": application}
+        for name, value in (("cp_app_gpu_memory_mib", memory), ("cp_app_gpu_utilization", utilization)):
+            out[(name, series_key(name, labels))] = ("gauge", labels, value)
     return out
 
 

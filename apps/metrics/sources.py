@@ -27,7 +27,9 @@ from apps.clusters.models import Cluster
 
 from . import prom
 from .models import Point, ScrapeRun, Series
-from .selectors import RAY_SERIES, stored, stored_residency
+from .selectors import RAY_SERIES, GpuUse, app_gpu_use, stored, stored_residency
+
+__all__ = ["GpuUse", "app_gpu_use"]  # the control plane's own record of real GPU use, whatever the source
 
 # The counters and gauges the alerts read, by their Prometheus names (the embedded store keeps counters without
 # "_total").

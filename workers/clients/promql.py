@@ -32,10 +32,13 @@ def quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def selector(matchers: dict[str, str], extra: dict[str, str] | None = None) -> str:
-    """``{a="x",b="y"}`` from label matchers (equality), the cluster's and the query's own."""
+def selector(matchers: dict[str, str], extra: dict[str, str] | None = None, regex: dict[str, str] | None = None) -> str:
+    """``{a="x",b="y",c=~"z.+"}`` from label matchers (equality), the cluster's and the query's own, and regular
+    expression matchers (``regex``: already patterns; quote any value put in them with ``re.escape``)."""
     labels = {**(matchers or {}), **(extra or {})}
-    return "{" + ",".join(f"{k}={quote(v)}" for k, v in sorted(labels.items())) + "}"
+    parts = [f"{k}={quote(v)}" for k, v in sorted(labels.items())]
+    parts += [f"{k}=~{quote(v)}" for k, v in sorted((regex or {}).items())]
+    return "{" + ",".join(parts) + "}"
 
 
 class PromQLClient:

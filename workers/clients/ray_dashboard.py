@@ -120,6 +120,16 @@ class RayDashboardClient:
         except (KeyError, TypeError) as exc:
             raise RayUnavailable(f"Ray dashboard at {self.base_url} sent an unexpected node list") from exc
 
+    def node_summary(self) -> list[dict]:
+        """GET /nodes?view=summary: each node's physical stats, among them its GPUs as NVML reads them (``gpus``:
+        index, name, uuid, utilizationGpu, memoryUsed and memoryTotal in MiB, processesPids with each process's
+        gpuMemoryUsage in MiB and gpuUtilization). Logical GPUs report none."""
+        data = self._request("GET", "/nodes?view=summary")
+        try:
+            return list(data["data"]["summary"])
+        except (KeyError, TypeError) as exc:
+            raise RayUnavailable(f"Ray dashboard at {self.base_url} sent an unexpected node summary") from exc
+
     def submit_job(self, body: dict) -> dict:
         """POST /api/jobs/: run an entrypoint on the head node (Ray's job submission API)."""
         data = self._request("POST", "/api/jobs/", body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from apps.applications.models import Application
 from apps.clusters.models import Cluster
@@ -15,6 +16,8 @@ from apps.metrics.sources import (
     MUX_MODEL_ID,
     MUX_REQUESTS,
     MUX_RESIDENT,
+    GpuUse,
+    app_gpu_use,
     residency,
     sources_for,
 )
@@ -50,8 +53,17 @@ def idle_gpu(rules: Rules, now: datetime) -> list[Condition]:
     readers = sources_for({a.cluster for a, *_ in candidates})
     families = [HTTP_REQUESTS, HANDLE_REQUESTS]
     out = []
+    used: dict[float, dict] = {}  # window -> (cluster, application) -> real use, where Ray reads the GPUs
     for app, gpus, rule, p in candidates:
         window_start = now - timedelta(seconds=p["window_s"])
+        if p["window_s"] not in used:
+            used[p["window_s"]] = app_gpu_use(list({a.cluster_id for a, *_ in candidates}), p["window_s"], now)
+        real = used[p["window_s"]].get((app.cluster_id, app.serve_name))
+        if real is not None:
+            # Real GPUs: what the app's processes did on them decides, whatever traffic it had.
+            if real.covers(window_start) and real.utilization <= p["max_utilization"]:
+                out.append(_idle_on_utilisation(app, gpus, rule, p, real))
+            continue
         got = readers[app.cluster_id].window(app.cluster, families, p["window_s"], ("application",), now)
         if got is None or not got.covers(window_start):
             continue  # no metrics for the whole window (or the source did not answer): no verdict
@@ -81,6 +93,29 @@ def idle_gpu(rules: Rules, now: datetime) -> list[Condition]:
             )
         )
     return out
+
+
+def _idle_on_utilisation(app: Application, gpus: float, rule: Any, p: dict, real: GpuUse) -> Condition:
+    return Condition(
+        "idle_gpu",
+        f"idle_gpu:app:{app.pk}",
+        f"{app.team.slug}/{app.name} holds {gpus:g} GPU(s) ({real.memory_mib / 1024:.1f} GiB of GPU memory) and "
+        f"used {real.utilization:.1f}% of one GPU on average over {_duration(p['window_s'])}: "
+        f"{gpus * 24:g} GPU-hours a day idle",
+        rule,
+        app.team_id,
+        app.pk,
+        app.cluster_id,
+        {
+            "gpus": gpus,
+            "method": "utilisation (NVML, per process)",
+            "utilization": round(real.utilization, 2),
+            "memory_mib": round(real.memory_mib, 1),
+            "samples": real.samples,
+            "window_s": p["window_s"],
+            "gpu_hours_per_day": round(gpus * 24, 2),
+        },
+    )
 
 
 @dataclass

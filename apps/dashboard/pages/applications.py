@@ -21,6 +21,7 @@ from apps.clusters.models import Cluster
 from apps.clusters.selectors import cluster_by_id
 from apps.core.errors import Conflict, error_detail, error_fields
 from apps.deploys.visibility import ClusterLens
+from apps.metrics import gpus
 from apps.metrics.sources import residency
 from apps.quotas.services import fmt
 from apps.servespec.spec import normalize_spec
@@ -89,6 +90,7 @@ def app_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "rollouts": rollouts,
             "active_rollout": next((r for r in rollouts if r.active), None),
             "rollout_targets": [r for r in revisions if r.pk != app.current_revision_id],
+            "gpu_view": gpus.for_display(gpus.view_for(principal_of(request), app.cluster), only_app=app.pk),
         },
     )
 

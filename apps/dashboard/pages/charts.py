@@ -30,11 +30,23 @@ TITLES = {
     "gpu_utilization": ("GPU utilisation", "%"),
     "team_gpus_allocated": ("GPUs allocated to the team", "GPUs"),
     "models_resident": ("Models resident per replica", "models"),
+    "app_gpu_memory_mb": ("GPU memory held", "GiB"),
+    "app_gpu_utilization": ("GPU utilisation of its replicas", "% of one GPU"),
+    "gpu_memory_used_mb": ("GPU memory used per GPU", "GiB"),
 }
+# How a series' values are drawn: ratios as percentages, MiB as GiB (the rest as they are).
+SCALE = {"cache_hit_rate": 100.0, "app_gpu_memory_mb": 1 / 1024, "gpu_memory_used_mb": 1 / 1024}
+NO_NVML = (
+    "Ray reads GPU memory and utilisation through NVML, so only real GPUs report them; logical GPUs (the demo "
+    "cluster's) have none, and allocation is the measure there."
+)
 
 
 EMPTY = {
-    "gpu_utilization": "Ray reports GPU utilisation only for real GPUs; logical GPUs (the demo cluster's) have none.",
+    "gpu_utilization": NO_NVML,
+    "app_gpu_memory_mb": NO_NVML,
+    "app_gpu_utilization": NO_NVML,
+    "gpu_memory_used_mb": NO_NVML,
     "gpu_allocated": "Allocation is sampled with every metrics scrape once the cluster has been observed.",
     "team_gpus_allocated": "Allocation is sampled with every metrics scrape once the team's apps run.",
 }
@@ -84,13 +96,13 @@ def chart(request: HttpRequest) -> HttpResponse:
     title, unit = TITLES[name]
     empty = EMPTY.get(name, "Metrics are scraped every few seconds once the application serves traffic.")
     datasets = []
-    scale = 100 if unit.startswith("%") else 1  # a ratio is read as a percentage
+    scale = SCALE.get(name, 1.0)
     for s in series:
         label = " ".join(f"{v}" for k, v in s["labels"].items() if v) or title
         datasets.append(
             {
                 "label": label,
-                "data": [{"x": ts * 1000, "y": v * scale if v is not None else v} for ts, v in s["points"]],
+                "data": [{"x": ts * 1000, "y": round(v * scale, 4) if v is not None else v} for ts, v in s["points"]],
             }
         )
     # A window longer than the record (a new app's first minutes on the 1 h range) starts at the first sample, so
@@ -130,7 +142,7 @@ def chart(request: HttpRequest) -> HttpResponse:
             "data": {
                 "datasets": datasets,
                 "unit": unit,
-                "ymax": 100 if scale == 100 else None,
+                "ymax": 100 if unit == "%" else None,
                 "min": axis_min,
                 "max": int(now.timestamp() * 1000),
             },

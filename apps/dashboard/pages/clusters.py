@@ -24,6 +24,7 @@ from apps.core.errors import Conflict, error_text
 from apps.core.jobs import enqueue
 from apps.deploys.selectors import cluster_state
 from apps.deploys.visibility import ClusterLens
+from apps.metrics import gpus
 from apps.teams.models import Team
 from apps.teams.principal import principal_of
 
@@ -77,6 +78,7 @@ def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "executing": next((p for p in plans if p.state == CompactionPlan.State.EXECUTING), None),
             "cluster_id": str(cluster.pk),
             "team_colours": _colour_nodes(state),
+            "gpu_view": gpus.for_display(gpus.view_for(principal, cluster)),
         },
     )
 

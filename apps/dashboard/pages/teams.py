@@ -14,6 +14,7 @@ from apps.clusters.models import Cluster
 from apps.core.errors import Conflict, error_fields
 from apps.core.ids import parse_id
 from apps.core.links import public_url
+from apps.metrics import gpus
 from apps.teams.models import Role, Team
 from apps.teams.principal import principal_of
 
@@ -46,6 +47,7 @@ def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
                 f"series=team_gpus_allocated&team={team.slug}&cluster={c}" for c in sorted({a.cluster_id for a in apps})
             ],
             "ray_addresses": ray_addresses(team, apps),
+            "gpu_use": gpus.apps_use(principal_of(request), apps),
         },
     )
 
