@@ -233,6 +233,20 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 90, interval: float 
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
+def wait_for_steady_proxies(ray_cluster: Any, timeout: float = 90) -> None:
+    """Until every Serve proxy is HEALTHY: none starting, none DRAINING. A proxy on a node that lost its last
+    replica (an earlier test's apps removed) drains and is killed 30 s later; on the test host every proxy listens
+    on one port, so the connections the kernel queued for it are reset. Call it before sending traffic whose every
+    answer counts; it sends none itself."""
+    status_url = f"{ray_cluster.dashboard_url}/api/serve/applications/"
+
+    def steady() -> bool:
+        proxies = requests.get(status_url, timeout=10).json().get("proxies") or {}
+        return bool(proxies) and all(p.get("status") == "HEALTHY" for p in proxies.values())
+
+    wait_for(steady, timeout=timeout, interval=1.0, what="every Serve proxy HEALTHY (none starting or draining)")
+
+
 def wait_for_every_proxy(
     ray_cluster: Any,
     urls: list[str],
@@ -245,13 +259,7 @@ def wait_for_every_proxy(
     (every one HEALTHY: a DRAINING proxy, on a node that lost its replicas, is killed 30 s later and resets the
     connections waiting for it), then until ``answers`` new connections in a row to each URL get 200 (a proxy
     that has not caught up answers 404, or closes the connection)."""
-    status_url = f"{ray_cluster.dashboard_url}/api/serve/applications/"
-
-    def steady() -> bool:
-        proxies = requests.get(status_url, timeout=10).json().get("proxies") or {}
-        return bool(proxies) and all(p.get("status") == "HEALTHY" for p in proxies.values())
-
-    wait_for(steady, timeout=timeout, interval=1.0, what="every Serve proxy HEALTHY (none starting or draining)")
+    wait_for_steady_proxies(ray_cluster, timeout)
 
     def everywhere() -> bool:
         try:

@@ -212,3 +212,42 @@ def test_management_command_prints_the_plan(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["nodes_to_drain"] == ["b"] and out["moves"] == [{"replica": "2", "from": "b", "to": "a"}]
     assert out["freed"] == {"CPU": 8, "GPU": 1}
+
+
+def _two_cards(held_b: float) -> dict:
+    """Two nodes with one H100 each; a 0.25-GPU replica on each, the first holding 60 GiB of its card."""
+    card = 81559.0
+    return {
+        "nodes": [
+            {"id": "a", "resources": {"GPU": 1, "CPU": 4}, "pool": "p", "gpu_cards": [card]},
+            {"id": "b", "resources": {"GPU": 1, "CPU": 4}, "pool": "p", "gpu_cards": [card]},
+        ],
+        "replicas": [
+            {"id": "big", "node": "a", "resources": {"GPU": 0.25}, "gpu_memory_mib": 61440, "card": 0},
+            {"id": "other", "node": "b", "resources": {"GPU": 0.25}, "gpu_memory_mib": held_b, "card": 0},
+        ],
+    }
+
+
+def test_real_memory_keeps_replicas_that_do_not_fit_one_card_apart():
+    # By num_gpus alone the two 0.25 replicas share a card and free a node...
+    by_label = _two_cards(40960)
+    for n in by_label["nodes"]:
+        n.pop("gpu_cards")
+    assert len(plan(by_label)["nodes_to_drain"]) == 1
+    # ...but 60 GiB and 40 GiB do not fit one 80 GB card together: no plan puts them there.
+    state = _two_cards(40960)
+    result = plan(state)
+    assert result["nodes_to_drain"] == [] and result["moves"] == []
+    # A plan that does is refused by the rules every plan must keep.
+    forced = {"nodes_to_drain": ["b"], "moves": [{"replica": "other", "from": "b", "to": "a", "card": 0}], "freed": {}}
+    assert any("card 0 of node a" in e for e in validate(state, forced))
+
+
+def test_replicas_whose_memory_fits_one_card_are_packed_and_the_move_names_the_card():
+    state = _two_cards(8192)
+    result = plan(state)
+    (drained,) = result["nodes_to_drain"]
+    (move,) = result["moves"]
+    assert move["from"] == drained and move["to"] != drained and move["card"] == 0
+    assert validate(state, result) == []

@@ -11,6 +11,7 @@ from apps.applications.models import Application
 from apps.applications.selectors import placed_replicas
 from apps.clusters.models import Cluster
 from apps.deploys.observe import Observation, observe
+from apps.metrics.models import MetricsConfig
 from apps.rollouts.placement import owner_of
 from apps.servespec.spec import to_decimal
 from workers.clients.ray_dashboard import RayError
@@ -23,6 +24,39 @@ def drained_node_ids(cluster: Cluster) -> set[str]:
     alive = {n["node_id"] for n in cluster.nodes or [] if n.get("state") == "ALIVE"}
     done = CompactionStep.objects.filter(plan__cluster=cluster, state=CompactionStep.State.SUCCEEDED)
     return set(done.values_list("node_id", flat=True)) & alive
+
+
+def _gpu_facts(cluster: Cluster) -> tuple[dict[str, list[float]], dict[tuple[str, int], tuple[int, float]]]:
+    """Where Ray reads the GPUs (the last node summary, apps.metrics.gpus): each node's cards' memory (MiB, by
+    index), and (node, pid) -> (card, MiB held) of each process on them."""
+    snapshot = MetricsConfig.objects.filter(pk=cluster.pk).values_list("gpus", flat=True).first() or []
+    cards: dict[str, dict[int, float]] = {}
+    held: dict[tuple[str, int], tuple[int, float]] = {}
+    for g in snapshot:
+        if g.get("index") is None:
+            continue
+        cards.setdefault(g["node_id"], {})[int(g["index"])] = float(g.get("memory_total_mib") or 0)
+        for p in g.get("processes") or []:
+            held[(g["node_id"], int(p["pid"]))] = (int(g["index"]), float(p.get("memory_mib") or 0))
+    ordered = {n: [c[i] for i in sorted(c)] for n, c in cards.items() if sorted(c) == list(range(len(c)))}
+    return ordered, held
+
+
+def _with_gpu_facts(cluster: Cluster, state: dict[str, Any], pids: dict[str, tuple[str, int]]) -> dict[str, Any]:
+    """The planner's input with the cards' memory and what each replica really holds, where Ray reads them."""
+    cards, held = _gpu_facts(cluster)
+    if not cards:
+        return state
+    for n in state["nodes"]:
+        if n["id"] in cards:
+            n["gpu_cards"] = cards[n["id"]]
+    for r in state["replicas"]:
+        where = pids.get(r["id"])
+        if where is not None and where in held:
+            r["card"], r["gpu_memory_mib"] = held[where]
+        elif r["node"] in cards and r["resources"].get("GPU"):
+            r["gpu_memory_mib"] = 0.0  # on a card Ray reads, holding nothing there
+    return state
 
 
 def _plan_nodes(cluster: Cluster, nodes: list[dict]) -> list[dict]:
@@ -54,8 +88,11 @@ def planner_input(cluster: Cluster) -> dict[str, Any]:
     nodes = _plan_nodes(cluster, cluster.nodes)
     known = {n["id"] for n in nodes}
     replicas = []
+    pids: dict[str, tuple[str, int]] = {}
     for rep in placed_replicas(cluster):
         if rep.node_id in known and rep.running:
+            if rep.replica.get("pid"):
+                pids[rep.replica["replica_id"]] = (rep.node_id, int(rep.replica["pid"]))
             replicas.append(
                 {
                     "id": rep.replica["replica_id"],
@@ -66,7 +103,7 @@ def planner_input(cluster: Cluster) -> dict[str, Any]:
                     "resources": {k: float(to_decimal(v)) for k, v in rep.resources.items()},
                 }
             )
-    return {"nodes": nodes, "replicas": replicas}
+    return _with_gpu_facts(cluster, {"nodes": nodes, "replicas": replicas}, pids)
 
 
 def input_from_observation(cluster: Cluster, obs: Observation) -> dict[str, Any]:
@@ -76,11 +113,14 @@ def input_from_observation(cluster: Cluster, obs: Observation) -> dict[str, Any]
     known = {n["id"] for n in nodes}
     teams = {a.serve_name: a.team.slug for a in Application.objects.filter(cluster=cluster).select_related("team")}
     replicas = []
+    pids: dict[str, tuple[str, int]] = {}
     for app_name, app in sorted(obs.apps.items()):
         for dep_name, dep in sorted((app.get("deployments") or {}).items()):
             resources = {k: float(to_decimal(v)) for k, v in (dep.get("required_resources") or {}).items()}
             for rep in dep.get("replicas") or []:
                 if rep.get("state") == "RUNNING" and rep.get("node_id") in known:
+                    if rep.get("pid"):
+                        pids[rep["replica_id"]] = (rep["node_id"], int(rep["pid"]))
                     replicas.append(
                         {
                             "id": rep["replica_id"],
@@ -91,7 +131,7 @@ def input_from_observation(cluster: Cluster, obs: Observation) -> dict[str, Any]
                             "resources": resources,
                         }
                     )
-    return {"nodes": nodes, "replicas": replicas}
+    return _with_gpu_facts(cluster, {"nodes": nodes, "replicas": replicas}, pids)
 
 
 SETTLED_APP = ("RUNNING", "DEPLOY_FAILED", "UNHEALTHY")

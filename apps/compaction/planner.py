@@ -7,6 +7,11 @@ Input (the same JSON shape as ``manage.py compaction_plan --input``)::
      "replicas": [{"id", "node", "app", "deployment", "team", "resources": {"GPU": 0.5, ...},
                    "label_selector": {...}}]}
 
+Where Ray reads the GPUs (NVML), a node may give ``gpu_cards`` (each card's memory in MiB) and a replica
+``gpu_memory_mib`` (what its process holds) and ``card`` (the card's index): a plan then never puts fractional
+replicas on one card unless both their num_gpus and the memory they really hold fit it (num_gpus is only a
+scheduling label; a move says which ``card``). Without them, GPUs are counted by num_gpus alone.
+
 Output: nodes to drain, moves (replica, from, to) and the resources freed. A plan is valid when every move
 fits (every resource of every node, after all moves), the head node is never drained, every drained node
 ends empty, and every replica lands on a node of its own pool (or one matching its label selector).
@@ -39,6 +44,7 @@ class Node:
     pool: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     cost: float = 1.0
+    cards: list[float] = field(default_factory=list)  # memory (MiB) of each GPU card, where Ray reads them (NVML)
 
 
 @dataclass
@@ -50,10 +56,20 @@ class Replica:
     deployment: str = ""
     team: str = ""
     label_selector: dict[str, str] = field(default_factory=dict)
+    gpu_memory_mib: float | None = None  # what its process really holds on its card (NVML), where known
+    card: int | None = None  # the card it is on, where known
 
     @property
     def group(self) -> tuple[str, str]:
         return (self.app, self.deployment)
+
+    def card_need(self) -> tuple[float, float] | None:
+        """What this replica takes of the one card it shares: its fractional num_gpus (what Ray schedules by) and
+        the memory its process really holds (which num_gpus does not limit). None for no or whole cards."""
+        gpus = self.resources.get("GPU", 0.0)
+        if not 0 < gpus < 1:
+            return None
+        return gpus, self.gpu_memory_mib or 0.0
 
 
 @dataclass
@@ -101,6 +117,7 @@ def parse(state: dict[str, Any]) -> tuple[list[Node], list[Replica]]:
                 pool=str(raw.get("pool") or ""),
                 labels={str(k): str(v) for k, v in (raw.get("labels") or {}).items()},
                 cost=_float(raw.get("cost", 1)),
+                cards=[_float(c) for c in raw.get("gpu_cards") or []],
             )
         except (KeyError, TypeError, ArithmeticError, ValueError) as exc:
             raise ValueError(f"nodes[{i}]: {exc}") from exc
@@ -119,6 +136,8 @@ def parse(state: dict[str, Any]) -> tuple[list[Node], list[Replica]]:
                 deployment=str(raw.get("deployment", "")),
                 team=str(raw.get("team", "")),
                 label_selector={str(k): str(v) for k, v in (raw.get("label_selector") or {}).items()},
+                gpu_memory_mib=_float(raw["gpu_memory_mib"]) if raw.get("gpu_memory_mib") is not None else None,
+                card=int(raw["card"]) if raw.get("card") is not None else None,
             )
         except (KeyError, TypeError, ArithmeticError, ValueError) as exc:
             raise ValueError(f"replicas[{i}]: {exc}") from exc
@@ -153,6 +172,14 @@ class _State:
             self.group_size[rep.group] += 1
             for k, v in rep.resources.items():
                 self.free[rep.node][k] = self.free[rep.node].get(k, 0.0) - v
+        # Where Ray reads the cards: each card's free share, counting each fractional replica by what it really
+        # takes (card_need), so that no plan puts replicas whose real memory does not fit one card on it.
+        self.cards: dict[str, list[list[float]]] = {n.id: [[1.0, mib] for mib in n.cards] for n in nodes if n.cards}
+        self.card_of: dict[str, int] = {}
+        for rep in replicas:
+            if rep.node in self.cards and rep.card_need() is not None:
+                known = rep.card is not None and 0 <= rep.card < len(self.cards[rep.node])
+                self._take(rep, rep.node, rep.card if known else self._card_for(rep, rep.node, strict=False))
         self.hidden: set[str] = set()
         self.index: dict[tuple[str, str], list[tuple[float, str]]] = {}
         for node in nodes:
@@ -161,6 +188,32 @@ class _State:
                 bisect.insort(self.index[(node.pool, key)], (self.free[node.id].get(key, 0.0), node.id))
 
         self.hidden: set[str] = set()
+
+    def _card_for(self, rep: Replica, node_id: str, strict: bool = True) -> int | None:
+        """The card of node_id that rep fits best (least memory left after it; its share of the card and its
+        memory both fit); with strict=False, the roomiest whatever fits."""
+        gpus, mib = rep.card_need() or (0.0, 0.0)
+        best: tuple[float, int] | None = None
+        for i, (free_share, free_mib) in enumerate(self.cards[node_id]):
+            if strict and (free_share - gpus < -EPS or free_mib - mib < -EPS):
+                continue
+            key = (free_mib - mib if strict else mib - free_mib, i)
+            if best is None or key < best:
+                best = key
+        return best[1] if best else None
+
+    def _take(self, rep: Replica, node_id: str, card: int | None) -> None:
+        need = rep.card_need()
+        if card is not None and need is not None:
+            self.cards[node_id][card][0] -= need[0]
+            self.cards[node_id][card][1] -= need[1]
+            self.card_of[rep.id] = card
+
+    def _release(self, rep: Replica, node_id: str) -> None:
+        card, need = self.card_of.pop(rep.id, None), rep.card_need()
+        if card is not None and need is not None and node_id in self.cards:
+            self.cards[node_id][card][0] += need[0]
+            self.cards[node_id][card][1] += need[1]
 
     def _unindex(self, node_id: str, free: dict[str, float]) -> None:
         pool = self.nodes[node_id].pool
@@ -192,6 +245,10 @@ class _State:
             self._reindex(node_id, None)
 
     def place(self, rep: Replica, src: str, dst: str) -> None:
+        self._release(rep, src)
+        if dst in self.cards and rep.card_need() is not None:
+            card = self._card_for(rep, dst)
+            self._take(rep, dst, card if card is not None else self._card_for(rep, dst, strict=False))
         for node_id, sign in ((src, 1.0), (dst, -1.0)):
             before = {k: self.free[node_id].get(k, 0.0) for k in ("GPU", "CPU")}
             for k, v in rep.resources.items():
@@ -205,7 +262,18 @@ class _State:
 
     def fits(self, rep: Replica, node_id: str) -> bool:
         free = self.free[node_id]
-        return all(free.get(k, 0.0) + EPS >= v for k, v in rep.resources.items() if v > 0)
+        if not all(free.get(k, 0.0) + EPS >= v for k, v in rep.resources.items() if v > 0):
+            return False
+        if node_id in self.cards and rep.card_need() is not None:
+            return self._card_for(rep, node_id) is not None
+        return True
+
+    def move(self, rep: Replica, src: str, dst: str) -> dict[str, Any]:
+        """A move as the plan lists it: with the card it lands on, where the cards are known."""
+        out: dict[str, Any] = {"replica": rep.id, "from": src, "to": dst}
+        if rep.id in self.card_of and dst in self.cards:
+            out["card"] = self.card_of[rep.id]
+        return out
 
     def candidates(self, rep: Replica, home: Node) -> Iterator[str]:
         """Nodes where rep fits, tightest fit first on its main resource (GPU if it needs one, else CPU)."""
@@ -308,7 +376,7 @@ def _run(
         drained.append(node.id)
         value += node.cost
         for rep, dst in done:
-            moves.append({"replica": rep.id, "from": node.id, "to": dst})
+            moves.append(state.move(rep, node.id, dst))
             state.on_node[dst].append(rep)
         state.on_node[node.id] = []
     return drained, _compress(moves), value
@@ -317,14 +385,14 @@ def _run(
 def _compress(moves: list[dict]) -> list[dict]:
     """A replica moved twice (A to B, then B to C as B was drained too) is one move, A to C."""
     first_from: dict[str, str] = {}
-    last_to: dict[str, str] = {}
+    last: dict[str, dict] = {}
     order: list[str] = []
     for m in moves:
         if m["replica"] not in first_from:
             first_from[m["replica"]] = m["from"]
             order.append(m["replica"])
-        last_to[m["replica"]] = m["to"]
-    return [{"replica": r, "from": first_from[r], "to": last_to[r]} for r in order if first_from[r] != last_to[r]]
+        last[m["replica"]] = m
+    return [{**last[r], "from": first_from[r]} for r in order if first_from[r] != last[r]["to"]]
 
 
 def _collapsed_groups(replicas: list[Replica], moves: list[dict]) -> int:
@@ -429,7 +497,7 @@ def naive_plan(nodes: list[Node], replicas: list[Replica]) -> Plan:
         closed.add(node.id)
         drained.append(node.id)
         for rep, dst in done:
-            moves.append({"replica": rep.id, "from": node.id, "to": dst})
+            moves.append(state.move(rep, node.id, dst))
             state.on_node[dst].append(rep)
         state.on_node[node.id] = []
     return Plan(drained, _compress(moves), {}, strategy="naive")
@@ -471,6 +539,26 @@ def validate(state: dict[str, Any], result: dict[str, Any]) -> list[str]:
         for k, v in res.items():
             if v > by_node[node_id].resources.get(k, 0.0) + 1e-6:
                 errors.append(f"node {node_id} over capacity in {k}: {v} > {by_node[node_id].resources.get(k, 0.0)}")
+    # Cards that receive replicas: what every replica on them really takes fits the card's memory.
+    card_of = {r.id: r.card for r in replicas}
+    received: set[tuple[str, int]] = set()
+    for m in result["moves"]:
+        if m.get("card") is not None:
+            card_of[m["replica"]] = m["card"]
+            received.add((m["to"], m["card"]))
+    taken: dict[tuple[str, int], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for rep_id, node_id in where.items():
+        card, node, need = card_of.get(rep_id), by_node[node_id], by_rep[rep_id].card_need()
+        if card is not None and need is not None and node.cards and 0 <= card < len(node.cards):
+            taken[(node_id, card)][0] += need[0]
+            taken[(node_id, card)][1] += need[1]
+    for node_id, card in sorted(received):
+        share, mib = taken[(node_id, card)]
+        if share > 1 + 1e-6 or mib > by_node[node_id].cards[card] + 1e-6:
+            errors.append(
+                f"card {card} of node {node_id}: its replicas take {share:g} of it and hold {mib:g} MiB of its "
+                f"{by_node[node_id].cards[card]:g}"
+            )
     return errors
 
 
@@ -493,7 +581,7 @@ def relocate(nodes: list[Node], replicas: list[Replica], drain: list[str]) -> li
         if done is None:
             return None
         for rep, dst in done:
-            moves.append({"replica": rep.id, "from": node_id, "to": dst})
+            moves.append(state.move(rep, node_id, dst))
             state.on_node[dst].append(rep)
         state.on_node[node_id] = []
     return moves

@@ -15,7 +15,7 @@ from apps.applications.models import Application
 from apps.deploys.observe import observe_cluster
 from apps.localdev.management.commands.seed_models import write_models
 from apps.metrics.services import scrape_cluster
-from tests.conftest import app_body, wait_for
+from tests.conftest import app_body, wait_for, wait_for_steady_proxies
 from tests.support.lru import lru_hit_rate
 from tests.support.receiver import Receiver
 
@@ -137,6 +137,8 @@ def test_idle_gpus_open_an_incident_after_the_window_and_traffic_clears_it(alert
     inc = Incident.objects.get(application_id=app_id, kind="idle_gpu")
     assert inc.evidence["gpus"] == 0.5 and inc.evidence["gpu_hours_per_day"] == 12 and inc.evidence["requests"] == 0
 
+    wait_for_steady_proxies(ray_cluster)
+
     def traffic_clears_it() -> bool:
         for _ in range(5):
             assert requests.get(f"{ray_cluster.serve_url}/team-a/idle", timeout=30).status_code == 200
@@ -173,6 +175,7 @@ def test_a_thrashing_model_cache_opens_an_incident_with_a_suggestion_that_a_repl
         return entry.get("status") == "RUNNING" and len(cfg.get("models", {})) == 3
 
     wait_for(catalog_applied, timeout=180, what="mux RUNNING with its catalog")
+    wait_for_steady_proxies(ray_cluster)  # no proxy left draining by an earlier test resets a request
     scrape_cluster(ray_env.pk)
     # A scan over 3 models with 2 slots per replica: every request loads (LRU's worst case).
     sequence = [f"m{1 + i % 3}" for i in range(45)]

@@ -190,6 +190,15 @@ def test_per_app_gpu_memory_and_use_match_what_nvml_says_on_both_sources(
     )
     assert not any(p["over_allocation"] for g in snapshot for p in g["processes"] if p["application"] != "team-a--big")
 
+    # -- The compaction planner's input carries each card's memory and what each replica really holds -------------
+    from apps.compaction.inputs import observe_for_plan
+
+    _, plan_input = observe_for_plan(cluster)
+    worker = next(n for n in plan_input["nodes"] if n.get("gpu_cards"))
+    assert worker["gpu_cards"] == [H100_MIB, H100_MIB]
+    memory = {(r["app"], r["card"], r["gpu_memory_mib"]) for r in plan_input["replicas"]}
+    assert memory == {("team-a--big", 0, 61440), ("team-b--small", 0, 8192), ("team-b--small", 1, 4096)}
+
     # -- Per application, from the embedded store: Ray's memory series, the control plane's utilisation record ------
     now = timezone.now()
     window = {"start": now - timedelta(minutes=10), "end": now, "step": 15, "now": now}
@@ -242,6 +251,8 @@ def test_per_app_gpu_memory_and_use_match_what_nvml_says_on_both_sources(
         at = timezone.now()
         w = {"start": at - timedelta(minutes=2), "end": at, "step": 15, "now": at}
         assert latest(query("gpu_memory_used_mb", cluster=cluster, **w), "GpuIndex") == per_gpu
+        one = query("app_gpu_memory_mb", cluster=cluster, application="team-a--big", **w)  # the app page's
+        assert latest(one, "application") == {("team-a--big",): 61440}
         print(f"\nper-app GPU memory (MiB): embedded {embedded_memory}, Prometheus {got}; utilisation {utilisation}")
     finally:
         prometheus.stop()

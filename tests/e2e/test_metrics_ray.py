@@ -14,7 +14,7 @@ from apps.applications.models import Application
 from apps.localdev.management.commands.seed_models import write_models
 from apps.metrics.services import scrape_cluster
 from apps.metrics.sources import query, residency
-from tests.conftest import app_body, wait_for
+from tests.conftest import app_body, wait_for, wait_for_steady_proxies
 from tests.support.lru import lru_loads
 from workers.clients import prometheus
 
@@ -71,6 +71,7 @@ def test_stored_hit_rate_matches_rays_counters_and_an_lru_replay(
     family_loads = "ray_serve_multiplexed_models_load_counter"
     before_requests = ray_counter(ray_cluster, family_requests, serve_name)  # 0 on a fresh replica
     before_loads = ray_counter(ray_cluster, family_loads, serve_name)
+    wait_for_steady_proxies(ray_cluster)  # every request of the sequence must reach the app
     scrape_cluster(ray_env.pk)  # baseline before the sequence
 
     sequence = ["m1", "m1", "m2", "m1", "m3", "m2", "m2", "m3", "m1"]

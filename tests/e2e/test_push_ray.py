@@ -10,7 +10,7 @@ import requests
 from apps.applications.models import Application
 from apps.clusters.models import Cluster, SyncRun
 from apps.deploys.models import PushState
-from tests.conftest import app_body, wait_for
+from tests.conftest import app_body, wait_for, wait_for_steady_proxies
 
 pytestmark = [pytest.mark.ray, pytest.mark.django_db(transaction=True)]
 
@@ -27,6 +27,7 @@ def app_state(app_id: int) -> str:
 
 
 def serve_get(ray_cluster, route: str) -> requests.Response:
+    wait_for_steady_proxies(ray_cluster)
     return requests.get(f"{ray_cluster.serve_url}{route}", timeout=10)
 
 

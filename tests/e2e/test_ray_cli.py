@@ -21,7 +21,7 @@ import yaml
 from apps.applications.models import Application
 from apps.clusters.models import Cluster
 from apps.teams.services import issue_token
-from tests.conftest import wait_for
+from tests.conftest import wait_for, wait_for_steady_proxies
 from tests.e2e.test_admission_ray import register_token_ray, token_ray  # noqa: F401 - the token-auth Ray fixture
 
 pytestmark = [pytest.mark.ray, pytest.mark.django_db(transaction=True)]
@@ -95,6 +95,7 @@ def test_ray_s_own_cli_and_sdk_work_per_team(ray_env, live_server, alice, bob, t
 
     # Both answer on Ray, each under its team's namespace.
     serve = ray_env.serve_url
+    wait_for_steady_proxies(ray_env)
     for path in ("/team-a", "/team-a/calc", "/team-b", "/team-b/calc"):
         wait_for(lambda p=path: requests.get(f"{serve}{p}", timeout=10).status_code == 200, what=f"{path} answering")
 

@@ -18,7 +18,7 @@ from apps.applications.models import Application
 from apps.clusters.models import Cluster
 from apps.quotas.models import Quota, QuotaRequest, StarterGrant
 from apps.teams.models import Membership, Role
-from tests.conftest import wait_for
+from tests.conftest import wait_for, wait_for_steady_proxies
 from tests.e2e.test_browser import page  # noqa: F401 - the page fixture
 from tests.test_cli import run  # noqa: F401 - the servectl fixture
 
@@ -150,6 +150,7 @@ def test_from_the_terminal(page, live_server, ray_env, sso, run, tmp_path, capsy
     shown = run(*status.split()[1:], "--timeout", "180")
     assert shown.returncode == 0, shown.stdout + shown.stderr
     app = Application.objects.get(team__slug=slug, name="hello")
+    wait_for_steady_proxies(ray_env)
     answer = wait_for(
         lambda: (r := requests.get(f"{ray_env.serve_url}{app.route_prefix}", timeout=10)).ok and r.json(),
         timeout=60,

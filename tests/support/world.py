@@ -185,6 +185,29 @@ def build() -> World:
         inventory_taken_at=now,
     )
     cluster.refresh_from_db()
+    # One real GPU (as the node summary reports it) holding both teams' replicas: A's sees only its own by name.
+    from apps.metrics.models import MetricsConfig
+
+    def proc(app: Any, pid: int, mib: float, replica: str, allocated: float) -> dict:
+        return {
+            "pid": pid,
+            "memory_mib": mib,
+            "utilization": 20.0,
+            "application_id": app.pk,
+            "application": app.serve_name,
+            "team": app.team.slug,
+            "name": app.name,
+            "deployment": "Hello",
+            "replica": replica,
+            "allocated": allocated,
+            "card_share": round(mib / 81559, 4),
+            "over_allocation": mib / 81559 > allocated + 0.05,
+        }
+
+    card = {"node_id": NODE_1, "ip": "10.0.0.1", "index": 0, "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-w0"}
+    card |= {"memory_total_mib": 81559.0, "memory_used_mib": 69632.0, "utilization": 40.0}
+    card["processes"] = [proc(app_a, 101, 61440.0, "ra", 0.25), proc(app_b, 202, 8192.0, f"rb-{B_APP}", 0.5)]
+    MetricsConfig.objects.filter(pk=cluster.pk).update(gpus=[card], gpus_at=now)
     refusal = f"Ray refused the config: {app_b.serve_name}: ModuleNotFoundError: No module named '{B_MODULE}'"
     run = SyncRun.objects.create(
         cluster=cluster,

@@ -56,12 +56,16 @@ def _colours(plan: CompactionPlan) -> dict[str, str]:
 def _maps(plan: CompactionPlan) -> tuple[list[dict], list[dict], list[dict]]:
     reps = {r["id"]: r for r in plan.input.get("replicas", [])}
     moved = {m["replica"]: m["to"] for m in plan.moves}
+    cards = {m["replica"]: m["card"] for m in plan.moves if "card" in m}
 
     def build(after: bool) -> list[dict]:
         where: dict[str, list[dict]] = {}
         for r in reps.values():
             node = moved.get(r["id"], r["node"]) if after else r["node"]
-            where.setdefault(node, []).append(dict(r, moved=after and r["id"] in moved))
+            row = dict(r, moved=after and r["id"] in moved)
+            if after and r["id"] in cards:
+                row["card"] = cards[r["id"]]
+            where.setdefault(node, []).append(row)
         return _node_map(plan, where)
 
     moves = [
@@ -69,6 +73,7 @@ def _maps(plan: CompactionPlan) -> tuple[list[dict], list[dict], list[dict]]:
             m,
             app=reps.get(m["replica"], {}).get("app", ""),
             deployment=reps.get(m["replica"], {}).get("deployment", ""),
+            gpu_memory_mib=reps.get(m["replica"], {}).get("gpu_memory_mib"),
         )
         for m in plan.moves
     ]
@@ -109,6 +114,7 @@ def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "actual": _actual_map(plan),
             "team_colours": _colours(plan),
             "moves": moves,
+            "real_memory": any(n.get("gpu_cards") for n in plan.input.get("nodes", [])),
             "outcome": plan.outcome or {},
             "observed_lag_s": lag,
             "readiness": services.execution_readiness(plan.cluster),

@@ -47,7 +47,7 @@ def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
                 f"series=team_gpus_allocated&team={team.slug}&cluster={c}" for c in sorted({a.cluster_id for a in apps})
             ],
             "ray_addresses": ray_addresses(team, apps),
-            "gpu_use": gpus.apps_use(principal_of(request), apps),
+            "gpu_use": gpus.apps_use(apps),
         },
     )
 
