@@ -186,7 +186,7 @@ def _scrape(cluster_id: int, owner: str, targets: list[str] | None, now: datetim
                     fresh.add(key[1])
     values.update(_team_allocation(cluster))
     if snapshot:
-        values.update(_app_gpu_use(snapshot, values))
+        values.update(_app_gpu_use(cluster, snapshot))
     with transaction.atomic():
         # Still ours? A scrape that outlived its lease must not write over the one that took it.
         if not MetricsConfig.objects.select_for_update().filter(pk=cluster_id, scrape_owner=owner).exists():
@@ -266,15 +266,17 @@ def _team_allocation(cluster: Cluster) -> dict[tuple[str, str], tuple[str, dict[
     return out
 
 
-def _app_gpu_use(snapshot: list[dict], values: dict) -> dict[tuple[str, str], tuple[str, dict[str, str], float]]:
+def _app_gpu_use(cluster: Cluster, snapshot: list[dict]) -> dict[tuple[str, str], tuple[str, dict[str, str], float]]:
     """The control plane's own record of real GPU use per application, from the node summary (NVML per process):
-    memory held (MiB) and utilisation (percent of one GPU, summed over its processes), 0 for an application that
-    holds GPUs and has no process on any. Ray's own per-process utilisation series keeps its last value above 0
-    while a process sits at 0% (its reporter records it only above 0), so idle verdicts and showback read these."""
+    memory held (MiB) and utilisation (percent of one GPU, summed over its processes), 0 for an application whose
+    GPU replicas run on nodes whose GPUs NVML reads and have no process on any (on a node with logical GPUs nothing
+    is known, so nothing is recorded). Ray's own per-process utilisation series keeps its last value above 0 while a
+    process sits at 0% (its reporter records it only above 0), so idle verdicts and showback read these."""
+    read = {g["node_id"] for g in snapshot}
     use: dict[tuple[str, str], list[float]] = {}
-    for (name, _), (_, labels, held) in values.items():
-        if name == "cp_app_gpus_allocated" and held > 0:
-            use[(labels["team"], labels["application"])] = [0.0, 0.0]
+    for rep in placed_replicas(cluster):
+        if rep.running and rep.node_id in read and float(rep.resources.get("GPU", 0) or 0) > 0:
+            use.setdefault((rep.app.team.slug, rep.app.serve_name), [0.0, 0.0])
     for g in snapshot:
         for p in g["processes"]:
             if p.get("application"):
