@@ -364,3 +364,32 @@ def test_apps_that_appear_later_stay_under_the_drift_policy(busy_cluster, fake_r
     fake_ray.put({"applications": [*fake_ray.puts[-1]["applications"], {"name": "rogue", "import_path": "a.b:c"}]})
     assert reconcile_cluster(busy_cluster.pk) == "repaired"
     assert "rogue" not in fake_ray.apps and "legacy-a" in fake_ray.apps
+
+
+def test_a_write_that_lands_during_the_put_and_changes_nothing_still_gets_the_push_followed(
+    on_fake, api, alice, fake_ray, no_tasks, monkeypatch
+):
+    """Seen in CI: a model added to the catalog while the first PUT was on its way was already in it, so the second
+    round found nothing new ("skipped"), and the task, reading only the last round, never started the status
+    poller: the app stayed "deploying" until beat's next reconcile."""
+    from django.db.models import F
+
+    from apps.deploys import push
+
+    real = push.transport_for
+
+    class Racing:
+        def __init__(self, cluster):
+            self.inner, self.cluster = real(cluster), cluster
+
+        def put_config(self, config):
+            self.inner.put_config(config)
+            if len(fake_ray.puts) == 1:  # the write arrives while the first PUT is in flight
+                Cluster.objects.filter(pk=self.cluster.pk).update(desired_generation=F("desired_generation") + 1)
+
+    monkeypatch.setattr(push, "transport_for", Racing)
+    api(alice).post("/api/v1/applications/", app_body("team-a", on_fake.pk, "web"), format="json")
+    no_tasks.clear()
+    assert tasks.sync_cluster(on_fake.pk) == "skipped"  # the last round's outcome
+    assert len(fake_ray.puts) == 1
+    assert [args for args, _ in no_tasks if args != "sync"], "the status poller was started"

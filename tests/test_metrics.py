@@ -164,6 +164,7 @@ def test_metrics_api(cluster, fake, api, alice, team_a, grant, monkeypatch):
         },
     )
     t0 = timezone.now() - timedelta(minutes=5)
+    type(app).objects.filter(pk=app.pk).update(created_at=t0 - timedelta(minutes=1))  # the app ran before its series
     fake["a"] = exposition(0, 0).replace("t--mux", app.serve_name)
     scrape(cluster, ["a"], t0)
     fake["a"] = exposition(10, 4).replace("t--mux", app.serve_name)

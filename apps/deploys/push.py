@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PushResult:
-    outcome: str  # pushed | skipped | locked | failed
+    outcome: str  # pushed | skipped | locked | failed: the last round's
     runs: list[int]
     settled: bool = True
+    pushed: bool = False  # some round put a new config on Ray (a later round may have found nothing new)
 
 
 def push_cluster(cluster_id: int, *, trigger: str = "write", force: bool = False, attempt: int = 0) -> PushResult:
@@ -42,10 +43,11 @@ def push_cluster(cluster_id: int, *, trigger: str = "write", force: bool = False
     """
     runs: list[int] = []
     outcome = "locked"
+    pushed = False
     while True:
         owner = acquire_lock(cluster_id=cluster_id, owner=uuid.uuid4().hex)
         if owner is None:
-            return PushResult(outcome, runs)
+            return PushResult(outcome, runs, pushed=pushed)
         # Holding the lock, no other push runs: a run still marked running was left by a worker that died.
         SyncRun.objects.filter(cluster_id=cluster_id, state=SyncRun.State.RUNNING).update(
             state=SyncRun.State.FAILED,
@@ -58,6 +60,7 @@ def push_cluster(cluster_id: int, *, trigger: str = "write", force: bool = False
                 cluster = Cluster.objects.select_related("push_state").get(pk=cluster_id)
                 generation = cluster.desired_generation
                 outcome = _push_once(cluster, generation, trigger=trigger, force=force, attempt=attempt, runs=runs)
+                pushed = pushed or outcome == "pushed"
                 force = False
                 if Cluster.objects.filter(pk=cluster_id, desired_generation=generation).exists():
                     break
@@ -65,7 +68,7 @@ def push_cluster(cluster_id: int, *, trigger: str = "write", force: bool = False
             release_lock(cluster_id=cluster_id, owner=owner)
         # A write that came in after our last check found the lock taken and left the push to us.
         if not Cluster.objects.filter(pk=cluster_id, desired_generation__gt=generation).exists():
-            return PushResult(outcome, runs)
+            return PushResult(outcome, runs, pushed=pushed)
 
 
 def _push_once(cluster: Cluster, generation: int, *, trigger: str, force: bool, attempt: int, runs: list[int]) -> str:

@@ -63,7 +63,9 @@ def sync_cluster(self, cluster_id: int, trigger: str = "write", force: bool = Fa
             )
             return "gave-up"
         raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
-    if result.outcome == "pushed":
+    if result.pushed:
+        # Follow the apps until they settle, also when the last round of this push found nothing new: a write
+        # that landed during the first round's PUT (a model added to the catalog) was already in it.
         follow_status(cluster_id)
     return result.outcome
 
