@@ -18,11 +18,10 @@ from apps.teams.principal import Principal
 
 
 def since(series: list[dict[str, Any]], born: datetime, step: int) -> list[dict[str, Any]]:
-    """The series' points from ``born`` on. A point stands for the ``step`` seconds from its timestamp, so one
-    that began before ``born`` may hold a namesake's data (a deleted team's app of the same name): it is left out,
-    at the cost of the new app's first partial bucket."""
+    """The series' points from ``born`` on (a point stands for the ``step`` seconds from its timestamp; the bucket
+    in which ``born`` falls is shown, so it may average in up to one step of a deleted namesake's data)."""
     cut = born.timestamp()
-    return [{**s, "points": [p for p in s["points"] if p[0] >= cut]} for s in series]
+    return [{**s, "points": [p for p in s["points"] if p[0] + step > cut]} for s in series]
 
 
 def for_principal(principal: Principal, cluster: Cluster, series: list[dict[str, Any]], step: int) -> list[dict]:
