@@ -24,7 +24,7 @@ from apps.applications.models import Application
 from apps.compaction.models import CompactionPlan
 from apps.deploys.observe import observe
 from apps.localdev.local_ray import LocalRayCluster
-from tests.conftest import app_body, wait_for
+from tests.conftest import app_body, wait_for, wait_for_every_proxy
 
 pytestmark = [pytest.mark.ray, pytest.mark.drains_nodes, pytest.mark.django_db(transaction=True)]
 
@@ -192,6 +192,9 @@ def plan_and_execute(api, staff, cluster, ray: LocalRayCluster, routes: list[str
     assert resp.status_code == 201, resp.content
     plan = resp.json()
     assert plan["state"] == "planned" and plan["nodes_to_drain"], plan
+    # The plan was made right after RUNNING; the traffic that counts starts once every proxy has the routes (a proxy
+    # still learning them answers 404: seen once in CI).
+    wait_for_every_proxy(ray, [f"{ray.serve_url}{r}" for r in routes])
     with Traffic(ray, routes) as traffic:
         time.sleep(0.5)
         resp = admin.post(f"/api/v1/compaction/plans/{plan['id']}/execute/")
