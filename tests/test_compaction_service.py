@@ -352,6 +352,7 @@ def test_replica_moves_without_a_config_change_are_shown(cluster, alice, team_a,
     app.refresh_from_db()
     r0, r1, _ = (r["replica_id"] for r in app.status["deployments"]["Hello"]["replicas"])
     new = {
+        "last_deployed_time_s": app.status.get("last_deployed_time_s"),
         "deployments": {
             "Hello": {
                 "replicas": [
@@ -360,7 +361,7 @@ def test_replica_moves_without_a_config_change_are_shown(cluster, alice, team_a,
                     {"replica_id": "r9", "node_id": "w1", "state": "RUNNING"},
                 ]
             }
-        }
+        },
     }
     moves = _replica_moves(app, app.status, new, timezone.now())
     assert moves == [
@@ -373,3 +374,69 @@ def test_replica_moves_without_a_config_change_are_shown(cluster, alice, team_a,
     c = Client()
     c.force_login(staff)
     assert "Replica moves seen without a config change (1)" in c.get(f"/clusters/{cluster.pk}/").content.decode()
+
+
+def test_a_move_read_halfway_is_counted_once_when_done_and_a_redeploy_is_no_move():
+    """Serve migrates: the old replica PENDING_MIGRATION, its replacement STARTING. An observation taken then is
+    no settled placement; it carries the last one forward, and the next settled reading shows the move, once."""
+    from types import SimpleNamespace
+
+    from django.utils import timezone
+
+    from apps.deploys.observe import _carried, _replica_moves
+
+    app = SimpleNamespace(serve_name="team-a--x")
+
+    def doc(*reps: tuple[str, str, str], deployed: float = 1.0) -> dict:
+        replicas = [{"replica_id": rid, "node_id": node, "state": state} for rid, node, state in reps]
+        return {"last_deployed_time_s": deployed, "deployments": {"Hello": {"replicas": replicas}}}
+
+    before = doc(("r1", "w1", "RUNNING"), ("r2", "w2", "RUNNING"))
+    halfway = doc(("r1", "w1", "RUNNING"), ("r2", "w2", "PENDING_MIGRATION"), ("r3", "w1", "STARTING"))
+    halfway2 = doc(("r1", "w1", "RUNNING"), ("r2", "w2", "PENDING_MIGRATION"), ("r3", "w1", "RUNNING"))
+    done = doc(("r1", "w1", "RUNNING"), ("r3", "w1", "RUNNING"))
+    now = timezone.now()
+    assert _replica_moves(app, before, halfway, now) == []
+    halfway["settled"] = _carried(before, halfway)
+    assert halfway["settled"] == {"Hello": {"r1": "w1", "r2": "w2"}}
+    halfway2["settled"] = _carried(halfway, halfway2)
+    assert _replica_moves(app, halfway, halfway2, now) == []
+    moves = _replica_moves(app, halfway2, done, now)
+    assert [(m["from"], m["to"], m["replicas"]) for m in moves] == [(["w2"], ["w1"], 1)]
+    assert _carried(halfway2, done) is None  # settled: its own placement, nothing carried
+    assert _replica_moves(app, done, done, now) == []
+    redeployed = doc(("r7", "w2", "RUNNING"), ("r8", "w2", "RUNNING"), deployed=2.0)
+    assert _replica_moves(app, done, redeployed, now) == []  # a new deploy's replicas are no move
+    starting = doc(("r7", "w2", "STARTING"), deployed=2.0)
+    assert _carried(done, starting) is None
+
+
+def test_the_cluster_page_names_the_apps_serve_is_migrating_and_no_others(cluster, alice, team_a, grant, staff):
+    """The banner reads the stored statuses that hold PENDING_MIGRATION (found by the database, not by parsing
+    every app's status): a settled app is not named, a migrating one is, and a member sees no banner."""
+    grant(team_a, cluster, "8")
+    spec = {"import_path": "examples.hello:app", "deployments": [{"name": "Hello", "num_replicas": 1}]}
+    calm = application_create(
+        actor=alice, team=team_a, cluster=cluster, name="calm", spec={**spec, "route_prefix": "/team-a/calm"}
+    )
+    moving = application_create(
+        actor=alice, team=team_a, cluster=cluster, name="moving", spec={**spec, "route_prefix": "/team-a/moving"}
+    )
+
+    def status(*states: str) -> dict:
+        reps = [{"replica_id": f"r{i}", "node_id": "w1", "state": s} for i, s in enumerate(states)]
+        return {"status": "RUNNING", "deployments": {"Hello": {"status": "HEALTHY", "replicas": reps}}}
+
+    Application.objects.filter(pk=calm.pk).update(status=status("RUNNING"))
+    Application.objects.filter(pk=moving.pk).update(status=status("PENDING_MIGRATION", "STARTING"))
+    c = Client()
+    c.force_login(staff)
+    page = c.get(f"/clusters/{cluster.pk}/").content.decode()
+    assert "Serve is moving replicas on its own" in page
+    banner = page.split('id="serve-moving"')[1].split("</div>")[0]
+    assert "team-a--moving/Hello: 1 PENDING_MIGRATION, 1 STARTING" in banner and "team-a--calm" not in banner
+    member = Client()
+    member.force_login(alice)
+    assert 'id="serve-moving"' not in member.get(f"/clusters/{cluster.pk}/").content.decode()
+    Application.objects.filter(pk=moving.pk).update(status=status("RUNNING"))
+    assert "Serve is moving replicas on its own" not in c.get(f"/clusters/{cluster.pk}/").content.decode()

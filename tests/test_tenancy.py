@@ -160,6 +160,7 @@ def test_a_team_recreated_under_a_deleted_teams_slug_reads_nothing_of_its_series
     # The namesake's last point more than a chart step before the newcomer is born (a bucket that holds the birth
     # is shown: see visibility.since).
     Point.objects.filter(series__labels__application=old_name).update(ts=F("ts") - timedelta(minutes=5))
+    Point.objects.filter(series__labels__team="team-b").update(ts=F("ts") - timedelta(minutes=5))
     world.teams["b"].delete()
     assert Series.objects.filter(labels__application=old_name).exists()  # still stored
     newcomer = make_user("newcomer")

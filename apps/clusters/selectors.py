@@ -70,7 +70,7 @@ def last_sync_runs(clusters: list[Cluster]) -> dict[int, SyncRun]:
         .annotate(last_id=Subquery(latest))
         .values_list("pk", "last_id")
     )
-    runs = SyncRun.objects.in_bulk([i for i in ids.values() if i])
+    runs = SyncRun.objects.defer("config_snapshot").in_bulk([i for i in ids.values() if i])
     return {pk: runs[i] for pk, i in ids.items() if i in runs}
 
 

@@ -17,7 +17,7 @@ from apps.applications.services import application_adopt
 from apps.clusters.api import ClusterSerializer, SyncRunDetailSerializer, SyncRunSerializer
 from apps.clusters.api import ClusterViewSet as BaseClusterViewSet
 from apps.clusters.filters import SyncRunFilter
-from apps.clusters.models import SyncRun
+from apps.clusters.models import Cluster, SyncRun
 from apps.core.jobs import enqueue
 from apps.teams.models import Team
 from apps.teams.permissions import IsStaff, PrincipalMixin
@@ -131,11 +131,14 @@ class SyncRunViewSet(PrincipalMixin, mixins.ListModelMixin, mixins.RetrieveModel
         if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
             return SyncRun.objects.none()
         qs = SyncRun.objects.all()
+        if not (self.action == "retrieve" and self.principal.is_staff):
+            qs = qs.defer("config_snapshot")  # the whole merged config: megabytes on a large cluster, never listed
         if not self.principal.is_staff:
             teams = self.principal.team_ids()
-            qs = qs.filter(
-                Q(cluster__applications__team_id__in=teams) | Q(cluster__quotas__team_id__in=teams)
-            ).distinct()
+            clusters = Cluster.objects.filter(Q(applications__team_id__in=teams) | Q(quotas__team_id__in=teams)).values(
+                "pk"
+            )  # a subquery, not a join: no DISTINCT over the runs
+            qs = qs.filter(cluster_id__in=clusters)
         return qs.order_by("-created_at", "-id")
 
     def get_serializer_context(self) -> dict:

@@ -137,6 +137,9 @@ def _observe_apps(
         new_status = _status_doc(seen)
         if app.state == Application.State.RUNNING and app.current_revision_id == app.deployed_revision_id:
             moves.extend(_replica_moves(app, app.status, new_status, now))
+        carried = _carried(app.status or {}, new_status) if new_status else None
+        if carried:
+            new_status["settled"] = carried
         starts = _replica_starts(app.status, new_status, now)
         if starts:
             app.replica_starts = _recent_starts(app.replica_starts + starts, now)
@@ -289,17 +292,40 @@ def _unmanaged(cluster: Cluster, apps: list[Application], ray_apps: dict, drift:
     return unmanaged
 
 
+def _placement(doc: dict) -> dict[str, dict[str, str]] | None:
+    """Each deployment's replicas and their nodes, when every replica runs (a settled placement); else None."""
+    out: dict[str, dict[str, str]] = {}
+    for name, dep in (doc.get("deployments") or {}).items():
+        reps = dep.get("replicas") or []
+        if any(r.get("state") != "RUNNING" for r in reps):
+            return None
+        out[name] = {r["replica_id"]: r.get("node_id", "") for r in reps}
+    return out
+
+
+def _carried(old: dict, new: dict) -> dict[str, dict[str, str]] | None:
+    """What a reading taken mid-move carries forward: the last settled placement of the same deploy of the app
+    (a new deploy starts afresh). None when ``new`` is settled itself (it is its own placement)."""
+    if _placement(new) is not None or old.get("last_deployed_time_s") != new.get("last_deployed_time_s"):
+        return None
+    return old.get("settled") or _placement(old)
+
+
 def _replica_moves(app: Application, old: dict, new: dict, now: Any) -> list[dict]:
     """Replicas that left one node and appeared on another while the app's config stayed the same.
 
     With RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY=1, Serve compacts on its own after a quiet period; showing
-    those moves next to the control plane's plans keeps the two from working against each other.
+    those moves next to the control plane's plans keeps the two from working against each other. Settled
+    placements are compared (every replica RUNNING): a reading taken mid-move (the old replica PENDING_MIGRATION,
+    its replacement STARTING) is skipped, and the move is counted once, when it is done.
     """
+    after = _placement(new)
+    before = old.get("settled") or _placement(old)
+    if after is None or not before or old.get("last_deployed_time_s") != new.get("last_deployed_time_s"):
+        return []
     out = []
-    for name, dep in (new.get("deployments") or {}).items():
-        before = (old.get("deployments") or {}).get(name) or {}
-        old_ids = {r["replica_id"]: r.get("node_id", "") for r in before.get("replicas") or []}
-        new_ids = {r["replica_id"]: r.get("node_id", "") for r in dep.get("replicas") or []}
+    for name, new_ids in after.items():
+        old_ids = before.get(name) or {}
         gone = {rid: node for rid, node in old_ids.items() if rid not in new_ids}
         born = {rid: node for rid, node in new_ids.items() if rid not in old_ids}
         if gone and born and len(old_ids) == len(new_ids) and set(gone.values()) != set(born.values()):

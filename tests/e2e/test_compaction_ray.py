@@ -186,6 +186,21 @@ def all_running(ray: LocalRayCluster, counts: dict[str, int]) -> bool:
     return True
 
 
+def states(ray: LocalRayCluster) -> list[tuple[str, str, str, str]]:
+    """Every app's status and every replica's state and node, for a timeout's message."""
+    apps = serve_apps(ray)
+    return [(a, app.get("status", ""), "", "") for a, app in sorted(apps.items())] + sorted(
+        (r["key"], "", r.get("state", ""), (r.get("node_id") or "")[:8]) for r in replicas(apps)
+    )
+
+
+def wait_running(ray: LocalRayCluster, counts: dict[str, int], what: str, timeout: float = 240) -> None:
+    try:
+        wait_for(lambda: all_running(ray, counts), timeout=timeout, interval=0.2, what=what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; Serve shows {states(ray)}") from None
+
+
 def plan_and_execute(api, staff, cluster, ray: LocalRayCluster, routes: list[str]) -> tuple[dict, Any, Traffic]:
     admin = api(staff)
     resp = admin.post("/api/v1/compaction/plans/", {"cluster": cluster.pk}, format="json")
@@ -208,12 +223,23 @@ def plan_and_execute(api, staff, cluster, ray: LocalRayCluster, routes: list[str
     return plan, final, traffic
 
 
-def check_outcome(ray: LocalRayCluster, plan: dict, final: Any, traffic: Traffic, counts: dict[str, int]) -> str:
+def check_outcome(
+    ray: LocalRayCluster,
+    plan: dict,
+    final: Any,
+    traffic: Traffic,
+    counts: dict[str, int],
+    serve_moved_first: bool = False,
+) -> str:
     steps = list(final.steps.values("node_id", "state", "message"))
     assert final.state == "succeeded", (final.error, steps, final.outcome.get("problems"))
     out = final.outcome
     assert out["moved_twice"] == 0 and not out["problems"], out
-    assert out["moves_made"] == sum(len(s["replicas"]) for s in final.steps.values("replicas"))
+    planned = sum(len(s["replicas"]) for s in final.steps.values("replicas"))
+    if serve_moved_first:  # Serve emptied (part of) a planned node before the drain: fewer moves were left to make
+        assert out["moves_made"] <= planned, out
+    else:
+        assert out["moves_made"] == planned, out
     assert final.drain_method == "job" and final.drain_job
     apps = serve_apps(ray)
     drained = set(plan["nodes_to_drain"])
@@ -244,7 +270,7 @@ def test_compaction_with_the_dashboard_url_only_right_after_running(
     ray = compaction_ray
     cluster, ids = register_and_deploy(api, staff, alice, team_a, grant, ray)
     counts = {name: n for name, (n, _) in APPS.items()}
-    wait_for(lambda: all_running(ray, counts), timeout=240, interval=0.2, what="Ray reports every app RUNNING")
+    wait_running(ray, counts, "Ray reports every app RUNNING", timeout=240)
     # Right away, as the user did: the stored observation may be older than the deployment; the plan observes.
     used = {r["node_id"] for r in replicas(serve_apps(ray))}
     assert len(used) == 3, "Ray's spread placement puts replicas on every worker"
@@ -301,19 +327,20 @@ def test_compaction_beside_serves_own_pack_compaction(compaction_ray, celery_wor
     grant(team_a, cluster, "12")
     counts = {"filler": 6}
     filler = deploy(api, alice, cluster, "filler", 6, 1.0)
-    wait_for(lambda: all_running(ray, counts), timeout=240, interval=0.2, what="filler RUNNING")
+    wait_running(ray, counts, "filler RUNNING", timeout=240)
     ids = {name: deploy(api, alice, cluster, name, n, g) for name, (n, g) in APPS.items()}
     counts.update({name: n for name, (n, _) in APPS.items()})
-    wait_for(lambda: all_running(ray, counts), timeout=240, interval=0.2, what="the three apps RUNNING")
+    wait_running(ray, counts, "the three apps RUNNING", timeout=240)
     scale(api, alice, filler, 1, 1.0)
     counts["filler"] = 1
     with Watcher(ray) as watcher:
-        wait_for(lambda: all_running(ray, counts), timeout=240, interval=0.2, what="filler scaled down")
+        wait_running(ray, counts, "filler scaled down", timeout=240)
         before = replicas(serve_apps(ray))
         print(f"\nplacement before: {sorted((r['key'], r['node_id'][:8]) for r in before)}")
         plan, final, traffic = plan_and_execute(api, staff, cluster, ray, [f"/team-a/{n}" for n in counts])
         drain_started = min(s.started_at for s in final.steps.all()).timestamp()
-        report = check_outcome(ray, plan, final, traffic, counts)
+        moved_first = any(t < drain_started for t, _ in watcher.serve_migrations(set()))
+        report = check_outcome(ray, plan, final, traffic, counts, serve_moved_first=moved_first)
         time.sleep(35)  # past Serve's compaction delay: it finds nothing more to free
     drained = set(plan["nodes_to_drain"])
     during = watcher.serve_migrations(drained, since=drain_started)
@@ -333,7 +360,7 @@ def test_compaction_beside_serves_own_pack_compaction(compaction_ray, celery_wor
     # then "embed" goes. 3 GPUs + 0.5 GPU on two nodes: Serve's own compaction moves the lone replica.
     counts["extra"] = 2
     deploy(api, alice, cluster, "extra", 2, 0.5)
-    wait_for(lambda: all_running(ray, counts), timeout=240, interval=0.2, what="extra RUNNING")
+    wait_running(ray, counts, "extra RUNNING", timeout=240)
     assert api(alice).delete(f"/api/v1/applications/{ids['embed']}/").status_code in (200, 202, 204)
     del counts["embed"]
     wait_for(lambda: "team-a--embed" not in serve_apps(ray), timeout=120, what="embed removed")
@@ -358,7 +385,7 @@ def test_compaction_beside_serves_own_pack_compaction(compaction_ray, celery_wor
     if still:  # Serve may finish between the reads; what was read while it moved must say so
         assert refused.status_code == 400 and "Serve is moving replicas" in refused.json()["cluster"][0]
         assert "Serve is moving replicas on its own" in html
-    wait_for(lambda: all_running(ray, counts), timeout=120, interval=0.5, what="Serve's own compaction done")
+    wait_running(ray, counts, "Serve's own compaction done", timeout=120)
     observe(cluster.pk)
     html = page.get(f"/clusters/{cluster.pk}/").content.decode()
     assert "by Serve (or Ray) on its own" in html, "Serve's own moves are listed on the cluster page"

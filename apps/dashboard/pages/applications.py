@@ -63,7 +63,7 @@ def app_detail(request: HttpRequest, pk: int) -> HttpResponse:
     app = visible_app_or_404(request, pk)
     revisions = list(app.revisions.select_related("author").order_by("-number")[:50])
     rollouts = list(app.rollouts.select_related("from_revision", "to_revision").order_by("-created_at", "-id")[:10])
-    runs = list(app.cluster.sync_runs.order_by("-created_at", "-id")[:10])
+    runs = list(app.cluster.sync_runs.defer("config_snapshot").order_by("-created_at", "-id")[:10])
     show_errors(ClusterLens(principal_of(request), [app.cluster_id]), runs)
 
     where: dict[str, list[dict]] = {}
