@@ -10,13 +10,15 @@ to benchmarks/data/ray-2.60/:
 - serve_applications.json: GET /api/serve/applications/
 - nodes.json: GET /api/v0/nodes?limit=1000&detail=true
 - prometheus_sd.json: GET /api/prometheus/sd
-- metrics_head.txt, metrics_worker.txt: the exposition of the head node's and a worker's metrics endpoint
+- node_summary.json: GET /nodes?view=summary (what the GPU view reads on a cluster with GPUs)
+- metrics_<i>.txt.gz: the exposition of each metrics endpoint service discovery names (one per node)
 
 Nothing is edited by hand: fleet.py scales these to each simulated cluster's apps and nodes.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import sys
@@ -44,7 +46,7 @@ CONFIG = {
             "name": "team-b--mux",
             "route_prefix": "/team-b/mux",
             "import_path": "examples.multiplexed:app",
-            "deployments": [{"name": "Multiplexed", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}}],
+            "deployments": [{"name": "Mux", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}}],
         },
     ]
 }
@@ -59,19 +61,28 @@ def main() -> None:
         TEST.start()
     try:
         base = TEST.dashboard_url
-        body = json.dumps(CONFIG)
+        body = json.dumps({"http_options": {"host": "0.0.0.0", "port": TEST.serve_port}, **CONFIG})
         requests.put(
             f"{base}/api/serve/applications/", data=body, headers={"Content-Type": "application/json"}, timeout=60
         ).raise_for_status()
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             apps = requests.get(f"{base}/api/serve/applications/", timeout=10).json().get("applications") or {}
             if all(apps.get(a["name"], {}).get("status") == "RUNNING" for a in CONFIG["applications"]):
                 break
             time.sleep(1)
         else:
-            raise SystemExit("the apps did not reach RUNNING in 300 s")
+            why = {name: (app.get("status"), (app.get("message") or "")[-600:]) for name, app in apps.items()}
+            raise SystemExit(f"the apps did not reach RUNNING in 180 s: {why}")
         serve = TEST.serve_url
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # the proxies start after the apps run
+            try:
+                if requests.get(f"{serve}/team-a/hello", timeout=5).ok:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(1)
         for i in range(200):
             requests.get(f"{serve}/team-a/hello", timeout=10)
             requests.get(f"{serve}/team-b/mux", headers={"serve_multiplexed_model_id": f"m{i % 3}"}, timeout=30)
@@ -81,18 +92,17 @@ def main() -> None:
             "serve_applications.json": "/api/serve/applications/",
             "nodes.json": "/api/v0/nodes?limit=1000&detail=true",
             "prometheus_sd.json": "/api/prometheus/sd",
+            "node_summary.json": "/nodes?view=summary",
         }
         for name, path in reads.items():
             data = requests.get(f"{base}{path}", timeout=30).json()
             (OUT / name).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-        nodes = requests.get(f"{base}/api/v0/nodes?limit=1000&detail=true", timeout=30).json()
-        nodes = nodes["data"]["result"]["result"]
-        head = next(n for n in nodes if n["is_head_node"])
-        worker = next(n for n in nodes if not n["is_head_node"] and n["state"] == "ALIVE")
-        for label, node in (("head", head), ("worker", worker)):
-            port = node["metrics_export_port"]
-            page = requests.get(f"http://{node['node_ip']}:{port}/metrics", timeout=30).text
-            (OUT / f"metrics_{label}.txt").write_text(page)
+        targets = sorted(
+            {t for g in requests.get(f"{base}/api/prometheus/sd", timeout=30).json() for t in g["targets"]}
+        )
+        for i, target in enumerate(targets):
+            page = requests.get(f"http://{target}/metrics", timeout=30).text
+            (OUT / f"metrics_{i}.txt.gz").write_bytes(gzip.compress(page.encode(), 9, mtime=0))
         print(f"recorded into {OUT.relative_to(ROOT)}: {sorted(p.name for p in OUT.iterdir())}")
     finally:
         requests.put(
@@ -101,7 +111,7 @@ def main() -> None:
             headers={"Content-Type": "application/json"},
             timeout=60,
         )
-        if started:
+        if started and not os.environ.get("KEEP_TEST_RAY"):
             TEST.stop()
 
 

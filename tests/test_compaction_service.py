@@ -440,3 +440,33 @@ def test_the_cluster_page_names_the_apps_serve_is_migrating_and_no_others(cluste
     assert 'id="serve-moving"' not in member.get(f"/clusters/{cluster.pk}/").content.decode()
     Application.objects.filter(pk=moving.pk).update(status=status("RUNNING"))
     assert "Serve is moving replicas on its own" not in c.get(f"/clusters/{cluster.pk}/").content.decode()
+
+
+def test_an_idle_observation_rewrites_no_app_row_and_the_apps_still_read_as_just_observed(
+    cluster, alice, team_a, grant, monkeypatch, api
+):
+    """A fleet of idle clusters is read every 20 s: a reading that changes nothing writes no app row and leaves the
+    cluster's node list alone; the app's observed_at (API and page) is the cluster's last reading."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.deploys.observe import observe
+
+    grant(team_a, cluster, "8")
+    app, _ = observed(cluster, alice, team_a, monkeypatch)
+    observe(cluster.pk)
+    observe(cluster.pk)  # the first reading wrote the app's state and Ray's figure for it
+    app.refresh_from_db()
+    first = app.observed_at
+    with CaptureQueriesContext(connection) as ctx:
+        observe(cluster.pk)
+    writes = [q["sql"] for q in ctx.captured_queries if q["sql"].startswith(("UPDATE", "INSERT"))]
+    assert not [w for w in writes if "applications_application" in w], writes
+    cluster_writes = [w for w in writes if "clusters_cluster" in w]
+    assert len(cluster_writes) == 1 and '"nodes"' not in cluster_writes[0] and '"last_seen_at"' in cluster_writes[0]
+    seen = Cluster.objects.get(pk=cluster.pk).last_seen_at
+    assert seen > first
+    body = api(alice).get(f"/api/v1/applications/{app.pk}/").json()
+    assert body["observed_at"].replace("Z", "+00:00") == seen.isoformat()
+    listed = api(alice).get("/api/v1/applications/").json()["results"]
+    assert [a["observed_at"] for a in listed if a["id"] == app.pk] == [body["observed_at"]]

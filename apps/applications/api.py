@@ -118,6 +118,7 @@ class ApplicationSerializer(serializers.ModelSerializer):
     revision = serializers.IntegerField(source="current_revision.number", allow_null=True)
     deployed_revision = serializers.IntegerField(source="deployed_revision.number", allow_null=True)
     serve_name = serializers.CharField()
+    observed_at = serializers.DateTimeField(source="last_observed_at", read_only=True, allow_null=True)
     route_prefix = serializers.SerializerMethodField()
     import_path = serializers.SerializerMethodField()
     args = serializers.SerializerMethodField()
@@ -235,7 +236,7 @@ class ApplicationViewSet(
     model = Application
 
     def base_queryset(self) -> QuerySet[Application]:
-        qs = Application.objects.select_related("team", "current_revision", "deployed_revision")
+        qs = Application.objects.select_related("team", "cluster", "current_revision", "deployed_revision")
         return qs.order_by("team__slug", "name", "id")
 
     def _respond(self, app: Application, code: int = status.HTTP_200_OK, warnings: list[str] | None = None) -> Response:

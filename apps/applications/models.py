@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -94,6 +96,16 @@ class Application(models.Model):
 
     def __str__(self) -> str:
         return self.serve_name
+
+    @property
+    def last_observed_at(self) -> Any:
+        """When Ray's status of the app was last read. A reading that changed nothing of the app writes only the
+        cluster's ``last_seen_at`` (an idle fleet would otherwise rewrite every app row every reconcile), so the
+        later of the two, once the app has been observed at all."""
+        seen = self.cluster.last_seen_at
+        if self.observed_at is None or seen is None:
+            return self.observed_at
+        return max(self.observed_at, seen)
 
     @property
     def serve_name(self) -> str:
