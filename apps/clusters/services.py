@@ -110,3 +110,32 @@ def unmanaged_remove(*, actor: Any, cluster: Cluster, name: str, source: str = "
         )
         request_sync(cluster_id=cluster.pk, trigger="manual", force=True)
     return entry
+
+
+def prune_sync_runs(now: Any = None, batch: int = 5000) -> dict[str, int]:
+    """Bound the push history: runs older than settings.SYNC_RUN_RETENTION_DAYS go, and only each cluster's last
+    settings.SYNC_RUN_SNAPSHOTS_KEPT runs keep the config they sent (a 10,000-app config is megabytes; a fleet
+    pushing every minute would otherwise grow its database by gigabytes a day). A batch at a time."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from apps.core.batches import delete_in_batches, update_in_batches
+
+    from .models import SyncRun
+
+    cutoff = (now or timezone.now()) - timedelta(days=settings.SYNC_RUN_RETENTION_DAYS)
+    deleted = delete_in_batches(SyncRun.objects.filter(created_at__lt=cutoff), batch, order="created_at")
+    cleared = 0
+    keep = settings.SYNC_RUN_SNAPSHOTS_KEPT
+    for cluster_id in Cluster.objects.values_list("pk", flat=True):
+        newest = SyncRun.objects.filter(cluster_id=cluster_id).order_by("-created_at", "-id")
+        edge = newest.values_list("created_at", "id")[keep : keep + 1].first()
+        if edge is None:
+            continue
+        older = SyncRun.objects.filter(cluster_id=cluster_id, created_at__lte=edge[0], id__lte=edge[1]).exclude(
+            config_snapshot={}
+        )
+        cleared += update_in_batches(older, {"config_snapshot": {}}, batch)
+    return {"deleted": deleted, "snapshots_cleared": cleared}

@@ -21,6 +21,7 @@ from django.utils import timezone
 from apps.applications.models import Application
 from apps.applications.selectors import placed_replicas
 from apps.clusters.models import Cluster
+from apps.core.batches import delete_in_batches
 from apps.core.observability import SCRAPES
 from workers.clients import prometheus
 from workers.clients.ray_dashboard import client_for
@@ -437,13 +438,7 @@ def enforce_retention(now: datetime | None = None, batch: int = RETENTION_BATCH)
     removed = 0
     for resolution, keep in RETENTION.items():
         expired = Point.objects.filter(resolution=resolution, ts__lt=now - keep)
-        while True:
-            ids = list(expired.order_by("ts").values_list("pk", flat=True)[:batch])
-            if not ids:
-                break
-            with transaction.atomic():
-                removed += Point.objects.filter(pk__in=ids).delete()[0]
-            if len(ids) < batch:
-                break
-    ScrapeRun.objects.filter(started_at__lt=now - timedelta(days=2)).delete()
+        removed += delete_in_batches(expired, batch, order="ts")
+    # A fleet scrapes 2,000 times a minute: two days of scrape records go a batch at a time too.
+    delete_in_batches(ScrapeRun.objects.filter(started_at__lt=now - timedelta(days=2)), batch)
     return removed

@@ -1,3 +1,3 @@
 """Celery tasks: thin wrappers that take ids, load rows and call services."""
 
-from . import alerts, compaction, metrics, quotas, rollouts, sync  # noqa: F401
+from . import alerts, compaction, housekeeping, metrics, quotas, rollouts, sync  # noqa: F401
