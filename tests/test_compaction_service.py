@@ -470,3 +470,23 @@ def test_an_idle_observation_rewrites_no_app_row_and_the_apps_still_read_as_just
     assert body["observed_at"].replace("Z", "+00:00") == seen.isoformat()
     listed = api(alice).get("/api/v1/applications/").json()["results"]
     assert [a["observed_at"] for a in listed if a["id"] == app.pk] == [body["observed_at"]]
+
+
+def test_a_node_lists_its_first_twelve_replicas_and_counts_the_rest(cluster, alice, team_a, grant, staff):
+    """A node of a 10,000-app cluster holds hundreds of replicas: its card names twelve and counts the others;
+    its GPU figure counts them all."""
+    grant(team_a, cluster, "8")
+    spec = {"import_path": "examples.hello:app", "route_prefix": "/team-a/many", "deployments": [{"name": "Hello"}]}
+    app = application_create(actor=alice, team=team_a, cluster=cluster, name="many", spec=spec)
+    reps = [{"replica_id": f"r{i:02d}", "node_id": "w" * 56, "state": "RUNNING"} for i in range(14)]
+    status = {"status": "RUNNING", "deployments": {"Hello": {"required_resources": {"GPU": 0.25}, "replicas": reps}}}
+    Application.objects.filter(pk=app.pk).update(status=status)
+    Cluster.objects.filter(pk=cluster.pk).update(
+        nodes=[{"node_id": "w" * 56, "node_ip": "10.0.0.9", "state": "ALIVE", "resources_total": {"GPU": 8.0}}]
+    )
+    c = Client()
+    c.force_login(staff)
+    page = c.get(f"/clusters/{cluster.pk}/").content.decode()
+    card = page.split(f'data-node="{"w" * 56}"')[1].split('<div class="col">')[0]
+    assert card.count("team-a--many/Hello") == 12 and "and 2 more replicas" in card
+    assert "GPU 3.50 / 8.0" in card

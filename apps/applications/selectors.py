@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from apps.core.ids import parse_id
 from apps.teams.principal import Principal
 
-from .models import Application
+from .models import Application, serve_app_name
 
 
 def visible_applications(principal: Principal) -> QuerySet[Application]:
@@ -33,7 +33,7 @@ def visible_application(principal: Principal, value: Any, *, live: bool = False)
 class PlacedReplica:
     """One replica of a deployment as Ray last reported it, with what each replica of the deployment requires."""
 
-    app: Application
+    app: PlacedApp
     deployment: str
     replica: dict
     resources: dict  # Ray's required_resources of one replica, as reported (numbers)
@@ -47,17 +47,34 @@ class PlacedReplica:
         return self.replica.get("state") == "RUNNING"
 
 
+@dataclass(frozen=True)
+class TeamRef:
+    slug: str
+
+
+@dataclass(frozen=True)
+class PlacedApp:
+    """What a placed replica says of its application: no model instance (a cluster holds 10,000 of them)."""
+
+    pk: int
+    name: str
+    serve_name: str
+    team: TeamRef
+
+
 def placed_replicas(cluster: Any) -> list[PlacedReplica]:
-    """Every replica of the cluster's live applications in their last observed status, in one query."""
-    apps = (
+    """Every replica of the cluster's live applications in their last observed status, in one query of plain rows."""
+    rows = (
         Application.objects.filter(cluster=cluster, deleted_at__isnull=True)
         .exclude(status={})
-        .select_related("team")
-        .only("id", "name", "adopted_serve_name", "status", "team__slug")
+        .values_list("id", "name", "adopted_serve_name", "team__slug", "status")
     )
     out = []
-    for app in apps:
-        for dep_name, dep in (app.status.get("deployments") or {}).items():
+    teams: dict[str, TeamRef] = {}
+    for pk, name, adopted, slug, status in rows:
+        team = teams.get(slug) or teams.setdefault(slug, TeamRef(slug))
+        app = PlacedApp(pk, name, adopted or serve_app_name(slug, name), team)
+        for dep_name, dep in (status.get("deployments") or {}).items():
             resources = dep.get("required_resources") or {}
             out.extend(PlacedReplica(app, dep_name, rep, resources) for rep in dep.get("replicas") or [])
     return out

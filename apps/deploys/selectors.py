@@ -31,10 +31,13 @@ def cluster_state(cluster: Cluster) -> dict:
             "replicas": [],
         }
     # Only apps Ray reported on: a cluster with thousands of registered apps renders as fast as its placement.
+    # Sums are kept as Decimals and written once; a deployment's resources are converted once, not per replica.
+    used: dict[str, dict[str, Decimal]] = {}
+    converted: dict[int, dict[str, Decimal]] = {}
     for rep in placed_replicas(cluster):
-        node = nodes.setdefault(
-            rep.node_id,
-            {
+        node = nodes.get(rep.node_id)
+        if node is None:
+            node = nodes[rep.node_id] = {
                 "id": rep.node_id,
                 "ip": rep.replica.get("node_ip", ""),
                 "is_head": False,
@@ -44,8 +47,10 @@ def cluster_state(cluster: Cluster) -> dict:
                 "capacity": {},
                 "used": {},
                 "replicas": [],
-            },
-        )
+            }
+        per = converted.get(id(rep.resources))
+        if per is None:
+            per = converted[id(rep.resources)] = {k: to_decimal(v) for k, v in rep.resources.items()}
         node["replicas"].append(
             {
                 "replica": rep.replica.get("replica_id", ""),
@@ -54,11 +59,14 @@ def cluster_state(cluster: Cluster) -> dict:
                 "deployment": rep.deployment,
                 "team": rep.app.team.slug,
                 "state": rep.replica.get("state", ""),
-                "resources": {k: str(to_decimal(v)) for k, v in rep.resources.items()},
+                "resources": {k: str(v) for k, v in per.items()},
             }
         )
-        for k, v in rep.resources.items():
-            node["used"][k] = str(to_decimal(node["used"].get(k, "0")) + to_decimal(v))
+        sums = used.setdefault(rep.node_id, {})
+        for k, v in per.items():
+            sums[k] = sums.get(k, Decimal(0)) + v
+    for node_id, sums in used.items():
+        nodes[node_id]["used"] = {k: str(v) for k, v in sums.items()}
     return {
         "cluster": cluster.pk,
         "observed_at": cluster.last_seen_at.isoformat() if cluster.last_seen_at else None,
