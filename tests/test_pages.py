@@ -194,6 +194,16 @@ def test_models_page_adds_and_removes_catalog_entries(alice, bob, team_a, cluste
     bad = c.post("/models/", {"application": app.pk, "deployment": "Mux", "model_id": "m2", "uri": "ftp://x/y"})
     assert bad.status_code == 400 and "not allowed" in bad.content.decode()
     entry = ModelEntry.objects.get()
+    other = logged_in(bob)
+    assert "team-a/mux" not in other.get("/models/").content.decode()  # neither a row nor a choice of the form
+    taken = other.post("/models/", {"application": app.pk, "deployment": "Mux", "model_id": "m9", "uri": "gs://b/m"})
+    assert taken.status_code == 400 and not ModelEntry.objects.filter(model_id="m9").exists()
+    assert (
+        f'<option value="{app.pk}" selected>team-a/mux</option>'
+        in c.post(
+            "/models/", {"application": app.pk, "deployment": "Mux", "model_id": "", "uri": "gs://b/m"}
+        ).content.decode()
+    )  # a refused form keeps the chosen app
     assert logged_in(bob).post(f"/models/{entry.pk}/delete/").status_code == 404
     assert ModelEntry.objects.exists()
     assert c.post(f"/models/{entry.pk}/delete/").status_code == 302

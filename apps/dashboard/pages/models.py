@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -43,16 +45,23 @@ def model_delete(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("dashboard:models")
 
 
+@dataclass(frozen=True)
+class AppChoice:
+    pk: int
+    label: str
+    selected: bool
+
+
 @login_required
 def models_page(request: HttpRequest) -> HttpResponse:
-    """The multiplexed-model catalog of the user's teams, where each model is resident now, and a form to add one."""
+    """The multiplexed-model catalog of the user's teams, where each model is resident now, and a form to add one.
+
+    Reads only what it shows: the catalog's entries with their apps, the clusters those run on, and for the form
+    each writable app's id and name (a platform team's 10,000 apps are not loaded whole)."""
     principal = principal_of(request)
-    apps = list(
-        principal.restrict(Application.objects.filter(deleted_at__isnull=True)).select_related(
-            "team", "cluster", "current_revision"
-        )
-    )
-    writable = [a for a in apps if role_at_least(principal.role_id(a.team_id), Role.MEMBER)]
+    visible = principal.restrict(Application.objects.filter(deleted_at__isnull=True))
+    team_ids = set(visible.values_list("team_id", flat=True).distinct())
+    writable_teams = {t for t in team_ids if role_at_least(principal.role_id(t), Role.MEMBER)}
     errors: dict[str, list[str]] = {}
     values = {
         k: request.POST.get(k, "")
@@ -61,7 +70,13 @@ def models_page(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = ModelEntryForm(request.POST)
         data = form.cleaned_data if form.is_valid() else {}
-        app = next((a for a in writable if a.pk == data.get("application")), None)
+        app = (
+            visible.filter(pk=data["application"], team_id__in=writable_teams)
+            .select_related("team", "cluster", "current_revision")
+            .first()
+            if data.get("application")
+            else None
+        )
         try:
             if form.errors.get("size_bytes"):
                 raise ValidationError({"size_bytes": list(form.errors["size_bytes"])})
@@ -85,26 +100,32 @@ def models_page(request: HttpRequest) -> HttpResponse:
             return redirect("dashboard:models")
         except ValidationError as exc:
             errors = error_fields(exc)
-    by_app = {a.pk: a for a in apps}
+    entries = list(
+        ModelEntry.objects.filter(application__in=visible.values("pk"))
+        .select_related("application__team", "application__cluster")
+        .order_by("application__team__slug", "application__name", "model_id")
+    )
     where: dict[tuple[str, str], list[dict]] = {}
-    for r in residency(list({a.cluster_id: a.cluster for a in apps}.values())):
+    for r in residency(list({e.application.cluster_id: e.application.cluster for e in entries}.values())):
         where.setdefault((r.get("application", ""), r.get("model_id", "")), []).append(r)
-    rows = []
-    for entry in ModelEntry.objects.filter(application__in=apps).order_by(
-        "application__team__slug", "application__name", "model_id"
-    ):
-        app = by_app[entry.application_id]
-        rows.append(
-            {
-                "entry": entry,
-                "app": app,
-                "resident": where.get((app.serve_name, entry.model_id), []),
-                "can_edit": app in writable,
-            }
-        )
+    rows = [
+        {
+            "entry": entry,
+            "app": entry.application,
+            "resident": where.get((entry.application.serve_name, entry.model_id), []),
+            "can_edit": entry.application.team_id in writable_teams,
+        }
+        for entry in entries
+    ]
+    choices = [
+        AppChoice(pk, f"{slug}/{name}", str(pk) == values["application"])
+        for pk, slug, name in visible.filter(team_id__in=writable_teams)
+        .order_by("team__slug", "name")
+        .values_list("pk", "team__slug", "name")
+    ]
     return render(
         request,
         "catalog/models.html",
-        {"rows": rows, "apps": writable, "errors": errors, "values": values},
+        {"rows": rows, "apps": choices, "errors": errors, "values": values},
         status=400 if errors else 200,
     )
