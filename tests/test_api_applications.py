@@ -324,3 +324,22 @@ def test_deployment_fields_the_serializer_does_not_declare_reach_rays_schema(set
     resp = api(alice).post("/api/v1/applications/", body, format="json")
     assert resp.status_code == 201, resp.json()
     assert resp.json()["deployments"][0]["graceful_shutdown_timeout_s"] == 5
+
+
+def test_pages_found_by_ids_first_keep_the_lists_order_and_cover_every_row_once(setup, api, alice):
+    """The paginator sorts and skips ids, then reads the page's rows by id: the rows come back in the list's order
+    (team, name, id), each once, with nothing skipped between pages, and the page reads whole rows only for itself."""
+    client = api(alice)
+    for name in ("delta", "alpha", "echo", "charlie", "bravo", "golf", "foxtrot"):
+        assert (
+            client.post("/api/v1/applications/", app_body("team-a", setup.pk, name), format="json").status_code == 201
+        )
+    seen = []
+    for page in (1, 2, 3):
+        with CaptureQueriesContext(connection) as ctx:
+            body = client.get(f"/api/v1/applications/?page_size=3&page={page}").json()
+        seen += [a["name"] for a in body["results"]]
+        wide = [q["sql"] for q in ctx.captured_queries if '"applications_application"."status"' in q["sql"]]
+        assert len(wide) == 1 and "LIMIT" not in wide[0]  # whole rows are read by id, not sorted and skipped
+    assert seen == ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf"]
+    assert body["count"] == 7 and body["next"] is None
