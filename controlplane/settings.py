@@ -40,6 +40,16 @@ def envint(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from exc
 
 
+def envfloat(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from exc
+
+
 def envlist(name: str, default: str) -> list[str]:
     return [part.strip() for part in os.environ.get(name, default).split(",") if part.strip()]
 
@@ -339,6 +349,9 @@ PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:8088")
 # Alerts: how often beat evaluates every rule (and re-enqueues deliveries due for a retry), and webhook delivery.
 ALERT_INTERVAL_S = envint("ALERT_INTERVAL_S", 30)
 # Housekeeping (hourly): the push history and the audit log stay bounded at a fleet's size.
+# A push that found more writes arrived while it ran waits for them to pause before the next round.
+PUSH_COALESCE_S = envfloat("PUSH_COALESCE_S", 0.2)
+PUSH_COALESCE_MAX_S = envfloat("PUSH_COALESCE_MAX_S", 1.0)
 SYNC_RUN_RETENTION_DAYS = envint("SYNC_RUN_RETENTION_DAYS", 90)
 SYNC_RUN_SNAPSHOTS_KEPT = envint("SYNC_RUN_SNAPSHOTS_KEPT", 20)  # per cluster: older runs keep no config copy
 AUDIT_RETENTION_DAYS = envint("AUDIT_RETENTION_DAYS", 400)  # 0 keeps every event

@@ -1,5 +1,5 @@
-"""Housekeeping at a fleet's size: the push history and the audit log stay bounded, pruned a batch at a time, and
-nothing young or still shown is touched."""
+"""A fleet's size: the push history and the audit log stay bounded, pruned a batch at a time (nothing young or
+still shown is touched), and a burst of writes ends in few pushes."""
 
 from __future__ import annotations
 
@@ -72,3 +72,41 @@ def test_the_hourly_task_prunes_both(settings, make_cluster):
         schedule["housekeeping"]["task"] == "workers.tasks.housekeeping.prune"
         and "workers.tasks.housekeeping.prune" in app.tasks
     )
+
+
+def test_a_push_round_waits_for_a_burst_of_writes_to_pause_but_no_longer_than_its_limit(
+    make_cluster, settings, monkeypatch
+):
+    """Writes that arrive during a push are pushed together once they pause (PUSH_COALESCE_S), or when
+    PUSH_COALESCE_MAX_S has passed while they keep coming; with the pause off, at once."""
+    from django.db.models import F
+
+    from apps.clusters.models import Cluster
+    from apps.deploys import push
+
+    cluster = make_cluster(name="burst")
+    clock, sleeps = [0.0], []
+
+    def writes_during(n: int):
+        def sleep(s: float) -> None:
+            sleeps.append(s)
+            clock[0] += s
+            if len(sleeps) <= n:  # a write landed while we waited
+                Cluster.objects.filter(pk=cluster.pk).update(desired_generation=F("desired_generation") + 1)
+
+        return sleep
+
+    monkeypatch.setattr(push.time, "monotonic", lambda: clock[0])
+    settings.PUSH_COALESCE_S, settings.PUSH_COALESCE_MAX_S = 0.5, 2.0
+    monkeypatch.setattr(push.time, "sleep", writes_during(2))
+    push._until_writes_pause(cluster.pk)
+    assert sleeps == [0.5, 0.5, 0.5]  # two writes seen, then a quiet half second
+    sleeps.clear()
+    clock[0] = 0.0
+    monkeypatch.setattr(push.time, "sleep", writes_during(100))
+    push._until_writes_pause(cluster.pk)
+    assert sum(sleeps) == 2.0  # they kept coming: the limit
+    sleeps.clear()
+    settings.PUSH_COALESCE_S = 0
+    push._until_writes_pause(cluster.pk)
+    assert sleeps == []

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -64,11 +66,29 @@ def push_cluster(cluster_id: int, *, trigger: str = "write", force: bool = False
                 force = False
                 if Cluster.objects.filter(pk=cluster_id, desired_generation=generation).exists():
                     break
+                _until_writes_pause(cluster_id)  # a burst is still arriving: one more push for all of it
         finally:
             release_lock(cluster_id=cluster_id, owner=owner)
         # A write that came in after our last check found the lock taken and left the push to us.
         if not Cluster.objects.filter(pk=cluster_id, desired_generation__gt=generation).exists():
             return PushResult(outcome, runs, pushed=pushed)
+
+
+def _until_writes_pause(cluster_id: int) -> None:
+    """Writes kept arriving during the last push: wait (holding the lock) until none came for PUSH_COALESCE_S, at
+    most PUSH_COALESCE_MAX_S, so that a burst of 200 writes from 50 teams ends in a few pushes, not one per push's
+    duration. A lone write never waits: its push is the first round."""
+    quiet, limit = settings.PUSH_COALESCE_S, settings.PUSH_COALESCE_MAX_S
+    if quiet <= 0:
+        return
+    deadline = time.monotonic() + limit
+    seen = Cluster.objects.filter(pk=cluster_id).values_list("desired_generation", flat=True).first()
+    while time.monotonic() < deadline:
+        time.sleep(min(quiet, max(0.0, deadline - time.monotonic())))
+        now = Cluster.objects.filter(pk=cluster_id).values_list("desired_generation", flat=True).first()
+        if now == seen:
+            return
+        seen = now
 
 
 def _push_once(cluster: Cluster, generation: int, *, trigger: str, force: bool, attempt: int, runs: list[int]) -> str:
