@@ -386,7 +386,7 @@ def main() -> None:
         for _ in range(5):
             page_client.get(os.environ["BENCH_PROFILE"])
         prof.disable()
-        pstats.Stats(prof).sort_stats("cumulative").print_stats(60)
+        pstats.Stats(prof).sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(60)
         return
     for label, c, url in endpoints + pages:
         c.get(url)

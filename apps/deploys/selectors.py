@@ -33,12 +33,13 @@ def cluster_state(cluster: Cluster) -> dict:
     # Only apps Ray reported on: a cluster with thousands of registered apps renders as fast as its placement.
     # Sums are kept as Decimals and written once; a deployment's resources are converted once, not per replica.
     used: dict[str, dict[str, Decimal]] = {}
-    converted: dict[int, dict[str, Decimal]] = {}
+    converted: dict[int, tuple[dict[str, Decimal], dict[str, str]]] = {}
     for rep in placed_replicas(cluster):
-        node = nodes.get(rep.node_id)
+        node_id = rep.replica.get("node_id", "")
+        node = nodes.get(node_id)
         if node is None:
-            node = nodes[rep.node_id] = {
-                "id": rep.node_id,
+            node = nodes[node_id] = {
+                "id": node_id,
                 "ip": rep.replica.get("node_ip", ""),
                 "is_head": False,
                 "state": "",
@@ -48,9 +49,11 @@ def cluster_state(cluster: Cluster) -> dict:
                 "used": {},
                 "replicas": [],
             }
-        per = converted.get(id(rep.resources))
-        if per is None:
-            per = converted[id(rep.resources)] = {k: to_decimal(v) for k, v in rep.resources.items()}
+        both = converted.get(id(rep.resources))
+        if both is None:  # one deployment's replicas share one dict (read-only)
+            per = {k: to_decimal(v) for k, v in rep.resources.items()}
+            both = converted[id(rep.resources)] = (per, {k: str(v) for k, v in per.items()})
+        per, shown = both
         node["replicas"].append(
             {
                 "replica": rep.replica.get("replica_id", ""),
@@ -59,10 +62,10 @@ def cluster_state(cluster: Cluster) -> dict:
                 "deployment": rep.deployment,
                 "team": rep.app.team.slug,
                 "state": rep.replica.get("state", ""),
-                "resources": {k: str(v) for k, v in per.items()},
+                "resources": shown,
             }
         )
-        sums = used.setdefault(rep.node_id, {})
+        sums = used.setdefault(node_id, {})
         for k, v in per.items():
             sums[k] = sums.get(k, Decimal(0)) + v
     for node_id, sums in used.items():
