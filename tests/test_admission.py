@@ -490,3 +490,49 @@ def test_a_body_over_the_upload_limit_is_a_json_413(shared, api, alice, settings
     resp = api(alice).post("/api/v1/applications/", big, format="json")
     assert resp.status_code == 413 and resp["Content-Type"] == "application/json"
     assert "larger than 1024 KiB" in resp.json()["detail"]
+
+
+def test_a_scale_down_read_before_ray_applies_it_is_not_held_back(make_cluster, team_a, grant, alice, monkeypatch):
+    """6 x 1 GPU scaled to 1: the observation right after the push can still read Ray's old figure (6 GPUs) because
+    Ray has not applied the new config yet. That was admitted before (the good revision), so the app is not held
+    back to it (the compaction e2e test saw the scale-down never reach Ray); an app over both figures still is."""
+    import copy
+
+    from apps.applications.services import application_update
+
+    ray = FakeRay().start()
+    try:
+        cluster = make_cluster(dashboard_url=ray.url)
+        grant(team_a, cluster, "6")
+        spec = {
+            "route_prefix": "/team-a/filler",
+            "import_path": "examples.hello:app",
+            "deployments": [{"name": "Hello", "num_replicas": 6, "ray_actor_options": {"num_gpus": 1}}],
+        }
+        app = application_create(actor=alice, team=team_a, cluster=cluster, name="filler", spec=spec)
+        push_cluster(cluster.pk)
+        ray.settle_after = 0
+        details = ray.apps[app.serve_name]["deployments"]["Hello"]
+        details["deployment_config"] = {"name": "Hello", "num_replicas": 6, "ray_actor_options": {"num_gpus": 1.0}}
+        details["required_resources"] = {"GPU": 1.0}
+        monkeypatch.setattr("apps.deploys.observe.enqueue", lambda *a: True)
+        observe_cluster(cluster.pk)
+        app.refresh_from_db()
+        assert app.good_revision_id == app.deployed_revision_id and not app.fault
+        old = copy.deepcopy(ray.apps[app.serve_name])
+        one = {**spec, "deployments": [{"name": "Hello", "num_replicas": 1, "ray_actor_options": {"num_gpus": 1}}]}
+        application_update(actor=alice, application=app, spec=one)
+        push_cluster(cluster.pk)
+        ray.apps[app.serve_name] = old  # Ray still shows the old config and its six replicas
+        observe_cluster(cluster.pk)
+        app.refresh_from_db()
+        assert app.deployed_revision_id == app.current_revision_id
+        assert not app.fault and app.fault_revision_id is None, app.fault
+        greedy = copy.deepcopy(old)  # over both figures: 8 GPUs while Ray has not applied the config
+        greedy["deployments"]["Hello"]["deployment_config"]["num_replicas"] = 8
+        ray.apps[app.serve_name] = greedy
+        observe_cluster(cluster.pk)
+        app.refresh_from_db()
+        assert "Ray runs 8 GPU" in app.fault
+    finally:
+        ray.stop()

@@ -63,7 +63,9 @@ def observe(cluster_id: int) -> Observation:
     merged = build_serve_config(cluster)
     now = timezone.now()
     apps = list(
-        Application.objects.filter(cluster=cluster, deleted_at__isnull=True).select_related("team", "deployed_revision")
+        Application.objects.filter(cluster=cluster, deleted_at__isnull=True).select_related(
+            "team", "deployed_revision", "good_revision"
+        )
     )
     settled, diffs = _observe_apps(cluster, apps, ray_apps, merged, now)
     _hold_to_admission(cluster, apps, ray_apps)
@@ -177,6 +179,13 @@ def _hold_to_admission(cluster: Cluster, apps: list[Application], ray_apps: dict
         admitted = demand.reservations(app.deployed_revision.spec)
         observed = {r: sum((x.total(r) for x in ray), Decimal(0)) for r in pooled}
         allowed = {r: sum((x.total(r) for x in admitted), Decimal(0)) for r in pooled}
+        good = app.good_revision
+        if (app.config_diff or seen.get("status") != "RUNNING") and good and good.pk != app.deployed_revision_id:
+            # Ray has not applied the pushed config yet (a scale-down read before Ray took it still shows the old
+            # replicas): the last good revision was admitted too, so either one's figure is within the quota.
+            before = demand.reservations(good.spec)
+            for r in pooled:
+                allowed[r] = max(allowed[r], sum((x.total(r) for x in before), Decimal(0)))
         figure = {r: fmt(v) for r, v in observed.items() if v}
         if figure != app.observed_demand:
             Application.objects.filter(pk=app.pk).update(observed_demand=figure)
