@@ -397,20 +397,17 @@ def measure(args: argparse.Namespace, sizes: list[int]) -> None:
                         dep = dict(body["deployments"][0], num_replicas=1 + (r + j) % 3, user_config={"r": r, "j": j})
                         body["deployments"] = [dep]
                         application_update(actor=admin, application=a, spec=body)  # the web tier's work, not counted
-                for cid in ids:
-                    t0, s0, w0 = time.process_time(), sent[0], rows()
-                    reconcile_cluster(cid)
-                    rec_cpu.append((time.process_time() - t0) * 1000)
-                    rec_tasks.append(sent[0] - s0)
-                    if w0 is not None:
-                        rec_rows.append(rows() - w0)
-                for cid in ids:
-                    t0, s0, w0 = time.process_time(), sent[0], rows()
-                    scrape_cluster(cid)
-                    scr_cpu.append((time.process_time() - t0) * 1000)
-                    scr_tasks.append(sent[0] - s0)
-                    if w0 is not None:
-                        scr_rows.append(rows() - w0)
+                for task, cpu, tasks, written in (
+                    (reconcile_cluster, rec_cpu, rec_tasks, rec_rows),
+                    (scrape_cluster, scr_cpu, scr_tasks, scr_rows),
+                ):
+                    for cid in ids:  # each cluster's task as a worker runs it: CPU, tasks it sent, rows it wrote
+                        t0, s0, w0 = time.process_time(), sent[0], rows()
+                        task(cid)
+                        cpu.append((time.process_time() - t0) * 1000)
+                        tasks.append(sent[0] - s0)
+                        if w0 is not None:
+                            written.append(rows() - w0)
             # Baseline: the same answers fetched and decoded, the pages parsed; nothing compared or stored.
             base = []
             session = requests.Session()
