@@ -189,9 +189,11 @@ class Fleet:
                 parts = [int(x) for x in self.headers["Host"].split(":")[0].split(".")]
                 return parts[2] * 256 + parts[3], parts[1]
 
-            def answer(self, body: bytes, status: int = 200, kind: str = "application/json") -> None:
+            def answer(self, body: bytes, status: int = 200, kind: str = "application/json", gzipped=False) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
+                if gzipped:
+                    self.send_header("Content-Encoding", "gzip")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -204,8 +206,11 @@ class Fleet:
             def do_GET(self) -> None:  # noqa: N802
                 c, part = self.where()
                 path = self.path
-                if part >= 10:
-                    return self.answer(fleet.metrics(c, part - 10), kind="text/plain; version=0.0.4")
+                if part >= 10:  # prometheus_client, as Ray serves it: gzip when the client takes it
+                    page = fleet.metrics(c, part - 10)
+                    if "gzip" in (self.headers.get("Accept-Encoding") or ""):
+                        return self.answer(gzip.compress(page, 6), kind="text/plain; version=0.0.4", gzipped=True)
+                    return self.answer(page, kind="text/plain; version=0.0.4")
                 if path.startswith("/api/serve/applications"):
                     return self.answer(fleet.serve_status(c))
                 if path.startswith("/api/v0/nodes"):
@@ -260,6 +265,7 @@ def measure(args: argparse.Namespace, sizes: list[int]) -> None:
         os.environ.pop("DATABASE_URL", None)
     os.environ.pop("CELERY_BROKER_URL", None)
     import django
+    from django.conf import settings
 
     django.setup()
     import requests
@@ -277,6 +283,7 @@ def measure(args: argparse.Namespace, sizes: list[int]) -> None:
     from apps.quotas.services import quota_set
     from apps.servespec.spec import spec_hash
     from apps.teams.services import team_create
+    from controlplane import heap
     from controlplane.celery import app as celery_app
     from workers.clients import prometheus
     from workers.tasks.metrics import scrape_cluster
@@ -303,7 +310,10 @@ def measure(args: argparse.Namespace, sizes: list[int]) -> None:
         "import_path": "examples.hello:build",
         "deployments": [{"name": "Hello", "num_replicas": 2, "ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0.25}}],
     }
-    print(f"database: {connection.vendor}; {args.apps} apps and {args.nodes} worker nodes per cluster")
+    print(
+        f"database: {connection.vendor}; {args.apps} apps and {args.nodes} worker nodes per cluster; pages asked "
+        f"gzipped: {settings.METRICS_SCRAPE_GZIP} (METRICS_SCRAPE_GZIP)"
+    )
     print(
         f"{'clusters':>8s} {'metrics':>10s} {'load':>7s} | {'reconcile CPU ms':>16s} {'scrape CPU ms':>14s} | "
         f"{'tasks/min':>9s} {'rows/min rec+scr':>17s} | {'clusters/core':>13s} (goal >= 500)"
@@ -354,6 +364,7 @@ def measure(args: argparse.Namespace, sizes: list[int]) -> None:
             reconcile_cluster(cid)
             scrape_cluster(cid)
         apps = list(Application.objects.filter(cluster_id__in=ids).select_related("current_revision"))
+        heap.settle()  # as a worker does once it is ready (controlplane/heap.py)
         if args.profile:
             import cProfile
             import pstats
@@ -419,7 +430,11 @@ def measure(args: argparse.Namespace, sizes: list[int]) -> None:
                 t1 = time.process_time()
                 targets = prometheus.discover_targets(c.dashboard_url)
                 for t in targets:
-                    list(prometheus.parse(prometheus.fetch(t, timeout=30), set(services.FAMILIES)))
+                    list(
+                        prometheus.parse(
+                            prometheus.fetch(t, timeout=30, gzip=settings.METRICS_SCRAPE_GZIP), set(services.FAMILIES)
+                        )
+                    )
                 base.append(((t1 - t0) * 1000, (time.process_time() - t1) * 1000))
             rec, scr = statistics.mean(rec_cpu), statistics.mean(scr_cpu)
             base_rec = statistics.mean(b[0] for b in base)

@@ -165,7 +165,7 @@ def pages(monkeypatch):
     served: dict[str, str] = {}
     delay = {"s": 0.0}
 
-    def fetch(target: str, timeout: float = 5) -> str:
+    def fetch(target: str, timeout: float = 5, gzip: bool = True) -> str:
         time.sleep(delay["s"])
         if target not in served:
             raise prometheus.ScrapeError(f"{target}: refused")

@@ -49,7 +49,7 @@ def exposition(requests: float, loads: float, replica: str = "r1", buckets: tupl
 def fake(monkeypatch):
     pages: dict[str, str | Exception] = {}
 
-    def fetch(target: str, timeout: float = 5) -> str:
+    def fetch(target: str, timeout: float = 5, gzip: bool = True) -> str:
         page = pages.get(target, prometheus.ScrapeError(f"{target}: ConnectionError: refused"))
         if isinstance(page, Exception):
             raise page
@@ -300,3 +300,100 @@ def test_a_configured_target_list_replaces_discovery(cluster, fake):
     MetricsConfig.objects.filter(pk=cluster.pk).update(metrics_targets=["10.0.0.9:8080"])
     run = services.scrape_cluster(cluster.pk)
     assert run.targets == 1 and run.targets_failed == 0 and not run.errors
+
+
+class _RayLikeCollector:
+    """A collector as Ray's metrics agent registers one (no described names): the wanted families among many that
+    nobody charts, as on a worker node's page."""
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        requests = CounterMetricFamily("ray_serve_num_http_requests", "req", labels=["application", "route"])
+        requests.add_metric(["t--a", "/a"], 7)
+        yield requests
+        latency = HistogramMetricFamily("ray_serve_http_request_latency_ms", "lat", labels=["application"])
+        latency.add_metric(["t--a"], [("10.0", 3), ("+Inf", 7)], 120.0)
+        yield latency
+        resources = GaugeMetricFamily("ray_resources", "res", labels=["Name", "State", "NodeAddress"])
+        resources.add_metric(["GPU", "USED", "10.0.0.2"], 1.5)
+        yield resources
+        for n in range(300):
+            noise = HistogramMetricFamily(f"ray_serve_long_poll_latency_{n}_ms", "noise", labels=["key"])
+            noise.add_metric(["k"], [(str(b), b) for b in range(1, 20)] + [("+Inf", 20)], 5.0)
+            yield noise
+
+
+@pytest.fixture
+def rays_exporter():
+    """A metrics endpoint served by prometheus_client's own WSGI app, the one Ray's metrics agent serves; yields its
+    address and what crossed the wire (each answer's bytes and encoding)."""
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client import CollectorRegistry, make_wsgi_app
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    registry = CollectorRegistry()
+    registry.register(_RayLikeCollector())
+    exporter = make_wsgi_app(registry)
+    wire: list[tuple[int, str]] = []
+
+    def counted(environ, start_response):
+        seen = {}
+
+        def start(status, headers, *rest):
+            seen.update(headers)
+            return start_response(status, headers, *rest)
+
+        body = b"".join(exporter(environ, start))
+        wire.append((len(body), seen.get("Content-Encoding", "")))
+        return [body]
+
+    server = make_server("127.0.0.1", 0, counted, handler_class=Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_port}", wire
+    server.shutdown()
+
+
+def test_pages_cross_the_wire_gzipped_and_parse_the_same(rays_exporter):
+    target, wire = rays_exporter
+    plain = prometheus.fetch(target, gzip=False)
+    packed = prometheus.fetch(target)  # the default
+    assert packed == plain
+    (plain_bytes, plain_encoding), (packed_bytes, packed_encoding) = wire
+    assert (plain_encoding, packed_encoding) == ("", "gzip")
+    assert plain_bytes == len(plain.encode()) and packed_bytes * 10 < plain_bytes, (plain_bytes, packed_bytes)
+    wanted = set(services.FAMILIES)
+    kept = services._normalise(list(prometheus.parse(packed, wanted)))
+    assert {name for name, _ in kept} == {
+        "ray_serve_num_http_requests",
+        "ray_serve_http_request_latency_ms_bucket",
+        "ray_resources",
+    }
+
+
+def test_a_compressed_page_is_bounded_by_its_text_not_its_wire_size(rays_exporter):
+    target, wire = rays_exporter
+    size = len(prometheus.fetch(target, gzip=False))
+    with pytest.raises(prometheus.ScrapeError, match="larger than"):
+        prometheus.fetch(target, max_bytes=size // 4)  # on the wire the page is far below the limit
+    assert wire[-1][1] == "gzip" and wire[-1][0] < size // 4
+
+
+def test_a_scrape_asks_for_gzip_unless_told_not_to(cluster, monkeypatch, settings):
+    asked = []
+
+    def fetch(target: str, timeout: float = 5, gzip: bool = True) -> str:
+        asked.append(gzip)
+        return exposition(1, 1)
+
+    monkeypatch.setattr(prometheus, "fetch", fetch)
+    services.scrape_cluster(cluster.pk, targets=["a:1"])
+    settings.METRICS_SCRAPE_GZIP = False
+    services.scrape_cluster(cluster.pk, targets=["a:1"])
+    assert asked == [True, False]

@@ -72,6 +72,43 @@ def test_the_fast_parser_gives_what_prometheus_clients_parser_gives(seed):
     assert any(s[3].get("application") == 'a"b\\c\nd' for s in mine)  # escapes undone
 
 
+def test_a_series_seen_before_parses_as_the_first_time_and_its_bad_value_is_still_refused():
+    """Label blocks are taken apart once and remembered by their text; what comes after one is still checked."""
+    wanted = set(services.FAMILIES)
+    for seed in range(5):
+        text = page(seed)
+        first = [(s.family, s.name, s.kind, dict(s.labels), repr(s.value)) for s in parse(text, wanted)]
+        for s in parse(text, wanted):
+            s.labels["mutated"] = "yes"  # a caller's change to one sample's labels reaches no later parse
+        again = [(s.family, s.name, s.kind, s.labels, repr(s.value)) for s in parse(text, wanted)]
+        assert first == again == reference(text, wanted)
+    head = 'ray_serve_num_http_requests_total{application="app0",route="/r0",status_code="200",NodeAddress="10.0.0.0"}'
+    assert [s.value for s in parse(f"{head} 5\n", wanted)] == [5.0]
+    for tail in (" twelve", " 1 2 3", "5", " 1 x"):
+        with pytest.raises(ScrapeError, match="malformed"):
+            list(parse(f"{head}{tail}\n", wanted))
+    assert [(s.value, s.labels["route"]) for s in parse(f"{head} 7 1700000000000\n", wanted)] == [(7.0, "/r0")]
+
+
+def test_the_series_memos_are_bounded_and_start_over_when_full(monkeypatch):
+    from workers.clients import prometheus
+
+    monkeypatch.setattr(prometheus, "_HEADS_MAX", 10)
+    monkeypatch.setattr(services, "_SHAPES_MAX", 10)
+    prometheus._HEADS.clear()
+    services._SHAPES.clear()
+    wanted = set(services.FAMILIES)
+    for seed in range(5):
+        text = page(seed)
+        samples = list(parse(text, wanted))
+        assert [(s.family, s.name, s.kind, s.labels, repr(s.value)) for s in samples] == reference(text, wanted)
+        stored = services._normalise(samples)
+        assert len(prometheus._HEADS) <= 10 and len(services._SHAPES) <= 10
+    labels = {"application": "app0", "route": "/r0", "status_code": "200", "NodeAddress": "10.0.0.0"}
+    key = ("ray_serve_num_http_requests", services.series_key("ray_serve_num_http_requests", labels))
+    assert stored[key][1] == labels  # what is stored is right, whatever the memo held
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -60,7 +60,7 @@ def series_key(name: str, labels: dict[str, str]) -> str:
     return hashlib.sha1(f"{name}|{json.dumps(labels, sort_keys=True)}".encode()).hexdigest()
 
 
-@lru_cache(maxsize=262_144)
+@lru_cache(maxsize=131_072)
 def _cached_key(name: str, items: tuple[tuple[str, str], ...]) -> str:
     """series_key for a label set seen before (the same series come back every scrape)."""
     return series_key(name, dict(items))
@@ -82,26 +82,51 @@ def component_labels(labels: dict[str, str]) -> dict[str, str] | None:
     return {"application": app, "deployment": deployment, "ip": labels.get("ip", "")}
 
 
+_Shape = tuple[str, str, dict[str, str], str]  # stored name, stored kind, kept labels (never mutated), series key
+_SHAPES: dict[tuple[str, str], _Shape | None] = {}
+_SHAPES_MAX = 131_072  # about 0.7 KB each (the head is shared with the parser's memo)
+_UNSEEN = object()
+
+
+def _shape(s: Any) -> _Shape | None:
+    """How one sample is stored (None: it is not)."""
+    kind, keep = FAMILIES[s.family]
+    if kind == "histogram":
+        if not s.name.endswith("_bucket"):
+            return None
+        name, stored = f"{s.family}_bucket", "counter"
+    else:
+        name, stored = s.family, kind
+    if s.family == "ray_resources" and s.labels.get("Name") != "GPU":
+        return None
+    source = s.labels
+    if s.family in COMPONENT_FAMILIES:
+        source = component_labels(s.labels)
+        if source is None:
+            return None  # a process that is no Serve replica (a driver, a task): no application holds it
+    labels = {k: source[k] for k in keep if k in source}
+    return name, stored, labels, _cached_key(name, tuple(labels.items()))
+
+
 def _normalise(samples: list[Any]) -> dict[tuple[str, str], tuple[str, dict[str, str], float]]:
-    """Keep only wanted samples and labels; sum samples that collapse onto the same kept labels."""
+    """Keep only wanted samples and labels; sum samples that collapse onto the same kept labels.
+
+    How a series is stored is worked out once and remembered by its line's name and label block (the same text
+    every scrape), so a series seen before costs a lookup.
+    """
     out: dict[tuple[str, str], tuple[str, dict[str, str], float]] = {}
     for s in samples:
-        kind, keep = FAMILIES[s.family]
-        if kind == "histogram":
-            if not s.name.endswith("_bucket"):
-                continue
-            name, stored = f"{s.family}_bucket", "counter"
-        else:
-            name, stored = s.family, kind
-        if s.family == "ray_resources" and s.labels.get("Name") != "GPU":
+        memo = (s.family, s.head)
+        shape = _SHAPES.get(memo, _UNSEEN) if s.head else _UNSEEN
+        if shape is _UNSEEN:
+            shape = _shape(s)
+            if s.head:
+                if len(_SHAPES) >= _SHAPES_MAX:
+                    _SHAPES.clear()
+                _SHAPES[memo] = shape
+        if shape is None:
             continue
-        source = s.labels
-        if s.family in COMPONENT_FAMILIES:
-            source = component_labels(s.labels)
-            if source is None:
-                continue  # a process that is no Serve replica (a driver, a task): no application holds it
-        labels = {k: source[k] for k in keep if k in source}
-        key = _cached_key(name, tuple(labels.items()))
+        name, stored, labels, key = shape
         prev = out.get((name, key))
         out[(name, key)] = (stored, labels, s.value + (prev[2] if prev else 0.0))
     return out
@@ -215,7 +240,8 @@ def fetch_all(targets: list[str], *, deadline_s: float) -> dict[str, list[Any] |
     """Fetch and parse every target at once; whatever has not answered by the deadline is a failure."""
 
     def one(target: str) -> list[Any]:
-        return list(prometheus.parse(prometheus.fetch(target, timeout=deadline_s), set(FAMILIES)))
+        page = prometheus.fetch(target, timeout=deadline_s, gzip=settings.METRICS_SCRAPE_GZIP)
+        return list(prometheus.parse(page, set(FAMILIES)))
 
     if not targets:
         return {}
@@ -392,10 +418,14 @@ def _write(
                 f"UPDATE {series_t} SET last_raw = ?, last_seen_at = ? WHERE id = ?",
                 [(value, stamp, sid) for value, sid in counters],
             )
+            stale_stamp = conn.ops.adapt_datetimefield_value(stale)
             for i in range(0, len(touched), CHUNK):
-                Series.objects.filter(pk__in=touched[i : i + CHUNK]).filter(
-                    Q(last_seen_at__isnull=True) | Q(last_seen_at__lt=stale)
-                ).update(last_seen_at=now)
+                ids = touched[i : i + CHUNK]
+                raw.execute(
+                    f"UPDATE {series_t} SET last_seen_at = ? WHERE id IN ({','.join('?' * len(ids))}) "
+                    "AND (last_seen_at IS NULL OR last_seen_at < ?)",
+                    [stamp, *ids, stale_stamp],
+                )
 
 
 def rollup(resolution: int, *, lookback: timedelta, now: datetime | None = None) -> int:

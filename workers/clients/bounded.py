@@ -70,9 +70,12 @@ def request(
     max_bytes: int,
     connect_to: str | None = None,
     truncate: bool = False,
+    chunk_bytes: int = 65536,
 ) -> Answer:
     """``method url`` within ``deadline_s`` seconds in all, reading at most ``max_bytes`` of the answer (more:
-    AnswerTooLarge, or with ``truncate`` the first ``max_bytes``). Redirects are not followed."""
+    AnswerTooLarge, or with ``truncate`` the first ``max_bytes``), in pieces of up to ``chunk_bytes``. An answer
+    the server compressed (only when the caller asked, with Accept-Encoding) is counted decompressed. Redirects are
+    not followed."""
     started = time.monotonic()
     end = started + deadline_s
 
@@ -141,7 +144,7 @@ def request(
             if sock is not None:
                 sock.settimeout(left())  # each read waits at most what is left of the whole call
             try:
-                chunk = resp.read1(65536)
+                chunk = resp.read1(chunk_bytes)
             except (TimeoutError, urllib3.exceptions.ReadTimeoutError) as exc:
                 raise DeadlinePassed(f"no complete answer within {deadline_s:g} s") from exc
             except urllib3.exceptions.HTTPError as exc:
