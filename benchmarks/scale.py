@@ -373,10 +373,9 @@ def main() -> None:
     # is left out of the collector's way (as a preloading server's gc.freeze does), so a full collection of this
     # script's garbage is not timed as a page.
     del apps, revs, more_teams
-    import gc
+    from controlplane import heap
 
-    gc.collect()
-    gc.freeze()
+    heap.settle()
     if os.environ.get("BENCH_PROFILE"):  # where one URL's time goes: BENCH_PROFILE=/clusters/1/
         import cProfile
         import pstats

@@ -5,8 +5,9 @@ import os
 import sys
 
 from celery import Celery
-from celery.signals import setup_logging, task_postrun, task_prerun, worker_init
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_init, worker_process_init, worker_ready
 
+from . import heap
 from .broker import register as register_embedded_broker
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
@@ -85,3 +86,11 @@ def _worker_metrics_endpoint(**_: object) -> None:
         from apps.core.observability import exposition_registry
 
         start_http_server(int(port), registry=exposition_registry(with_database=False))
+
+
+@worker_ready.connect
+@worker_process_init.connect
+def _settle_heap(**_: object) -> None:
+    """The loaded application is left out of every later collection (controlplane/heap.py): in the worker once it
+    is ready (the solo and threads pools run tasks there), and in each prefork pool process after it started."""
+    heap.settle()

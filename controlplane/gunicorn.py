@@ -50,3 +50,14 @@ logconfig_dict = (
     if _json
     else {}
 )
+
+
+def post_worker_init(worker: object) -> None:
+    """Each web worker, once it loaded the application, leaves it out of every later collection
+    (controlplane/heap.py)."""
+    from django.urls import get_resolver
+
+    from controlplane import heap
+
+    get_resolver().url_patterns  # noqa: B018  (every view module is imported now, not at the first request)
+    heap.settle()

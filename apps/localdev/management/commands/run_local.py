@@ -80,6 +80,8 @@ class Command(BaseCommand):
                 python,
                 "-m",
                 "gunicorn",
+                "--config",
+                "python:controlplane.gunicorn",  # as the image runs it (its log lines, its worker hooks)
                 "controlplane.wsgi",
                 "-b",
                 f"127.0.0.1:{options['port']}",
