@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from django.db.models import QuerySet
+from django.db.models import QuerySet, TextField
+from django.db.models.functions import Cast
 
 from apps.core.ids import parse_id
 from apps.teams.principal import Principal
@@ -29,9 +31,9 @@ def visible_application(principal: Principal, value: Any, *, live: bool = False)
     return qs.filter(pk=pk).first()
 
 
-@dataclass(frozen=True)
-class PlacedReplica:
-    """One replica of a deployment as Ray last reported it, with what each replica of the deployment requires."""
+class PlacedReplica(NamedTuple):
+    """One replica of a deployment as Ray last reported it, with what each replica of the deployment requires (a
+    tuple: a cluster page makes 20,000 of them)."""
 
     app: PlacedApp
     deployment: str
@@ -52,8 +54,7 @@ class TeamRef:
     slug: str
 
 
-@dataclass(frozen=True)
-class PlacedApp:
+class PlacedApp(NamedTuple):
     """What a placed replica says of its application: no model instance (a cluster holds 10,000 of them)."""
 
     pk: int
@@ -64,14 +65,18 @@ class PlacedApp:
 
 def placed_replicas(cluster: Any) -> list[PlacedReplica]:
     """Every replica of the cluster's live applications in their last observed status, in one query of plain rows."""
-    rows = (
+    rows = list(
         Application.objects.filter(cluster=cluster, deleted_at__isnull=True)
         .exclude(status={})
-        .values_list("id", "name", "adopted_serve_name", "team__slug", "status")
+        .annotate(status_text=Cast("status", TextField()))
+        .values_list("id", "name", "adopted_serve_name", "team__slug", "status_text")
     )
+    # The statuses as text, decoded in one call: 10,000 small documents decoded one by one (the JSON field's own
+    # converter) cost twice as much.
+    statuses = json.loads("[" + ",".join(row[4] for row in rows) + "]")
     out = []
     teams: dict[str, TeamRef] = {}
-    for pk, name, adopted, slug, status in rows:
+    for (pk, name, adopted, slug, _), status in zip(rows, statuses, strict=True):
         team = teams.get(slug) or teams.setdefault(slug, TeamRef(slug))
         app = PlacedApp(pk, name, adopted or serve_app_name(slug, name), team)
         for dep_name, dep in (status.get("deployments") or {}).items():

@@ -35,7 +35,7 @@ def cluster_state(cluster: Cluster) -> dict:
     used: dict[str, dict[str, Decimal]] = {}
     converted: dict[int, tuple[dict[str, Decimal], dict[str, str]]] = {}
     for rep in placed_replicas(cluster):
-        node_id = rep.replica.get("node_id", "")
+        node_id = rep.node_id
         node = nodes.get(node_id)
         if node is None:
             node = nodes[node_id] = {
