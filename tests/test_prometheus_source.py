@@ -8,6 +8,7 @@ import base64
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -18,6 +19,8 @@ from apps.audit.models import AuditEvent
 from apps.clusters.models import Cluster
 from apps.metrics import prom
 from apps.metrics.models import MetricsConfig
+from tests.conftest import require
+from tests.support.prometheus import Prometheus, backfill, binary
 from workers.clients.promql import PromQLClient, PromQLError, selector
 
 pytestmark = pytest.mark.django_db  # the cache, cleared around each test, may be the database's
@@ -308,3 +311,39 @@ def test_idle_gpu_alerts_read_a_prometheus_cluster_and_draw_no_verdict_when_it_i
     cache.clear()
     alerts.evaluate()  # the endpoint is gone: no verdict either
     assert not Incident.objects.filter(kind="idle_gpu").exists()
+
+
+def test_a_counter_missed_at_the_window_start_counts_its_growth_and_one_born_inside_counts_whole(tmp_path):
+    """Real Prometheus, fed recorded samples (promtool): one series has a 2-minute hole across the window's start
+    (its target was down: no sample within the lookback there), one is born inside the window. The first grew by
+    about 18 in the window, and must not be counted from zero as if newborn (80); the second counts whole."""
+    if not binary():
+        require("prometheus", "apt-get install prometheus")
+    step, window = 15, 300
+    start = (int(time.time()) - 3600) // 60 * 60  # the window's start, an hour ago
+    end = start + window
+    lines = ["# TYPE ray_serve_num_http_requests counter"]
+    for k in range(81):  # every 15 s from start - 900 to end, one request each, none from start - 90 to start + 30
+        t = start - 900 + step * k
+        if not start - 90 <= t < start + 30:
+            lines.append(f'ray_serve_num_http_requests_total{{application="holey",ray_cluster="t"}} {k} {t}')
+    for k in range(17):  # first sample at start + 60 with 5 already served, then one request every 15 s
+        t = start + 60 + step * k
+        lines.append(f'ray_serve_num_http_requests_total{{application="newborn",ray_cluster="t"}} {5 + k} {t}')
+    text = tmp_path / "samples.om"
+    text.write_text("\n".join(lines) + "\n# EOF\n")
+    backfill(text, tmp_path / "data")
+    server = Prometheus(tmp_path, data=tmp_path / "data").start()
+    try:
+        c = Cluster(pk=998, name="holes")
+        c.metrics_config = MetricsConfig(
+            metrics_source="prometheus", prometheus_url=server.url, prometheus_matchers={"ray_cluster": "t"}
+        )
+        at = datetime.fromtimestamp(end, tz=UTC)
+        got = prom.window_sums(c, prom.HTTP_REQUESTS, window, at, ("application",))
+        # 18 requests between the first and last samples in the window; increase() extends that span to the
+        # window's start by half an interval when the gap there is longer than 1.1 intervals: 18 * 277.5 / 270.
+        assert got[("holey",)] == pytest.approx(18 * 277.5 / 270), got
+        assert got[("newborn",)] == 21, got
+    finally:
+        server.stop()

@@ -119,12 +119,20 @@ def check(cluster: Cluster) -> dict[str, Any]:
     return {"ok": True, "targets": targets, "ms": round((timezone.now() - started).total_seconds() * 1000, 1)}
 
 
+BORN_LOOKBACK_S = 300  # Prometheus's default lookback: how far before a window a series' last sample is looked for
+
+
 def _grown(series: str, seconds: int) -> str:
     """Per series, how much a counter grew over the window, as the embedded store counts it: ``increase`` for a
     series that existed when the window opened, and its whole value for one born inside it (a proxy or replica that
-    served its first request there), which ``increase`` alone would count from its first scrape, not from zero."""
+    served its first request there), which ``increase`` alone would count from its first scrape, not from zero.
+
+    "Existed" means a real sample in the ``max(window, BORN_LOOKBACK_S)`` before the window, read with
+    ``last_over_time`` over a range: an instant ``series offset window`` is empty when a scrape failed at the
+    window's start (Prometheus marks the target's series stale), and would count such a series' whole life."""
     w = f"{int(seconds)}s"
-    return f"((increase({series}[{w}]) and {series} offset {w}) or ({series} unless {series} offset {w}))"
+    before = f"last_over_time({series}[{max(int(seconds), BORN_LOOKBACK_S)}s] offset {w})"
+    return f"((increase({series}[{w}]) and {before}) or (last_over_time({series}[{w}]) unless {before}))"
 
 
 def _range_window(step: int) -> int:
