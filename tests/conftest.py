@@ -233,18 +233,58 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 90, interval: float 
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
-def wait_for_steady_proxies(ray_cluster: Any, timeout: float = 90) -> None:
-    """Until every Serve proxy is HEALTHY: none starting, none DRAINING. A proxy on a node that lost its last
-    replica (an earlier test's apps removed) drains and is killed 30 s later; on the test host every proxy listens
-    on one port, so the connections the kernel queued for it are reset. Call it before sending traffic whose every
-    answer counts; it sends none itself."""
-    status_url = f"{ray_cluster.dashboard_url}/api/serve/applications/"
+ACTIVE_REPLICA_STATES = frozenset({"STARTING", "UPDATING", "RECOVERING", "RUNNING", "PENDING_MIGRATION"})
+
+
+def serve_proxy_snapshot(ray_cluster: Any) -> tuple[tuple[str, str, str], ...] | None:
+    """The Serve proxies as they stand, or None while they are not steady. Steady: the proxies the controller lists
+    are HEALTHY and on exactly the nodes that keep one (the controller's node and those holding an active replica;
+    Serve starts one on each and drains the others), and every live ProxyActor is one of them (the controller stops
+    listing a DRAINED proxy in the tick it kills it, before its process is gone)."""
+    status = requests.get(f"{ray_cluster.dashboard_url}/api/serve/applications/", timeout=10).json()
+    proxies = status.get("proxies") or {}
+    kept = {(status.get("controller_info") or {}).get("node_id")}
+    for app in (status.get("applications") or {}).values():
+        for deployment in (app.get("deployments") or {}).values():
+            kept |= {
+                r.get("node_id") for r in deployment.get("replicas") or [] if r.get("state") in ACTIVE_REPLICA_STATES
+            }
+    kept.discard(None)
+    kept.discard("")
+    if set(proxies) != kept or any(p.get("status") != "HEALTHY" for p in proxies.values()):
+        return None
+    actors = requests.get(
+        f"{ray_cluster.dashboard_url}/api/v0/actors",
+        params={
+            "filter_keys": ["class_name", "state"],
+            "filter_predicates": ["=", "="],
+            "filter_values": ["ProxyActor", "ALIVE"],
+            "limit": 1000,
+        },
+        timeout=10,
+    ).json()["data"]["result"]["result"]
+    if {a["actor_id"] for a in actors} - {p.get("actor_id") for p in proxies.values()}:
+        return None
+    return tuple(sorted((node, p.get("actor_id", ""), p.get("status", "")) for node, p in proxies.items()))
+
+
+def wait_for_steady_proxies(ray_cluster: Any, timeout: float = 90, hold: float = 2.0) -> None:
+    """Until the Serve proxies are steady (``serve_proxy_snapshot``) and stay the same for ``hold`` seconds. A proxy
+    on a node that lost its last replica (an earlier test's apps removed) drains and is killed 30 s later; on the test
+    host every proxy listens on one port, so the connections the kernel queued for it are reset (measured: one reset
+    at the kill, 31.7 s after the removal). The hold covers the moment between the kill and its process's exit. Call
+    it before sending traffic whose every answer counts; it sends none itself."""
+    seen: dict[str, Any] = {"snapshot": None, "since": 0.0}
 
     def steady() -> bool:
-        proxies = requests.get(status_url, timeout=10).json().get("proxies") or {}
-        return bool(proxies) and all(p.get("status") == "HEALTHY" for p in proxies.values())
+        snapshot = serve_proxy_snapshot(ray_cluster)
+        now = time.monotonic()
+        if snapshot is None or snapshot != seen["snapshot"]:
+            seen.update(snapshot=snapshot, since=now)
+            return False
+        return now - seen["since"] >= hold
 
-    wait_for(steady, timeout=timeout, interval=1.0, what="every Serve proxy HEALTHY (none starting or draining)")
+    wait_for(steady, timeout=timeout, interval=0.5, what="every Serve proxy HEALTHY and kept, and none dying")
 
 
 def wait_for_every_proxy(

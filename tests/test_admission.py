@@ -504,24 +504,19 @@ def test_a_scale_down_read_before_ray_applies_it_is_not_held_back(make_cluster, 
     try:
         cluster = make_cluster(dashboard_url=ray.url)
         grant(team_a, cluster, "6")
-        spec = {
-            "route_prefix": "/team-a/filler",
-            "import_path": "examples.hello:app",
-            "deployments": [{"name": "Hello", "num_replicas": 6, "ray_actor_options": {"num_gpus": 1}}],
-        }
-        app = application_create(actor=alice, team=team_a, cluster=cluster, name="filler", spec=spec)
+        six = spec(num_replicas=6, ray_actor_options={"num_gpus": 1})
+        app = application_create(actor=alice, team=team_a, cluster=cluster, name="filler", spec=six)
         push_cluster(cluster.pk)
         ray.settle_after = 0
-        details = ray.apps[app.serve_name]["deployments"]["Hello"]
-        details["deployment_config"] = {"name": "Hello", "num_replicas": 6, "ray_actor_options": {"num_gpus": 1.0}}
+        details = ray.apps[app.serve_name]["deployments"]["A"]
+        details["deployment_config"] = {"name": "A", "num_replicas": 6, "ray_actor_options": {"num_gpus": 1.0}}
         details["required_resources"] = {"GPU": 1.0}
         monkeypatch.setattr("apps.deploys.observe.enqueue", lambda *a: True)
         observe_cluster(cluster.pk)
         app.refresh_from_db()
         assert app.good_revision_id == app.deployed_revision_id and not app.fault
         old = copy.deepcopy(ray.apps[app.serve_name])
-        one = {**spec, "deployments": [{"name": "Hello", "num_replicas": 1, "ray_actor_options": {"num_gpus": 1}}]}
-        application_update(actor=alice, application=app, spec=one)
+        application_update(actor=alice, application=app, spec=spec(num_replicas=1, ray_actor_options={"num_gpus": 1}))
         push_cluster(cluster.pk)
         ray.apps[app.serve_name] = old  # Ray still shows the old config and its six replicas
         observe_cluster(cluster.pk)
@@ -529,7 +524,7 @@ def test_a_scale_down_read_before_ray_applies_it_is_not_held_back(make_cluster, 
         assert app.deployed_revision_id == app.current_revision_id
         assert not app.fault and app.fault_revision_id is None, app.fault
         greedy = copy.deepcopy(old)  # over both figures: 8 GPUs while Ray has not applied the config
-        greedy["deployments"]["Hello"]["deployment_config"]["num_replicas"] = 8
+        greedy["deployments"]["A"]["deployment_config"]["num_replicas"] = 8
         ray.apps[app.serve_name] = greedy
         observe_cluster(cluster.pk)
         app.refresh_from_db()

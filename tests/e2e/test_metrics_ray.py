@@ -107,3 +107,34 @@ def test_stored_hit_rate_matches_rays_counters_and_an_lru_replay(
     assert api_series[0]["points"][0][1] == pytest.approx(1 - 5 / 9)
     resident = {r["model_id"] for r in residency(ray_env, serve_name)}
     assert resident == {"m3", "m1"}  # the two most recently used
+
+
+def test_rays_metrics_agents_send_their_pages_gzipped_and_they_parse_the_same(ray_cluster):
+    """Every endpoint Ray's service discovery names compresses its page when asked (prometheus_client, as Ray serves
+    it), and the control plane reads the same series from it as from the plain page."""
+    import http.client
+
+    from apps.metrics import services
+
+    wanted = set(services.FAMILIES)
+
+    def series(page: str) -> set:
+        return set(services._normalise(list(prometheus.parse(page, wanted))))
+
+    compared = 0
+    for target in prometheus.discover_targets(ray_cluster.dashboard_url):
+        host, port = target.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+        answer = conn.getresponse()
+        wire = answer.read()
+        conn.close()
+        assert answer.getheader("Content-Encoding") == "gzip", target
+        for _ in range(3):  # a series may appear between two reads (a replica starting): read both again
+            plain, packed = prometheus.fetch(target, gzip=False), prometheus.fetch(target)
+            if series(plain) == series(packed):
+                break
+        assert series(packed) == series(plain), target
+        assert len(wire) * 5 < len(plain.encode()), (target, len(wire), len(plain))
+        compared += bool(series(packed))
+    assert compared >= 2, "no endpoint exported a series the control plane stores"

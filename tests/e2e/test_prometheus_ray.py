@@ -6,9 +6,10 @@ headless Chromium.
 Precision: the embedded store sums the exact counter deltas between its scrapes. A series that first appears inside
 a window (a proxy or replica that served its first request there) counts from zero in both (prom._grown).
 PromQL's ``increase`` over a window extrapolates the sampled span (first to last sample in the window) to the
-window's edges, so a count can come out high by up to about two scrape intervals over the window (2 s scrapes,
-a 30 s window: under 14%, plus one for rounding). Ratios of two counters scraped together (the hit rate)
-extrapolate alike and agree to 0.01.
+window's edges, so a count can come out high by up to 1.1 average scrape intervals at each edge over the sampled
+span (4 s scrapes, a 60 s window: about 17%, more when a loaded machine delays or misses scrapes; the test reads
+the bound from the samples Prometheus holds), plus one for rounding. Ratios of two counters scraped together (the
+hit rate) extrapolate alike and agree to 0.01.
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ from tests.support.prometheus import Prometheus, binary
 
 pytestmark = [pytest.mark.ray, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SCRAPE_S = 2
+# Prometheus times a scrape out after its interval (10 s at most). The test Ray's head page holds about 9,000
+# samples and took up to 2.1 s on this 2-core machine while this test ran, so a 2 s interval lost a quarter of
+# the head's scrapes (measured: 12 of 51), and a count over a window with a hole at either edge loses what grew in it.
+SCRAPE_S = 4
 
 
 @pytest.fixture
@@ -59,6 +63,43 @@ def as_prometheus(cluster: Cluster, server: Prometheus) -> Cluster:
     return remote
 
 
+def extrapolation(server: Prometheus, metric: str, application: str, window: int, end) -> float:
+    """The most PromQL's ``increase`` may add, as a share of the sampled growth, to any of the application's series
+    of ``metric`` over the window ending at ``end``. Prometheus extends a series' sampled span (first to last sample
+    in the window) to each edge by the gap there when it is under 1.1 average intervals, else by half an interval:
+    by at most min(gap, 1.1 x average) either way."""
+    at = float(int(end.timestamp()))  # as prom.window_sums asks
+    body = requests.get(
+        f"{server.url}/api/v1/query",
+        params={"query": f'{metric}{{application="{application}"}}[{window}s]', "time": at},
+        timeout=10,
+    ).json()
+    worst = 0.0
+    for series in body["data"]["result"]:
+        stamps = [float(t) for t, _ in series["values"]]
+        if len(stamps) < 2 or stamps[-1] == stamps[0]:
+            continue
+        sampled = stamps[-1] - stamps[0]
+        step = 1.1 * sampled / (len(stamps) - 1)
+        added = min(stamps[0] - (at - window), step) + min(at - stamps[-1], step)
+        worst = max(worst, added / sampled)
+    return worst
+
+
+def sampled_after(server: Prometheus, metrics: tuple[str, ...], application: str, after: float) -> bool:
+    """Whether Prometheus holds a sample newer than ``after`` of every series of the application's ``metrics`` (at
+    least one series each). A scrape can time out under load (Prometheus marks the target's series stale), so the
+    test waits for the samples themselves, not for a scrape interval."""
+    for metric in metrics:
+        body = requests.get(
+            f"{server.url}/api/v1/query", params={"query": f'{metric}{{application="{application}"}}[60s]'}, timeout=10
+        ).json()
+        found = body["data"]["result"]
+        if not found or any(max(float(t) for t, _ in s["values"]) <= after for s in found):
+            return False
+    return True
+
+
 def test_both_sources_count_the_same_requests_and_charts_render_from_prometheus(
     prometheus,
     ray_env,
@@ -72,7 +113,7 @@ def test_both_sources_count_the_same_requests_and_charts_render_from_prometheus(
     page,  # noqa: F811
     live_server,
 ):
-    settings.PROMETHEUS_MIN_RANGE_S = 10  # this Prometheus scrapes every 2 s
+    settings.PROMETHEUS_MIN_RANGE_S = 3 * SCRAPE_S  # a rate window holds at least two of this Prometheus's scrapes
     settings.PROMETHEUS_CACHE_S = 1
     grant(team_a, ray_env, "4")
     client = api(alice)
@@ -131,7 +172,15 @@ def test_both_sources_count_the_same_requests_and_charts_render_from_prometheus(
         keep_alive(SCRAPE_S)
     start = timezone.now()
     scrape_cluster(ray_env.pk)
-    keep_alive(SCRAPE_S)
+    counters = (prom.HTTP_REQUESTS, prom.MUX_REQUESTS, prom.MUX_LOADS)
+    # Every counter sampled inside the window before the first request (the window may open up to 1 s after
+    # ``start``: it is asked for in whole seconds), so nothing measured falls before its first sample there.
+    wait_for(
+        lambda: sampled_after(prometheus, counters, serve_name, start.timestamp() + 1),
+        timeout=60,
+        interval=1,
+        what="a sample of every counter inside the window",
+    )
     # Measured: pairs over three models with two slots: load, hit, load, hit, ... (LRU evicts the oldest; m4 is
     # resident, so even the first request loads).
     sequence = [f"m{1 + (i // 2) % 3}" for i in range(36)]
@@ -178,9 +227,20 @@ def test_both_sources_count_the_same_requests_and_charts_render_from_prometheus(
     prom_loads = prom.window_sums(remote, prom.MUX_LOADS, window, end, by)[(serve_name,)]
     prom_hit_rate = 1 - prom_loads / prom_gets
 
-    tolerance = 2 * SCRAPE_S / window
+    # How far increase() may extrapolate, from the samples Prometheus really holds (a loaded machine misses or
+    # delays scrapes, so the spacing is not always SCRAPE_S): each series' sampled span is extended to each edge
+    # of the window by at most 1.1 of its average interval. increase() can reach that bound exactly (measured:
+    # 37.928571 against 36 with a bound of 3/56), so a rounding error in the last place must not decide.
+    tolerance = (
+        max(
+            extrapolation(prometheus, metric, serve_name, window, end)
+            for metric in (prom.HTTP_REQUESTS, prom.MUX_REQUESTS, prom.MUX_LOADS)
+        )
+        + 1e-9
+    )
     print(
-        f"\nwindow {window} s: requests embedded {emb_requests} / prometheus {prom_requests:.2f}; "
+        f"\nwindow {window} s (increase() may add {tolerance:.1%}): "
+        f"requests embedded {emb_requests} / prometheus {prom_requests:.2f}; "
         f"loads {emb_loads} / {prom_loads:.2f}; hit rate {emb_hit_rate:.4f} / {prom_hit_rate:.4f}"
     )
     assert emb_requests == len(sequence)

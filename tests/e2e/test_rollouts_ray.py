@@ -260,7 +260,11 @@ def test_a_good_version_rolls_out_in_steps_and_a_bad_one_rolls_back_on_its_own(
         traffic.stop.set()
     print(f"bad rollout: split at +0 s, rolled back after {decided - split_at:.1f} s: {r.reason}")
     assert [v["verdict"] for v in r.verdicts] == ["fail"] and r.verdicts[0]["weight"] == 10
-    assert "5xx" in r.reason and r.verdicts[0]["canary"]["error_rate"] > 0.05
+    # Judged on what the first scrapes saw: the version fails 20% of its requests, but the gate decides as soon as
+    # the share it sees passes the allowed one, and an early count may hold fewer of the failures (measured 4.8%).
+    canary = r.verdicts[0]["canary"]
+    assert "5xx" in r.reason and canary["errors"] > 0
+    assert canary["error_rate"] > r.gates["max_error_rate_increase"]
     # Every failure came from the bad version itself; nothing was dropped by a switch.
     dropped = [
         a
