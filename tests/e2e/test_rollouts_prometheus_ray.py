@@ -14,7 +14,7 @@ from apps.deploys.observe import observe_cluster
 from apps.metrics.models import MetricsConfig, Series
 from tests.conftest import app_body, wait_for, wait_for_every_proxy
 from tests.e2e.test_prometheus_ray import prometheus  # noqa: F401 - the fixture
-from tests.e2e.test_rollouts_ray import Client, drive, version
+from tests.e2e.test_rollouts_ray import HOST_NOISE_GATES, Client, drive, version
 
 pytestmark = [pytest.mark.ray, pytest.mark.django_db(transaction=True)]
 
@@ -52,7 +52,7 @@ def test_the_gates_judge_from_prometheus_on_a_prometheus_cluster(
     def roll(spec: dict, until, what: str):
         resp = client.post(
             f"/api/v1/applications/{app_id}/rollouts/",
-            {"spec": spec, "steps": [50, 100], "step_seconds": STEP_S},
+            {"spec": spec, "steps": [50, 100], "step_seconds": STEP_S, "gates": HOST_NOISE_GATES},
             format="json",
         )
         assert resp.status_code == 201, resp.content
@@ -66,7 +66,9 @@ def test_the_gates_judge_from_prometheus_on_a_prometheus_cluster(
         traffic.stop.set()
     print(f"\nPrometheus-judged verdicts: good {[(v['verdict'], v['canary']) for v in good.verdicts]}")
     print(f"bad {bad.verdicts[0]['verdict']}: {bad.reason}")
-    assert good.state == "succeeded" and [v["verdict"] for v in good.verdicts] == ["pass", "pass"], good.verdicts
+    assert good.state == "succeeded" and [v["verdict"] for v in good.verdicts] == ["pass", "pass"], [
+        (v["verdict"], v["reason"]) for v in good.verdicts
+    ]
     assert all(v["canary"]["requests"] >= 20 for v in good.verdicts)
     assert bad.verdicts[0]["verdict"] == "fail" and "5xx" in bad.reason
     assert bad.verdicts[0]["canary"]["error_rate"] > 0.1

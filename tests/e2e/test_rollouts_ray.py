@@ -31,6 +31,11 @@ pytestmark = [pytest.mark.ray, pytest.mark.django_db(transaction=True)]
 
 SECRET = "receiver-secret-0123456789abcdef"
 STEP_S = 30
+# The good versions' rollouts judge latency with a slack of a second. The new version is the same code, yet on the
+# test host (2 cores running the suite, Ray's nodes, the client and Prometheus) its p95 over a step's ~190 requests
+# came out 1.5x the old one's (over 165 ms against 110) and the default gate rolled it back. What these tests judge
+# is the steps, the shares and the error gate; the latency gate's arithmetic is tested on its own (test_rollouts.py).
+HOST_NOISE_GATES = {"p95_slack_ms": 1000}
 
 
 def version(greeting: str, error_rate: float = 0.0) -> dict:
@@ -195,7 +200,7 @@ def test_a_good_version_rolls_out_in_steps_and_a_bad_one_rolls_back_on_its_own(
         time.sleep(2)
         resp = client.post(
             f"/api/v1/applications/{app_id}/rollouts/",
-            {"spec": version("v2"), "steps": [10, 50, 100], "step_seconds": STEP_S},
+            {"spec": version("v2"), "steps": [10, 50, 100], "step_seconds": STEP_S, "gates": HOST_NOISE_GATES},
             format="json",
         )
         assert resp.status_code == 201, resp.content
@@ -213,7 +218,9 @@ def test_a_good_version_rolls_out_in_steps_and_a_bad_one_rolls_back_on_its_own(
         f"({len(excused)} more answered 404 by a proxy joining the test host's shared port)"
     )
     assert failed == [], failed[:5]
-    assert r.state == "succeeded" and r.promoted and [v["verdict"] for v in r.verdicts] == ["pass"] * 3, r.verdicts
+    assert r.state == "succeeded" and r.promoted and [v["verdict"] for v in r.verdicts] == ["pass"] * 3, [
+        (v["verdict"], v["reason"]) for v in r.verdicts
+    ]
     shares = []
     for i, v in enumerate(r.verdicts):
         # from 3 s after the step began (the splitter's new weight applied) to the next step's start
