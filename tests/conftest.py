@@ -233,6 +233,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 90, interval: float 
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
+# The replica states that keep a node's proxy: Ray 2.60's DeploymentState.get_active_node_ids lists them in the method
+# itself (nothing to import), so they are written out here as Ray has them.
 ACTIVE_REPLICA_STATES = frozenset({"STARTING", "UPDATING", "RECOVERING", "RUNNING", "PENDING_MIGRATION"})
 
 

@@ -63,20 +63,24 @@ def as_prometheus(cluster: Cluster, server: Prometheus) -> Cluster:
     return remote
 
 
+def raw_samples(server: Prometheus, metric: str, application: str, window: int, at: float | None = None) -> list:
+    """The sample times of each of the application's series of ``metric`` in the ``window`` seconds before ``at``
+    (now when None), as Prometheus stored them."""
+    params: dict = {"query": f'{metric}{{application="{application}"}}[{window}s]'}
+    if at is not None:
+        params["time"] = at
+    body = requests.get(f"{server.url}/api/v1/query", params=params, timeout=10).json()
+    return [[float(t) for t, _ in series["values"]] for series in body["data"]["result"]]
+
+
 def extrapolation(server: Prometheus, metric: str, application: str, window: int, end) -> float:
     """The most PromQL's ``increase`` may add, as a share of the sampled growth, to any of the application's series
     of ``metric`` over the window ending at ``end``. Prometheus extends a series' sampled span (first to last sample
     in the window) to each edge by the gap there when it is under 1.1 average intervals, else by half an interval:
     by at most min(gap, 1.1 x average) either way."""
     at = float(int(end.timestamp()))  # as prom.window_sums asks
-    body = requests.get(
-        f"{server.url}/api/v1/query",
-        params={"query": f'{metric}{{application="{application}"}}[{window}s]', "time": at},
-        timeout=10,
-    ).json()
     worst = 0.0
-    for series in body["data"]["result"]:
-        stamps = [float(t) for t, _ in series["values"]]
+    for stamps in raw_samples(server, metric, application, window, at):
         if len(stamps) < 2 or stamps[-1] == stamps[0]:
             continue
         sampled = stamps[-1] - stamps[0]
@@ -91,11 +95,8 @@ def sampled_after(server: Prometheus, metrics: tuple[str, ...], application: str
     least one series each). A scrape can time out under load (Prometheus marks the target's series stale), so the
     test waits for the samples themselves, not for a scrape interval."""
     for metric in metrics:
-        body = requests.get(
-            f"{server.url}/api/v1/query", params={"query": f'{metric}{{application="{application}"}}[60s]'}, timeout=10
-        ).json()
-        found = body["data"]["result"]
-        if not found or any(max(float(t) for t, _ in s["values"]) <= after for s in found):
+        found = raw_samples(server, metric, application, 60)
+        if not found or any(max(stamps) <= after for stamps in found):
             return False
     return True
 
