@@ -232,13 +232,7 @@ def test_both_sources_count_the_same_requests_and_charts_render_from_prometheus(
     # delays scrapes, so the spacing is not always SCRAPE_S): each series' sampled span is extended to each edge
     # of the window by at most 1.1 of its average interval. increase() can reach that bound exactly (measured:
     # 37.928571 against 36 with a bound of 3/56), so a rounding error in the last place must not decide.
-    tolerance = (
-        max(
-            extrapolation(prometheus, metric, serve_name, window, end)
-            for metric in (prom.HTTP_REQUESTS, prom.MUX_REQUESTS, prom.MUX_LOADS)
-        )
-        + 1e-9
-    )
+    tolerance = max(extrapolation(prometheus, metric, serve_name, window, end) for metric in counters) + 1e-9
     print(
         f"\nwindow {window} s (increase() may add {tolerance:.1%}): "
         f"requests embedded {emb_requests} / prometheus {prom_requests:.2f}; "
